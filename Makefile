@@ -1,0 +1,93 @@
+# fdguard: LD_PRELOAD shim that keeps servers alive at descriptor exhaustion.
+#   make                  build/libfdguard.so
+#   make test             bats suites (SANITIZE=address|thread|undefined for sanitizer builds)
+#   make bench [QUICK=1]  side-by-side benchmarks
+#   make demo             the EMFILE spin, without and with the shim
+#   make install          PREFIX=/usr/local DESTDIR=
+
+CC       ?= cc
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+OPT      ?= -O2
+SANITIZE ?=
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS   := -std=gnu11 $(OPT) -g -fPIC -fvisibility=hidden -D_GNU_SOURCE $(WARN) $(EXTRA_CFLAGS)
+LDFLAGS  := -shared -Wl,--version-script=shim/fdguard.map -Wl,-z,now -Wl,-z,relro \
+            -Wl,--as-needed -Wl,--no-undefined
+
+ifeq ($(SANITIZE),)
+BUILD    ?= build
+else
+BUILD    ?= build/san-$(SANITIZE)
+CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+LDFLAGS  += -fsanitize=$(SANITIZE)
+endif
+# -O0 variant of the shim: the dlopen fidelity tests run against both builds.
+ifneq ($(filter -O0,$(OPT)),)
+BUILD    := $(BUILD)-O0
+endif
+
+SHIM_SRC := $(wildcard shim/*.c)
+SHIM_OBJ := $(patsubst shim/%.c,$(BUILD)/obj/%.o,$(SHIM_SRC))
+LIB      := $(BUILD)/libfdguard.so
+
+HELPER_SRC := $(wildcard tests/helpers/*.c)
+HELPERS    := $(patsubst tests/helpers/%.c,$(BUILD)/tests/%,$(HELPER_SRC))
+HELPER_CFLAGS := -std=gnu11 -O2 -g -D_GNU_SOURCE -Wall -Wextra -Werror -pthread $(EXTRA_CFLAGS)
+ifneq ($(SANITIZE),)
+HELPER_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+endif
+
+BATS      ?= bats
+SUITES    ?= tests/*.bats tests/integration/*.bats
+SAN_SUITES ?= tests/*.bats
+
+.PHONY: all helpers test bench demo install clean format check-format lint
+
+all: $(LIB)
+
+$(BUILD)/obj/%.o: shim/%.c shim/*.h Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(LIB): $(SHIM_OBJ) shim/fdguard.map
+	$(CC) $(CFLAGS) -o $@ $(SHIM_OBJ) $(LDFLAGS)
+
+$(BUILD)/tests/%: tests/helpers/%.c tests/helpers/*.h Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(HELPER_CFLAGS) -o $@ $< -ldl
+
+helpers: $(HELPERS)
+
+# Under a sanitizer only the suites driven by our own (instrumented) helpers run:
+# preloading a sanitizer runtime into packaged servers tests the runtime, not us.
+test: $(LIB) helpers
+ifeq ($(SANITIZE),)
+	FDG_BUILD=$(abspath $(BUILD)) $(BATS) --tap $(SUITES)
+else
+	FDG_BUILD=$(abspath $(BUILD)) FDG_SANITIZE=$(SANITIZE) $(BATS) --tap $(SAN_SUITES)
+endif
+
+bench: $(LIB) helpers
+	FDG_BUILD=$(abspath $(BUILD)) QUICK=$(QUICK) tests/bench/run
+
+demo: $(LIB) helpers
+	FDG_BUILD=$(abspath $(BUILD)) scripts/demo
+
+install: $(LIB)
+	install -d $(DESTDIR)$(PREFIX)/lib/fdguard $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/fdguard/libfdguard.so
+	install -m 0755 scripts/fdguard $(DESTDIR)$(PREFIX)/bin/fdguard
+
+format:
+	clang-format -i shim/*.c shim/*.h tests/helpers/*.c tests/helpers/*.h
+
+check-format:
+	clang-format --dry-run -Werror shim/*.c shim/*.h tests/helpers/*.c tests/helpers/*.h
+
+lint:
+	shellcheck scripts/fdguard .ci/run scripts/demo tests/bench/run tests/*.bash
+
+clean:
+	rm -rf build
