@@ -1,0 +1,192 @@
+/* Internal interface of libfdguard.so. Only the interposed libc symbols are
+ * exported (fdguard.map); everything declared here is hidden and carries the
+ * fdg_ prefix. */
+#pragma once
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define FDG_LIKELY(x) __builtin_expect(!!(x), 1)
+#define FDG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- next.c: the definitions our wrappers forward to ---------------------- */
+
+struct fdg_next {
+    int (*accept)(int, struct sockaddr *, socklen_t *);
+    int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+    int (*close)(int);
+    int (*dup2)(int, int);
+    int (*dup3)(int, int, int);
+    int (*close_range)(unsigned int, unsigned int, int);
+    void (*closefrom)(int);
+};
+extern struct fdg_next fdg_next;
+
+void fdg_bind_next(void);
+
+/* ---- init.c: lifecycle, fork awareness ------------------------------------ */
+
+enum { FDG_UNINIT, FDG_INITIALIZING, FDG_READY };
+extern _Atomic int fdg_state;
+/* pid of the process whose memory this is; fork children update it in the
+ * atfork handler, vfork and raw clone children do not, which is how they are
+ * told apart (they must not write to our tables). */
+extern _Atomic pid_t fdg_self_pid;
+
+bool fdg_init_slow(void);
+
+/* True when the shim is initialised and guarding this process. False while
+ * initialisation is under way on this thread (the caller then passes through). */
+extern bool fdg_guarding;
+
+static inline bool fdg_active(void)
+{
+    if (FDG_UNLIKELY(atomic_load_explicit(&fdg_state, memory_order_acquire) != FDG_READY))
+        return fdg_init_slow();
+    return fdg_guarding;
+}
+
+/* True in the process that owns this memory (not a vfork/clone child). Costs
+ * a getpid syscall: call it only before writing shared state. */
+bool fdg_owner_process(void);
+
+/* ---- config.c -------------------------------------------------------------- */
+
+enum fdg_dlopen_mode { FDG_DLOPEN_KEEP, FDG_DLOPEN_CACHE, FDG_DLOPEN_OFF };
+enum fdg_log_target { FDG_LOG_STDERR, FDG_LOG_SYSLOG, FDG_LOG_FILE };
+enum fdg_log_level { FDG_LVL_QUIET, FDG_LVL_ERROR, FDG_LVL_WARN, FDG_LVL_INFO, FDG_LVL_DEBUG };
+
+#define FDG_REJECT_MAX 1024
+#define FDG_PATH_MAX 4096
+
+struct fdg_config {
+    bool enabled;           /* FDGUARD=on and FDGUARD_ONLY matches */
+    bool accept;            /* FDGUARD_ACCEPT */
+    int accept_errno;       /* FDGUARD_ACCEPT_ERRNO: EAGAIN or 0 (the original error) */
+    char reject_msg[FDG_REJECT_MAX];
+    size_t reject_len;
+    unsigned headroom;      /* FDGUARD_HEADROOM */
+    bool epoll;             /* FDGUARD_EPOLL */
+    bool epollexclusive;    /* FDGUARD_EPOLLEXCLUSIVE */
+    enum fdg_dlopen_mode dlopen;
+    unsigned dlopen_keep;
+    unsigned dlopen_retries;
+    unsigned backoff_max_ms;
+    enum fdg_log_target log_target;
+    enum fdg_log_level log_level;
+    char log_path[FDG_PATH_MAX];
+    char stats_path[FDG_PATH_MAX]; /* empty: no stats file */
+};
+extern struct fdg_config fdg_cfg;
+
+/* Reads every FDGUARD_* variable; reports bad values (once) through fdg_log. */
+void fdg_config_load(void);
+/* Decodes FDGUARD_REJECT_MSG escapes; false (and *err set) on a bad escape. */
+bool fdg_unescape(const char *in, char *out, size_t cap, size_t *outlen, const char **err);
+
+/* ---- log.c ----------------------------------------------------------------- */
+
+/* Each kind is rate limited on its own, so a storm of one event cannot hide
+ * another. */
+enum fdg_event {
+    FDG_EV_CONFIG,
+    FDG_EV_BIND,
+    FDG_EV_SHED,
+    FDG_EV_SPARE,
+    FDG_EV_BACKOFF,
+    FDG_EV_EPOLL,
+    FDG_EV_DLOPEN,
+    FDG_EV_STATS,
+    FDG_EV_COUNT
+};
+
+void fdg_logf(enum fdg_log_level level, enum fdg_event kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Opens the log destination ahead of need (a file or syslog socket cannot be
+ * opened once descriptors are exhausted). */
+void fdg_log_prepare(void);
+const char *fdg_prog_name(void);
+/* Async-signal-safe formatting: %s %d %u %ld %lu %lld %llu %zu %x %c %% only. */
+size_t fdg_format(char *buf, size_t cap, const char *fmt, __builtin_va_list ap);
+size_t fdg_formatf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* ---- stats.c --------------------------------------------------------------- */
+
+/* X-macro: name, description. The order is the file format's order. */
+#define FDG_COUNTERS(X)                                                                            \
+    X(accept_emfile, "accept failed with EMFILE/ENFILE")                                          \
+    X(accept_shed, "connections taken through the spare and shed")                                \
+    X(accept_handed, "connections taken through the spare and kept (room appeared)")              \
+    X(accept_headroom_shed, "connections shed to keep FDGUARD_HEADROOM free")                     \
+    X(accept_reject_sent, "reject messages sent")                                                 \
+    X(accept_nomem, "accept failed with ENOBUFS/ENOMEM")                                          \
+    X(accept_backoff, "backoff sleeps (no spare, or no memory)")                                  \
+    X(spare_armed, "spare descriptor opened")                                                     \
+    X(spare_lent, "spare descriptor released for a connection or a load")                         \
+    X(spare_lost, "spare descriptor closed or replaced by the application")                       \
+    X(log_suppressed, "log lines suppressed by rate limiting")
+
+enum fdg_counter {
+#define FDG_ENUM(name, desc) FDG_C_##name,
+    FDG_COUNTERS(FDG_ENUM)
+#undef FDG_ENUM
+        FDG_C_COUNT
+};
+
+extern _Atomic uint64_t *fdg_counters;
+
+static inline void fdg_count(enum fdg_counter c, uint64_t n)
+{
+    atomic_fetch_add_explicit(&fdg_counters[c], n, memory_order_relaxed);
+}
+
+/* Maps FDGUARD_STATS (if set) so fdguard stat can read the counters live. */
+void fdg_stats_open(void);
+
+/* ---- backoff.c ------------------------------------------------------------- */
+
+/* Sleeps for step `attempt` of a capped exponential backoff with jitter
+ * (1, 2, 4 ... FDGUARD_BACKOFF_MAX_MS ms, each drawn from [d/2, d]). */
+void fdg_backoff_sleep(unsigned attempt);
+
+/* ---- spare.c --------------------------------------------------------------- */
+
+/* Ensures a spare descriptor is held; true if one is held afterwards. */
+bool fdg_spare_arm(void);
+/* Closes the spare so that one descriptor slot is free; false if none held. */
+bool fdg_spare_lend(void);
+bool fdg_spare_held(void);
+
+/* ---- owned.c: descriptors the shim itself holds (spare, log) ------------- */
+
+enum { FDG_OWNED_SPARE, FDG_OWNED_LOG, FDG_OWNED_COUNT };
+extern _Atomic int fdg_owned[FDG_OWNED_COUNT];
+
+void fdg_owned_lost(int slot, int fd);
+/* Records fd in an empty slot; false if the slot was taken meanwhile. */
+bool fdg_owned_claim(int slot, int fd);
+/* Moves a new descriptor of ours out of 0..2 (closing the original). */
+int fdg_fd_above_stdio(int fd);
+
+/* The application is about to close or replace descriptors [lo, hi]. Daemons'
+ * blanket close loops do this to ours too; we forget them and re-open later.
+ * Two relaxed loads: this runs on every close. */
+static inline void fdg_owned_closing(unsigned lo, unsigned hi)
+{
+    for (int slot = 0; slot < FDG_OWNED_COUNT; slot++) {
+        int fd = atomic_load_explicit(&fdg_owned[slot], memory_order_relaxed);
+        if (FDG_UNLIKELY(fd >= 0 && (unsigned)fd >= lo && (unsigned)fd <= hi))
+            fdg_owned_lost(slot, fd);
+    }
+}
+
+/* ---- raw.c: syscalls that bypass every wrapper ----------------------------- */
+
+int fdg_raw_close(int fd);

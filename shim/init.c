@@ -1,0 +1,67 @@
+/* Lifecycle: one initialisation (constructor, or the first wrapper that runs
+ * before it), fork awareness, and whether this process is guarded at all.
+ *
+ * Initialisation binds symbols and reads the environment; it opens nothing,
+ * allocates nothing and starts no thread, so a program that never reaches
+ * a guarded call (sh, ls: every child inherits LD_PRELOAD) never notices us. */
+#include "fdguard.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+_Atomic int fdg_state = FDG_UNINIT;
+_Atomic pid_t fdg_self_pid;
+bool fdg_guarding;
+
+/* Set on the thread running the initialisation: a wrapper reached from inside
+ * it (dlsym may call into libc) must pass through instead of waiting for
+ * itself. initial-exec: no allocation, usable in signal handlers. */
+static __thread bool initializing_here __attribute__((tls_model("initial-exec")));
+
+static pid_t raw_getpid(void)
+{
+    return (pid_t)syscall(SYS_getpid);
+}
+
+static void after_fork_in_child(void)
+{
+    atomic_store_explicit(&fdg_self_pid, raw_getpid(), memory_order_relaxed);
+}
+
+bool fdg_owner_process(void)
+{
+    return raw_getpid() == atomic_load_explicit(&fdg_self_pid, memory_order_relaxed);
+}
+
+bool fdg_init_slow(void)
+{
+    int expected = FDG_UNINIT;
+    if (atomic_compare_exchange_strong(&fdg_state, &expected, FDG_INITIALIZING)) {
+        initializing_here = true;
+        atomic_store(&fdg_self_pid, raw_getpid());
+        fdg_bind_next();
+        fdg_config_load();
+        fdg_guarding = fdg_cfg.enabled;
+        if (fdg_guarding) {
+            pthread_atfork(NULL, NULL, after_fork_in_child);
+            fdg_stats_open();
+        }
+        initializing_here = false;
+        atomic_store_explicit(&fdg_state, FDG_READY, memory_order_release);
+        return fdg_guarding;
+    }
+    if (initializing_here)
+        return false;
+    /* Another thread is initialising: it takes microseconds. */
+    while (atomic_load_explicit(&fdg_state, memory_order_acquire) != FDG_READY)
+        sched_yield();
+    return fdg_guarding;
+}
+
+__attribute__((constructor(101))) static void fdg_constructor(void)
+{
+    fdg_init_slow();
+}

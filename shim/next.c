@@ -1,0 +1,49 @@
+/* Binding the next definitions of the symbols we interpose.
+ *
+ * dlsym(RTLD_NEXT) finds the definition after ours in the lookup order, which
+ * is libc's unless another preload also wraps the symbol (then we chain to it).
+ * Binding happens once, from the constructor or from the first wrapper that
+ * runs before it (another library's constructor may accept or close first).
+ * Never from a signal handler: until then fdg_next holds raw syscalls. */
+#include "fdguard.h"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+/* Our own definitions, to detect dlsym handing us back to ourselves (a copy of
+ * the library preloaded twice, or a broken link order). */
+extern int accept(int, struct sockaddr *, socklen_t *);
+extern int accept4(int, struct sockaddr *, socklen_t *, int);
+extern int close(int);
+extern int dup2(int, int);
+extern int dup3(int, int, int);
+extern int close_range(unsigned int, unsigned int, int);
+extern void closefrom(int);
+
+/* Keeps the raw fallback (raw.c) when there is no usable next definition. */
+static void *bind_one(const char *name, void *self, void *fallback, bool required)
+{
+    void *next = dlsym(RTLD_NEXT, name);
+    if (next && next != self)
+        return next;
+    if (required)
+        fdg_logf(FDG_LVL_ERROR, FDG_EV_BIND,
+                 "fatal: cannot bind the next definition of %s; using the raw system call", name);
+    return fallback;
+}
+
+#define BIND(sym, required)                                                                        \
+    fdg_next.sym = (__typeof__(fdg_next.sym))bind_one(#sym, (void *)sym, (void *)fdg_next.sym,     \
+                                                      required)
+
+void fdg_bind_next(void)
+{
+    BIND(accept, true);
+    BIND(accept4, true);
+    BIND(close, true);
+    BIND(dup2, true);
+    BIND(dup3, true);
+    /* close_range and closefrom appeared in glibc 2.34: optional. */
+    BIND(close_range, false);
+    BIND(closefrom, false);
+}

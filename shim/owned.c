@@ -1,0 +1,41 @@
+/* Descriptors the shim holds for itself: the spare and the log destination.
+ *
+ * The application does not know about them, so it may close or dup2 over
+ * them (a daemon's blanket close loop after fork, a shell's redirections).
+ * The close family tells us before it happens; we then forget the number and
+ * open a new one when we next need it, instead of one day closing a
+ * descriptor that has become the application's. */
+#include "fdguard.h"
+
+#include <fcntl.h>
+
+_Atomic int fdg_owned[FDG_OWNED_COUNT] = {-1, -1};
+
+bool fdg_owned_claim(int slot, int fd)
+{
+    int none = -1;
+    return atomic_compare_exchange_strong(&fdg_owned[slot], &none, fd);
+}
+
+void fdg_owned_lost(int slot, int fd)
+{
+    /* A vfork child shares our memory but not our descriptor table: its
+     * closes must leave the parent's bookkeeping alone. */
+    if (!fdg_owner_process())
+        return;
+    if (!atomic_compare_exchange_strong(&fdg_owned[slot], &fd, -1))
+        return;
+    if (slot == FDG_OWNED_SPARE)
+        fdg_count(FDG_C_spare_lost, 1);
+    fdg_logf(FDG_LVL_DEBUG, FDG_EV_SPARE, "the application closed or replaced fd %d (our %s)", fd,
+             slot == FDG_OWNED_SPARE ? "spare" : "log");
+}
+
+int fdg_fd_above_stdio(int fd)
+{
+    if (fd < 0 || fd > 2)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    fdg_raw_close(fd);
+    return moved;
+}

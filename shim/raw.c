@@ -1,0 +1,58 @@
+/* System calls that bypass every wrapper. They are what fdg_next holds until
+ * binding is done (a wrapper may run inside our own initialisation, or in a
+ * signal handler before it) and if a required definition cannot be bound.
+ * The shim also closes its own descriptors with fdg_raw_close: calling close()
+ * from inside the library would resolve to our own exported close. */
+#include "fdguard.h"
+
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int fdg_raw_close(int fd)
+{
+    return (int)syscall(SYS_close, fd);
+}
+
+static int raw_accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    return (int)syscall(SYS_accept, fd, addr, len);
+}
+
+static int raw_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    return (int)syscall(SYS_accept4, fd, addr, len, flags);
+}
+
+static int raw_dup2(int oldfd, int newfd)
+{
+    /* dup2(fd, fd) validates fd instead of failing like dup3. */
+    if (oldfd == newfd)
+        return syscall(SYS_fcntl, oldfd, F_GETFD) < 0 ? -1 : newfd;
+    return (int)syscall(SYS_dup3, oldfd, newfd, 0);
+}
+
+static int raw_dup3(int oldfd, int newfd, int flags)
+{
+    return (int)syscall(SYS_dup3, oldfd, newfd, flags);
+}
+
+static int raw_close_range(unsigned int lo, unsigned int hi, int flags)
+{
+    return (int)syscall(SYS_close_range, lo, hi, flags);
+}
+
+static void raw_closefrom(int lo)
+{
+    syscall(SYS_close_range, (unsigned)lo, ~0U, 0);
+}
+
+struct fdg_next fdg_next = {
+    .accept = raw_accept,
+    .accept4 = raw_accept4,
+    .close = fdg_raw_close,
+    .dup2 = raw_dup2,
+    .dup3 = raw_dup3,
+    .close_range = raw_close_range,
+    .closefrom = raw_closefrom,
+};
