@@ -35,10 +35,8 @@ struct call {
 
 static int real_accept(const struct call *call)
 {
-    if (call->addrlen)
-        *call->addrlen = call->addrlen_in;
-    if (call->use4)
-        return fdg_next.accept4(call->fd, call->addr, call->addrlen, call->flags);
+    if (call->addrlen) *call->addrlen = call->addrlen_in;
+    if (call->use4) return fdg_next.accept4(call->fd, call->addr, call->addrlen, call->flags);
     return fdg_next.accept(call->fd, call->addr, call->addrlen);
 }
 
@@ -70,8 +68,9 @@ static void shed(int listener, int conn, int why)
     if (why)
         fdg_logf(FDG_LVL_WARN, FDG_EV_SHED,
                  "accept(%d): %s; shed a pending connection instead of leaving it in the backlog",
-                 listener, why == ENFILE ? "system file table full (ENFILE)"
-                                         : "descriptor limit reached (EMFILE)");
+                 listener,
+                 why == ENFILE ? "system file table full (ENFILE)"
+                               : "descriptor limit reached (EMFILE)");
     else
         fdg_logf(FDG_LVL_WARN, FDG_EV_SHED,
                  "accept(%d): fewer than FDGUARD_HEADROOM=%u descriptors left; shed a connection",
@@ -97,7 +96,8 @@ static uint64_t receive_deadline(int fd)
 {
     struct timeval tv;
     socklen_t len = sizeof tv;
-    if (getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &len) < 0 || (tv.tv_sec == 0 && tv.tv_usec == 0))
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &len) < 0 ||
+        (tv.tv_sec == 0 && tv.tv_usec == 0))
         return 0;
     return now_ms() + (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 }
@@ -112,29 +112,26 @@ static int fail(int err)
  * conn == -1 and the EMFILE/ENFILE the real call failed with. */
 static int relieve(const struct call *call, int conn, int err)
 {
-    int shed_why = err;             /* 0: headroom */
+    int shed_why = err; /* 0: headroom */
     int give_up_errno = fdg_cfg.accept_errno ? fdg_cfg.accept_errno : (err ? err : EMFILE);
     bool blocking = listener_blocking(call->fd);
     uint64_t deadline = blocking ? receive_deadline(call->fd) : 0;
     bool slot_free = false; /* we hold one free slot (spare lent, or a shed connection's) */
     bool through_spare = false;
 
-    if (conn < 0)
-        fdg_count(FDG_C_accept_emfile, 1);
+    if (conn < 0) fdg_count(FDG_C_accept_emfile, 1);
     for (;;) {
         if (conn < 0) {
             if (!slot_free && !fdg_spare_lend()) {
                 /* No spare: another thread has it lent, or it was lost and the
                  * table is full. Re-arm if room appeared, else back off. */
-                if (fdg_spare_arm())
-                    continue;
+                if (fdg_spare_arm()) continue;
                 fdg_count(FDG_C_accept_backoff, 1);
                 fdg_logf(FDG_LVL_INFO, FDG_EV_BACKOFF,
                          "accept(%d): descriptors exhausted and no spare available; backing off",
                          call->fd);
                 fdg_backoff_sleep(backoff_attempt++);
-                if (!blocking)
-                    return fail(give_up_errno);
+                if (!blocking) return fail(give_up_errno);
                 continue;
             }
             slot_free = true;
@@ -155,8 +152,7 @@ static int relieve(const struct call *call, int conn, int err)
         }
         /* Room appeared if the spare can be re-armed now: the app keeps it. */
         if (fdg_spare_arm() && !headroom_short(conn)) {
-            if (through_spare)
-                fdg_count(FDG_C_accept_handed, 1);
+            if (through_spare) fdg_count(FDG_C_accept_handed, 1);
             backoff_attempt = 0;
             return conn;
         }
@@ -180,10 +176,8 @@ static int guarded_accept(struct call *call)
     }
     int conn = real_accept(call);
     if (FDG_LIKELY(conn >= 0)) {
-        if (FDG_UNLIKELY(fdg_cfg.headroom) && headroom_short(conn))
-            return relieve(call, conn, 0);
-        if (FDG_UNLIKELY(backoff_attempt))
-            backoff_attempt = 0;
+        if (FDG_UNLIKELY(fdg_cfg.headroom) && headroom_short(conn)) return relieve(call, conn, 0);
+        if (FDG_UNLIKELY(backoff_attempt)) backoff_attempt = 0;
         return conn;
     }
     int err = errno;
@@ -207,8 +201,7 @@ static int guarded_accept(struct call *call)
 
 __attribute__((visibility("default"))) int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
-    if (!fdg_active() || !fdg_cfg.accept)
-        return fdg_next.accept(fd, addr, len);
+    if (!fdg_active() || !fdg_cfg.accept) return fdg_next.accept(fd, addr, len);
     struct call call = {fd, addr, len, len ? *len : 0, 0, false};
     return guarded_accept(&call);
 }
@@ -216,8 +209,7 @@ __attribute__((visibility("default"))) int accept(int fd, struct sockaddr *addr,
 __attribute__((visibility("default"))) int accept4(int fd, struct sockaddr *addr, socklen_t *len,
                                                    int flags)
 {
-    if (!fdg_active() || !fdg_cfg.accept)
-        return fdg_next.accept4(fd, addr, len, flags);
+    if (!fdg_active() || !fdg_cfg.accept) return fdg_next.accept4(fd, addr, len, flags);
     struct call call = {fd, addr, len, len ? *len : 0, flags, true};
     return guarded_accept(&call);
 }

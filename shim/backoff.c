@@ -29,8 +29,7 @@ void fdg_backoff_sleep(unsigned attempt)
 {
     uint64_t cap_us = (uint64_t)fdg_cfg.backoff_max_ms * 1000;
     uint64_t step_us = attempt >= 20 ? cap_us : (uint64_t)1000 << attempt;
-    if (step_us > cap_us)
-        step_us = cap_us;
+    if (step_us > cap_us) step_us = cap_us;
     uint64_t us = step_us / 2 + next_random() % (step_us / 2 + 1);
     struct timespec ts = {.tv_sec = (time_t)(us / 1000000), .tv_nsec = (long)(us % 1000000) * 1000};
     int saved = errno;

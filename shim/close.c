@@ -13,8 +13,7 @@
 
 EXPORT int close(int fd)
 {
-    if (FDG_LIKELY(fdg_active()) && fd >= 0)
-        fdg_owned_closing((unsigned)fd, (unsigned)fd);
+    if (FDG_LIKELY(fdg_active()) && fd >= 0) fdg_owned_closing((unsigned)fd, (unsigned)fd);
     return fdg_next.close(fd);
 }
 
@@ -43,7 +42,6 @@ EXPORT int close_range(unsigned int lo, unsigned int hi, int flags)
 
 EXPORT void closefrom(int lo)
 {
-    if (FDG_LIKELY(fdg_active()))
-        fdg_owned_closing(lo < 0 ? 0 : (unsigned)lo, ~0U);
+    if (FDG_LIKELY(fdg_active())) fdg_owned_closing(lo < 0 ? 0 : (unsigned)lo, ~0U);
     fdg_next.closefrom(lo);
 }

@@ -23,19 +23,17 @@ struct fdg_config fdg_cfg = {
 
 static void bad_value(const char *var, const char *value, const char *expected, const char *dflt)
 {
-    fdg_logf(FDG_LVL_WARN, FDG_EV_CONFIG, "%s=\"%s\" is invalid (expected %s); using %s", var, value,
-             expected, dflt);
+    fdg_logf(FDG_LVL_WARN, FDG_EV_CONFIG, "%s=\"%s\" is invalid (expected %s); using %s", var,
+             value, expected, dflt);
 }
 
 /* Index of value in the NULL-terminated names, or -1 (reported). */
 static int parse_choice(const char *var, const char *const names[], int dflt)
 {
     const char *value = getenv(var);
-    if (!value)
-        return dflt;
+    if (!value) return dflt;
     for (int i = 0; names[i]; i++)
-        if (strcmp(value, names[i]) == 0)
-            return i;
+        if (strcmp(value, names[i]) == 0) return i;
     char expected[128] = "";
     size_t used = 0;
     for (int i = 0; names[i]; i++)
@@ -54,8 +52,7 @@ static bool parse_switch(const char *var, bool dflt)
 static unsigned parse_uint(const char *var, unsigned lo, unsigned hi, unsigned dflt)
 {
     const char *value = getenv(var);
-    if (!value)
-        return dflt;
+    if (!value) return dflt;
     char *end;
     errno = 0;
     unsigned long n = strtoul(value, &end, 10);
@@ -86,8 +83,7 @@ static bool program_listed(const char *list)
     size_t prog_len = strlen(prog);
     for (const char *p = list; *p;) {
         const char *comma = strchrnul(p, ',');
-        if ((size_t)(comma - p) == prog_len && memcmp(p, prog, prog_len) == 0)
-            return true;
+        if ((size_t)(comma - p) == prog_len && memcmp(p, prog, prog_len) == 0) return true;
         p = *comma ? comma + 1 : comma;
     }
     return false;
@@ -100,10 +96,18 @@ bool fdg_unescape(const char *in, char *out, size_t cap, size_t *outlen, const c
         char c = *p;
         if (c == '\\') {
             switch (*++p) {
-            case 'r': c = '\r'; break;
-            case 'n': c = '\n'; break;
-            case 't': c = '\t'; break;
-            case '\\': c = '\\'; break;
+            case 'r':
+                c = '\r';
+                break;
+            case 'n':
+                c = '\n';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            case '\\':
+                c = '\\';
+                break;
             case 'x': {
                 int v = 0;
                 for (int i = 0; i < 2; i++) {
@@ -141,8 +145,7 @@ static void load_log(void)
     static const char *const levels[] = {"quiet", "error", "warn", "info", "debug", NULL};
     fdg_cfg.log_level = parse_choice("FDGUARD_LOG_LEVEL", levels, FDG_LVL_WARN);
     const char *log = getenv("FDGUARD_LOG");
-    if (!log || strcmp(log, "stderr") == 0)
-        return;
+    if (!log || strcmp(log, "stderr") == 0) return;
     if (strcmp(log, "syslog") == 0)
         fdg_cfg.log_target = FDG_LOG_SYSLOG;
     else if (log[0] == '/' && strlen(log) < FDG_PATH_MAX)
@@ -162,8 +165,7 @@ void fdg_config_load(void)
     }
     load_log();
     fdg_cfg.enabled = parse_switch("FDGUARD", true);
-    if (!fdg_cfg.enabled)
-        return;
+    if (!fdg_cfg.enabled) return;
 
     fdg_cfg.accept = parse_switch("FDGUARD_ACCEPT", true);
     static const char *const accept_errnos[] = {"EAGAIN", "EMFILE", NULL};
@@ -188,6 +190,5 @@ void fdg_config_load(void)
     fdg_cfg.backoff_max_ms = parse_uint("FDGUARD_BACKOFF_MAX_MS", 1, 60000, 100);
 
     const char *stats = getenv("FDGUARD_STATS");
-    if (stats && *stats)
-        copy_path("FDGUARD_STATS", stats, fdg_cfg.stats_path);
+    if (stats && *stats) copy_path("FDGUARD_STATS", stats, fdg_cfg.stats_path);
 }

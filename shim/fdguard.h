@@ -67,14 +67,14 @@ enum fdg_log_level { FDG_LVL_QUIET, FDG_LVL_ERROR, FDG_LVL_WARN, FDG_LVL_INFO, F
 #define FDG_PATH_MAX 4096
 
 struct fdg_config {
-    bool enabled;           /* FDGUARD=on and FDGUARD_ONLY matches */
-    bool accept;            /* FDGUARD_ACCEPT */
-    int accept_errno;       /* FDGUARD_ACCEPT_ERRNO: EAGAIN or 0 (the original error) */
+    bool enabled;     /* FDGUARD=on and FDGUARD_ONLY matches */
+    bool accept;      /* FDGUARD_ACCEPT */
+    int accept_errno; /* FDGUARD_ACCEPT_ERRNO: EAGAIN or 0 (the original error) */
     char reject_msg[FDG_REJECT_MAX];
     size_t reject_len;
-    unsigned headroom;      /* FDGUARD_HEADROOM */
-    bool epoll;             /* FDGUARD_EPOLL */
-    bool epollexclusive;    /* FDGUARD_EPOLLEXCLUSIVE */
+    unsigned headroom;   /* FDGUARD_HEADROOM */
+    bool epoll;          /* FDGUARD_EPOLL */
+    bool epollexclusive; /* FDGUARD_EPOLLEXCLUSIVE */
     enum fdg_dlopen_mode dlopen;
     unsigned dlopen_keep;
     unsigned dlopen_retries;
@@ -115,22 +115,23 @@ void fdg_log_prepare(void);
 const char *fdg_prog_name(void);
 /* Async-signal-safe formatting: %s %d %u %ld %lu %lld %llu %zu %x %c %% only. */
 size_t fdg_format(char *buf, size_t cap, const char *fmt, __builtin_va_list ap);
-size_t fdg_formatf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+size_t fdg_formatf(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ---- stats.c --------------------------------------------------------------- */
 
 /* X-macro: name, description. The order is the file format's order. */
 #define FDG_COUNTERS(X)                                                                            \
-    X(accept_emfile, "accept failed with EMFILE/ENFILE")                                          \
-    X(accept_shed, "connections taken through the spare and shed")                                \
-    X(accept_handed, "connections taken through the spare and kept (room appeared)")              \
-    X(accept_headroom_shed, "connections shed to keep FDGUARD_HEADROOM free")                     \
-    X(accept_reject_sent, "reject messages sent")                                                 \
-    X(accept_nomem, "accept failed with ENOBUFS/ENOMEM")                                          \
-    X(accept_backoff, "backoff sleeps (no spare, or no memory)")                                  \
-    X(spare_armed, "spare descriptor opened")                                                     \
-    X(spare_lent, "spare descriptor released for a connection or a load")                         \
-    X(spare_lost, "spare descriptor closed or replaced by the application")                       \
+    X(accept_emfile, "accept failed with EMFILE/ENFILE")                                           \
+    X(accept_shed, "connections taken through the spare and shed")                                 \
+    X(accept_handed, "connections taken through the spare and kept (room appeared)")               \
+    X(accept_headroom_shed, "connections shed to keep FDGUARD_HEADROOM free")                      \
+    X(accept_reject_sent, "reject messages sent")                                                  \
+    X(accept_nomem, "accept failed with ENOBUFS/ENOMEM")                                           \
+    X(accept_backoff, "backoff sleeps (no spare, or no memory)")                                   \
+    X(spare_armed, "spare descriptor opened")                                                      \
+    X(spare_lent, "spare descriptor released for a connection or a load")                          \
+    X(spare_lost, "spare descriptor closed or replaced by the application")                        \
     X(log_suppressed, "log lines suppressed by rate limiting")
 
 enum fdg_counter {

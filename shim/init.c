@@ -53,8 +53,7 @@ bool fdg_init_slow(void)
         atomic_store_explicit(&fdg_state, FDG_READY, memory_order_release);
         return fdg_guarding;
     }
-    if (initializing_here)
-        return false;
+    if (initializing_here) return false;
     /* Another thread is initialising: it takes microseconds. */
     while (atomic_load_explicit(&fdg_state, memory_order_acquire) != FDG_READY)
         sched_yield();

@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BURST 5       /* lines per kind per window */
-#define WINDOW_S 10   /* seconds */
+#define BURST 5     /* lines per kind per window */
+#define WINDOW_S 10 /* seconds */
 #define LINE_MAX 1024
 
 struct rate {
@@ -41,15 +41,15 @@ static size_t put_str(char *buf, size_t cap, size_t n, const char *s)
     return n;
 }
 
-static size_t put_num(char *buf, size_t cap, size_t n, unsigned long long v, bool neg, unsigned base)
+static size_t put_num(char *buf, size_t cap, size_t n, unsigned long long v, bool neg,
+                      unsigned base)
 {
     char digits[24];
     int i = 0;
     do
         digits[i++] = "0123456789abcdef"[v % base];
     while ((v /= base) && i < (int)sizeof digits);
-    if (neg && n < cap)
-        buf[n++] = '-';
+    if (neg && n < cap) buf[n++] = '-';
     while (i > 0 && n < cap)
         buf[n++] = digits[--i];
     return n;
@@ -58,8 +58,7 @@ static size_t put_num(char *buf, size_t cap, size_t n, unsigned long long v, boo
 size_t fdg_format(char *buf, size_t cap, const char *fmt, va_list ap)
 {
     size_t n = 0;
-    if (cap == 0)
-        return 0;
+    if (cap == 0) return 0;
     cap--; /* room for the terminating NUL */
     for (const char *p = fmt; *p && n < cap; p++) {
         if (*p != '%') {
@@ -75,7 +74,7 @@ size_t fdg_format(char *buf, size_t cap, const char *fmt, va_list ap)
         switch (*p) {
         case 'd':
         case 'i':
-            sv = size ? (long long)va_arg(ap, ssize_t)
+            sv = size         ? (long long)va_arg(ap, ssize_t)
                  : longs >= 2 ? va_arg(ap, long long)
                  : longs == 1 ? va_arg(ap, long)
                               : va_arg(ap, int);
@@ -84,7 +83,7 @@ size_t fdg_format(char *buf, size_t cap, const char *fmt, va_list ap)
             break;
         case 'u':
         case 'x':
-            uv = size ? va_arg(ap, size_t)
+            uv = size         ? va_arg(ap, size_t)
                  : longs >= 2 ? va_arg(ap, unsigned long long)
                  : longs == 1 ? va_arg(ap, unsigned long)
                               : va_arg(ap, unsigned);
@@ -103,8 +102,7 @@ size_t fdg_format(char *buf, size_t cap, const char *fmt, va_list ap)
             break;
         default:
             n = put_str(buf, cap, n, "%?");
-            if (!*p)
-                p--;
+            if (!*p) p--;
             break;
         }
     }
@@ -179,8 +177,7 @@ static void emit(enum fdg_log_level level, const char *line, size_t len)
     if (fdg_cfg.log_target != FDG_LOG_STDERR) {
         fdg_log_prepare();
         int owned = atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed);
-        if (owned >= 0)
-            fd = owned;
+        if (owned >= 0) fd = owned;
     }
     if (fd != 2 && fdg_cfg.log_target == FDG_LOG_SYSLOG) {
         /* LOG_DAEMON facility; RFC 3164 framing without a timestamp (syslogd adds it). */
@@ -188,16 +185,13 @@ static void emit(enum fdg_log_level level, const char *line, size_t len)
         char framed[LINE_MAX + 8];
         size_t n = fdg_formatf(framed, sizeof framed, "<%d>", 24 + severity[level]);
         memcpy(framed + n, line, len - 1); /* without the newline */
-        if (send(fd, framed, n + len - 1, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0)
-            return;
+        if (send(fd, framed, n + len - 1, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return;
         fd = 2;
     }
     while (len > 0) {
         ssize_t w = write(fd, line, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return;
         line += w;
         len -= (size_t)w;
     }
@@ -205,11 +199,9 @@ static void emit(enum fdg_log_level level, const char *line, size_t len)
 
 void fdg_logf(enum fdg_log_level level, enum fdg_event kind, const char *fmt, ...)
 {
-    if (level > fdg_cfg.log_level || level == FDG_LVL_QUIET)
-        return;
+    if (level > fdg_cfg.log_level || level == FDG_LVL_QUIET) return;
     uint64_t suppressed = 0;
-    if (!rate_allows(kind, &suppressed))
-        return;
+    if (!rate_allows(kind, &suppressed)) return;
     int saved = errno;
     char line[LINE_MAX];
     size_t n = fdg_formatf(line, sizeof line, "fdguard[%s:%d]: ", fdg_prog_name(), (int)getpid());
@@ -220,8 +212,7 @@ void fdg_logf(enum fdg_log_level level, enum fdg_event kind, const char *fmt, ..
     if (suppressed)
         n += fdg_formatf(line + n, sizeof line - n, " (%llu similar lines suppressed)",
                          (unsigned long long)suppressed);
-    if (n > sizeof line - 2)
-        n = sizeof line - 2;
+    if (n > sizeof line - 2) n = sizeof line - 2;
     line[n++] = '\n';
     emit(level, line, n);
     errno = saved;

@@ -24,8 +24,7 @@ extern void closefrom(int);
 static void *bind_one(const char *name, void *self, void *fallback, bool required)
 {
     void *next = dlsym(RTLD_NEXT, name);
-    if (next && next != self)
-        return next;
+    if (next && next != self) return next;
     if (required)
         fdg_logf(FDG_LVL_ERROR, FDG_EV_BIND,
                  "fatal: cannot bind the next definition of %s; using the raw system call", name);
@@ -33,8 +32,8 @@ static void *bind_one(const char *name, void *self, void *fallback, bool require
 }
 
 #define BIND(sym, required)                                                                        \
-    fdg_next.sym = (__typeof__(fdg_next.sym))bind_one(#sym, (void *)sym, (void *)fdg_next.sym,     \
-                                                      required)
+    fdg_next.sym =                                                                                 \
+        (__typeof__(fdg_next.sym))bind_one(#sym, (void *)sym, (void *)fdg_next.sym, required)
 
 void fdg_bind_next(void)
 {

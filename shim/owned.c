@@ -21,20 +21,16 @@ void fdg_owned_lost(int slot, int fd)
 {
     /* A vfork child shares our memory but not our descriptor table: its
      * closes must leave the parent's bookkeeping alone. */
-    if (!fdg_owner_process())
-        return;
-    if (!atomic_compare_exchange_strong(&fdg_owned[slot], &fd, -1))
-        return;
-    if (slot == FDG_OWNED_SPARE)
-        fdg_count(FDG_C_spare_lost, 1);
+    if (!fdg_owner_process()) return;
+    if (!atomic_compare_exchange_strong(&fdg_owned[slot], &fd, -1)) return;
+    if (slot == FDG_OWNED_SPARE) fdg_count(FDG_C_spare_lost, 1);
     fdg_logf(FDG_LVL_DEBUG, FDG_EV_SPARE, "the application closed or replaced fd %d (our %s)", fd,
              slot == FDG_OWNED_SPARE ? "spare" : "log");
 }
 
 int fdg_fd_above_stdio(int fd)
 {
-    if (fd < 0 || fd > 2)
-        return fd;
+    if (fd < 0 || fd > 2) return fd;
     int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     fdg_raw_close(fd);
     return moved;

@@ -27,8 +27,7 @@ static int raw_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 static int raw_dup2(int oldfd, int newfd)
 {
     /* dup2(fd, fd) validates fd instead of failing like dup3. */
-    if (oldfd == newfd)
-        return syscall(SYS_fcntl, oldfd, F_GETFD) < 0 ? -1 : newfd;
+    if (oldfd == newfd) return syscall(SYS_fcntl, oldfd, F_GETFD) < 0 ? -1 : newfd;
     return (int)syscall(SYS_dup3, oldfd, newfd, 0);
 }
 

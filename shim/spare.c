@@ -26,8 +26,7 @@ static bool is_our_spare(int fd)
 {
     struct stat st;
     int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || !(fl & O_PATH) || fstat(fd, &st) < 0)
-        return false;
+    if (fl < 0 || !(fl & O_PATH) || fstat(fd, &st) < 0) return false;
     return (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)) || S_ISDIR(st.st_mode);
 }
 
@@ -38,13 +37,11 @@ bool fdg_spare_held(void)
 
 bool fdg_spare_arm(void)
 {
-    if (fdg_spare_held())
-        return true;
+    if (fdg_spare_held()) return true;
     int saved = errno;
     int fd = open_spare();
     errno = saved;
-    if (fd < 0)
-        return false;
+    if (fd < 0) return false;
     if (fdg_owned_claim(FDG_OWNED_SPARE, fd))
         fdg_count(FDG_C_spare_armed, 1);
     else
@@ -55,12 +52,10 @@ bool fdg_spare_arm(void)
 bool fdg_spare_lend(void)
 {
     int fd = atomic_exchange(&fdg_owned[FDG_OWNED_SPARE], -1);
-    if (fd < 0)
-        return false;
+    if (fd < 0) return false;
     int saved = errno;
     bool ours = is_our_spare(fd);
-    if (ours)
-        fdg_raw_close(fd);
+    if (ours) fdg_raw_close(fd);
     errno = saved;
     fdg_count(ours ? FDG_C_spare_lent : FDG_C_spare_lost, 1);
     return ours;

@@ -67,8 +67,7 @@ static size_t header_text(char *hdr)
 void fdg_stats_open(void)
 {
     char path[FDG_PATH_MAX];
-    if (!fdg_cfg.stats_path[0] || !expand_path(path, sizeof path))
-        return;
+    if (!fdg_cfg.stats_path[0] || !expand_path(path, sizeof path)) return;
     /* No symlink following: a stats path in a shared directory must not let
      * another user redirect our writes. */
     int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -84,13 +83,11 @@ void fdg_stats_open(void)
     size_t size = HEADER_SIZE + FDG_C_COUNT * sizeof(uint64_t);
     if (!why && ftruncate(fd, 0) == 0 && ftruncate(fd, (off_t)size) == 0)
         map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (!why && map == MAP_FAILED)
-        why = strerror(errno);
-    if (fd >= 0)
-        fdg_raw_close(fd);
+    if (!why && map == MAP_FAILED) why = strerror(errno);
+    if (fd >= 0) fdg_raw_close(fd);
     if (why) {
-        fdg_logf(FDG_LVL_WARN, FDG_EV_STATS, "FDGUARD_STATS: cannot use %s: %s; counters stay private",
-                 path, why);
+        fdg_logf(FDG_LVL_WARN, FDG_EV_STATS,
+                 "FDGUARD_STATS: cannot use %s: %s; counters stay private", path, why);
         return;
     }
     header_text(map);
