@@ -42,6 +42,9 @@ endif
 BATS      ?= bats
 SUITES    ?= tests/*.bats tests/integration/*.bats
 SAN_SUITES ?= tests/*.bats
+# Leak checks would report the uninstrumented programs the tests also run.
+SAN_ENV   := ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+             TSAN_OPTIONS=halt_on_error=1
 
 .PHONY: all helpers test bench demo install clean format check-format lint
 
@@ -66,7 +69,7 @@ test: $(LIB) helpers
 ifeq ($(SANITIZE),)
 	FDG_BUILD=$(abspath $(BUILD)) $(BATS) --tap $(SUITES)
 else
-	FDG_BUILD=$(abspath $(BUILD)) FDG_SANITIZE=$(SANITIZE) $(BATS) --tap $(SAN_SUITES)
+	FDG_BUILD=$(abspath $(BUILD)) FDG_SANITIZE=$(SANITIZE) $(SAN_ENV) $(BATS) --tap $(SAN_SUITES)
 endif
 
 bench: $(LIB) helpers
@@ -87,7 +90,7 @@ check-format:
 	clang-format --dry-run -Werror shim/*.c shim/*.h tests/helpers/*.c tests/helpers/*.h
 
 lint:
-	shellcheck scripts/fdguard .ci/run scripts/demo tests/bench/run tests/*.bash
+	shellcheck $(wildcard scripts/fdguard scripts/demo .ci/run tests/bench/run tests/*.bash)
 
 clean:
 	rm -rf build
