@@ -26,6 +26,10 @@ struct fdg_next {
     int (*dup3)(int, int, int);
     int (*close_range)(unsigned int, unsigned int, int);
     void (*closefrom)(int);
+    int (*fclose)(FILE *);
+    int (*epoll_create)(int);
+    int (*epoll_create1)(int);
+    int (*epoll_ctl)(int, int, int, struct epoll_event *);
 };
 extern struct fdg_next fdg_next;
 
@@ -132,6 +136,12 @@ size_t fdg_formatf(char *buf, size_t cap, const char *fmt, ...)
     X(spare_armed, "spare descriptor opened")                                                      \
     X(spare_lent, "spare descriptor released for a connection or a load")                          \
     X(spare_lost, "spare descriptor closed or replaced by the application")                        \
+    X(epoll_registrations, "EPOLL_CTL_ADD registrations recorded")                                \
+    X(epoll_auto_del, "automatic EPOLL_CTL_DEL before close/dup2/dup3/close_range")            \
+    X(epoll_dropped, "records dropped without a syscall (epoll fd closed, foreign)")          \
+    X(epoll_exclusive, "EPOLLEXCLUSIVE added to a listening socket's registration")           \
+    X(epoll_mod_emulated, "EPOLL_CTL_MOD of an exclusive registration done as DEL+ADD")        \
+    X(epoll_untracked, "registrations in instances beyond the table's 48")                    \
     X(log_suppressed, "log lines suppressed by rate limiting")
 
 enum fdg_counter {
@@ -191,3 +201,62 @@ static inline void fdg_owned_closing(unsigned lo, unsigned hi)
 /* ---- raw.c: syscalls that bypass every wrapper ----------------------------- */
 
 int fdg_raw_close(int fd);
+
+/* ---- epoll_table.c: which epoll instances each fd is registered in -------- */
+
+/* One 64-bit word per fd, in chunks allocated on the first registration in
+ * their range, so memory follows the highest registered fd:
+ *   bits  0..47  instances (by index) in which this process registered the fd
+ *   bits 48..55  epoch of those registrations (see fdg_epoch)
+ *   bit  56      the fd is itself an epoll instance ...
+ *   bits 57..62  ... with this index
+ *   bit  63      we added EPOLLEXCLUSIVE to its registrations
+ * A fork child bumps the epoch: inherited registrations are its parent's and
+ * are never acted on, and nothing needs to be copied or cleared at fork. */
+#define FDG_EPT_INSTANCES 48
+#define FDG_EPT_MASK ((UINT64_C(1) << FDG_EPT_INSTANCES) - 1)
+#define FDG_EPT_EPOCH_SHIFT 48
+#define FDG_EPT_EPOCH_MASK (UINT64_C(0xff) << FDG_EPT_EPOCH_SHIFT)
+#define FDG_EPT_IS_INSTANCE (UINT64_C(1) << 56)
+#define FDG_EPT_INDEX_SHIFT 57
+#define FDG_EPT_INDEX_MASK (UINT64_C(0x3f) << FDG_EPT_INDEX_SHIFT)
+#define FDG_EPT_EXCLUSIVE (UINT64_C(1) << 63)
+
+#define FDG_EPT_CHUNK_BITS 12
+#define FDG_EPT_CHUNK (1u << FDG_EPT_CHUNK_BITS)
+#define FDG_EPT_DIR (1u << (31 - FDG_EPT_CHUNK_BITS)) /* every fd below 2^31 */
+
+extern _Atomic(_Atomic uint64_t *) fdg_ept_dir[FDG_EPT_DIR];
+extern _Atomic uint64_t fdg_epoch;
+
+/* The word of fd, or 0. Two loads: this is the close fast path. */
+static inline uint64_t fdg_ept_word(unsigned fd)
+{
+    if (FDG_UNLIKELY(fd >= FDG_EPT_DIR * FDG_EPT_CHUNK))
+        return 0;
+    _Atomic uint64_t *chunk =
+        atomic_load_explicit(&fdg_ept_dir[fd >> FDG_EPT_CHUNK_BITS], memory_order_acquire);
+    if (FDG_LIKELY(!chunk))
+        return 0;
+    return atomic_load_explicit(&chunk[fd & (FDG_EPT_CHUNK - 1)], memory_order_relaxed);
+}
+
+/* fd is about to be closed or replaced: EPOLL_CTL_DEL it wherever this
+ * process registered it, and forget its records (and, for an epoll fd, the
+ * records of its instance). Lock-free and async-signal-safe. */
+void fdg_ept_closing(unsigned fd, uint64_t word);
+void fdg_ept_closing_range(unsigned lo, unsigned hi);
+/* After a successful epoll_create: the fd is a fresh instance. */
+void fdg_ept_instance_created(int epfd);
+/* After a successful EPOLL_CTL_ADD / DEL (or DEL that found nothing). */
+void fdg_ept_added(int epfd, int fd, bool exclusive_added);
+void fdg_ept_removed(int epfd, int fd);
+void fdg_ept_after_fork(void);
+
+static inline void fdg_fd_closing(unsigned fd)
+{
+    fdg_owned_closing(fd, fd);
+    uint64_t word = fdg_ept_word(fd);
+    if (FDG_UNLIKELY(word) && fdg_cfg.epoll)
+        fdg_ept_closing(fd, word);
+}

@@ -29,6 +29,7 @@ static pid_t raw_getpid(void)
 static void after_fork_in_child(void)
 {
     atomic_store_explicit(&fdg_self_pid, raw_getpid(), memory_order_relaxed);
+    fdg_ept_after_fork();
 }
 
 bool fdg_owner_process(void)

@@ -19,6 +19,10 @@ extern int dup2(int, int);
 extern int dup3(int, int, int);
 extern int close_range(unsigned int, unsigned int, int);
 extern void closefrom(int);
+extern int fclose(FILE *);
+extern int epoll_create(int);
+extern int epoll_create1(int);
+extern int epoll_ctl(int, int, int, struct epoll_event *);
 
 /* Keeps the raw fallback (raw.c) when there is no usable next definition. */
 static void *bind_one(const char *name, void *self, void *fallback, bool required)
@@ -42,6 +46,10 @@ void fdg_bind_next(void)
     BIND(close, true);
     BIND(dup2, true);
     BIND(dup3, true);
+    BIND(fclose, true);
+    BIND(epoll_create, true);
+    BIND(epoll_create1, true);
+    BIND(epoll_ctl, true);
     /* close_range and closefrom appeared in glibc 2.34: optional. */
     BIND(close_range, false);
     BIND(closefrom, false);

@@ -5,6 +5,8 @@
  * from inside the library would resolve to our own exported close. */
 #include "fdguard.h"
 
+#include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -46,6 +48,28 @@ static void raw_closefrom(int lo)
     syscall(SYS_close_range, (unsigned)lo, ~0U, 0);
 }
 
+static int raw_epoll_create(int size)
+{
+    return size <= 0 ? (errno = EINVAL, -1) : (int)syscall(SYS_epoll_create1, 0);
+}
+
+static int raw_epoll_create1(int flags)
+{
+    return (int)syscall(SYS_epoll_create1, flags);
+}
+
+static int raw_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    return (int)syscall(SYS_epoll_ctl, epfd, op, fd, ev);
+}
+
+/* stdio has no system call: bind on demand (fclose is no signal path). */
+static int lazy_fclose(FILE *stream)
+{
+    int (*next)(FILE *) = (int (*)(FILE *))dlsym(RTLD_NEXT, "fclose");
+    return next ? next(stream) : EOF;
+}
+
 struct fdg_next fdg_next = {
     .accept = raw_accept,
     .accept4 = raw_accept4,
@@ -54,4 +78,8 @@ struct fdg_next fdg_next = {
     .dup3 = raw_dup3,
     .close_range = raw_close_range,
     .closefrom = raw_closefrom,
+    .fclose = lazy_fclose,
+    .epoll_create = raw_epoll_create,
+    .epoll_create1 = raw_epoll_create1,
+    .epoll_ctl = raw_epoll_ctl,
 };

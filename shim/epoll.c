@@ -1,0 +1,114 @@
+/* epoll_create, epoll_create1, epoll_ctl: feed the registration table, and
+ * the opt-in EPOLLEXCLUSIVE for listening sockets.
+ *
+ * With several threads each waiting on its own epoll set for one listener,
+ * every connection wakes them all (the thundering herd); EPOLLEXCLUSIVE wakes
+ * one. The kernel refuses EPOLL_CTL_MOD on such a registration (EINVAL), so
+ * for registrations we made exclusive, MOD is done as DEL + ADD. */
+#include "fdguard.h"
+
+#include <errno.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* What the kernel accepts together with EPOLLEXCLUSIVE (fs/eventpoll.c,
+ * EPOLLEXCLUSIVE_OK_BITS). */
+#define EXCLUSIVE_OK (EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLWAKEUP | EPOLLET | EPOLLEXCLUSIVE)
+
+static bool is_listener(int fd)
+{
+    int on = 0;
+    socklen_t len = sizeof on;
+    int saved = errno;
+    bool listening = getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on;
+    errno = saved;
+    return listening;
+}
+
+static bool hygiene(void)
+{
+    return fdg_active() && fdg_cfg.epoll;
+}
+
+static int created(int epfd)
+{
+    if (epfd >= 0 && hygiene() && fdg_owner_process())
+        fdg_ept_instance_created(epfd);
+    return epfd;
+}
+
+EXPORT int epoll_create(int size)
+{
+    return created(fdg_next.epoll_create(size));
+}
+
+EXPORT int epoll_create1(int flags)
+{
+    return created(fdg_next.epoll_create1(flags));
+}
+
+static bool exclusive_wanted(int fd, const struct epoll_event *ev)
+{
+    return fdg_active() && fdg_cfg.epollexclusive && ev && !(ev->events & ~EXCLUSIVE_OK) &&
+           is_listener(fd);
+}
+
+static int add(int epfd, int fd, struct epoll_event *ev)
+{
+    bool exclusive = exclusive_wanted(fd, ev);
+    int r;
+    if (exclusive) {
+        struct epoll_event xev = *ev;
+        xev.events |= EPOLLEXCLUSIVE;
+        r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &xev);
+        if (r < 0 && errno == EINVAL) /* nested epoll, or a kernel before 4.5 */
+            exclusive = false;
+        else if (r == 0 && !(ev->events & EPOLLEXCLUSIVE))
+            fdg_count(FDG_C_epoll_exclusive, 1);
+    }
+    if (!exclusive)
+        r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev);
+    if (r == 0 && hygiene() && fdg_owner_process()) {
+        int saved = errno;
+        fdg_ept_added(epfd, fd, exclusive && !(ev->events & EPOLLEXCLUSIVE));
+        errno = saved;
+    }
+    return r;
+}
+
+/* MOD of a registration we made exclusive: the kernel would say EINVAL. */
+static int modify_exclusive(int epfd, int fd, struct epoll_event *ev)
+{
+    int r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+    if (r < 0)
+        return r;
+    fdg_ept_removed(epfd, fd);
+    fdg_count(FDG_C_epoll_mod_emulated, 1);
+    return add(epfd, fd, ev);
+}
+
+EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    if (!fdg_active() || fd < 0 || epfd < 0)
+        return fdg_next.epoll_ctl(epfd, op, fd, ev);
+    switch (op) {
+    case EPOLL_CTL_ADD:
+        return add(epfd, fd, ev);
+    case EPOLL_CTL_MOD:
+        if (ev && (fdg_ept_word((unsigned)fd) & FDG_EPT_EXCLUSIVE) && fdg_owner_process())
+            return modify_exclusive(epfd, fd, ev);
+        return fdg_next.epoll_ctl(epfd, op, fd, ev);
+    case EPOLL_CTL_DEL: {
+        int r = fdg_next.epoll_ctl(epfd, op, fd, ev);
+        /* Success, or the kernel has no such registration: forget ours. */
+        if ((r == 0 || errno == ENOENT) && fdg_ept_word((unsigned)fd) && fdg_owner_process()) {
+            int saved = errno;
+            fdg_ept_removed(epfd, fd);
+            errno = saved;
+        }
+        return r;
+    }
+    default:
+        return fdg_next.epoll_ctl(epfd, op, fd, ev);
+    }
+}

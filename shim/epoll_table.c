@@ -1,0 +1,228 @@
+/* The epoll registration table: for each fd, the epoll instances in which
+ * this process registered it (see the word layout in fdguard.h).
+ *
+ * epoll registers the open file description but names it by fd number; once
+ * the description has another reference (dup, fork, SCM_RIGHTS), close(fd)
+ * leaves the registration alive and it can no longer be deleted by number.
+ * So before a registered number goes away we delete it ourselves.
+ *
+ * Everything here is lock-free: close runs in signal handlers and between
+ * fork and exec. Memory is mmap'd chunk by chunk on registration, never on
+ * the close path, and is inherited copy-on-write by fork children, which
+ * tell their parent's records apart by epoch. A vfork child shares this
+ * memory with its parent and must write nothing: every writer checks
+ * fdg_owner_process() first. */
+#include "fdguard.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+_Atomic(_Atomic uint64_t *) fdg_ept_dir[FDG_EPT_DIR];
+_Atomic uint64_t fdg_epoch;
+static _Atomic unsigned chunks_end; /* one past the highest chunk ever allocated */
+static _Atomic int instance_fd[FDG_EPT_INSTANCES] = {[0 ... FDG_EPT_INSTANCES - 1] = -1};
+static _Atomic bool untracked_reported;
+
+static uint64_t epoch_bits(void)
+{
+    return (atomic_load_explicit(&fdg_epoch, memory_order_relaxed) << FDG_EPT_EPOCH_SHIFT) &
+           FDG_EPT_EPOCH_MASK;
+}
+
+static bool current_epoch(uint64_t word)
+{
+    return (word & FDG_EPT_EPOCH_MASK) == epoch_bits();
+}
+
+static _Atomic uint64_t *slot(unsigned fd, bool create)
+{
+    if (fd >= FDG_EPT_DIR * FDG_EPT_CHUNK)
+        return NULL;
+    unsigned c = fd >> FDG_EPT_CHUNK_BITS;
+    _Atomic uint64_t *chunk = atomic_load_explicit(&fdg_ept_dir[c], memory_order_acquire);
+    if (!chunk && create) {
+        void *mem = mmap(NULL, FDG_EPT_CHUNK * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED)
+            return NULL;
+        _Atomic uint64_t *none = NULL;
+        if (atomic_compare_exchange_strong(&fdg_ept_dir[c], &none, mem)) {
+            chunk = mem;
+            unsigned end = atomic_load(&chunks_end);
+            while (end < c + 1 && !atomic_compare_exchange_weak(&chunks_end, &end, c + 1))
+                ;
+        } else {
+            munmap(mem, FDG_EPT_CHUNK * sizeof(uint64_t));
+            chunk = none;
+        }
+    }
+    return chunk ? &chunk[fd & (FDG_EPT_CHUNK - 1)] : NULL;
+}
+
+static void epoll_del(int epfd, int fd)
+{
+    int saved = errno;
+    /* Raw: neither our wrapper nor a cancellation point. */
+    if (syscall(SYS_epoll_ctl, epfd, EPOLL_CTL_DEL, fd, NULL) == 0)
+        fdg_count(FDG_C_epoll_auto_del, 1);
+    errno = saved;
+}
+
+/* Clears `bits` in fd's word; returns the word as it was. */
+static uint64_t clear_bits(_Atomic uint64_t *s, uint64_t bits)
+{
+    return atomic_fetch_and_explicit(s, ~bits, memory_order_relaxed);
+}
+
+/* Forgets every current-epoch registration in instance idx (its epoll fd is
+ * being closed: the kernel drops them with it). No syscalls. */
+static void drop_instance(unsigned idx)
+{
+    uint64_t bit = UINT64_C(1) << idx;
+    unsigned end = atomic_load(&chunks_end);
+    for (unsigned c = 0; c < end; c++) {
+        _Atomic uint64_t *chunk = atomic_load_explicit(&fdg_ept_dir[c], memory_order_acquire);
+        for (unsigned i = 0; chunk && i < FDG_EPT_CHUNK; i++) {
+            uint64_t w = atomic_load_explicit(&chunk[i], memory_order_relaxed);
+            if ((w & bit) && current_epoch(w)) {
+                w = clear_bits(&chunk[i], bit);
+                if ((w & FDG_EPT_MASK) == bit)
+                    clear_bits(&chunk[i], FDG_EPT_EXCLUSIVE);
+                fdg_count(FDG_C_epoll_dropped, 1);
+            }
+        }
+    }
+    atomic_store(&instance_fd[idx], -1);
+}
+
+/* The caller knows it is the owner process. */
+static void closing_owned(unsigned fd, uint64_t word)
+{
+    _Atomic uint64_t *s = slot(fd, false);
+    if (!s)
+        return;
+    uint64_t mask = word & FDG_EPT_MASK;
+    if (mask) {
+        word = clear_bits(s, FDG_EPT_MASK | FDG_EPT_EXCLUSIVE);
+        mask = word & FDG_EPT_MASK;
+        if (current_epoch(word)) {
+            for (unsigned i = 0; mask; i++, mask >>= 1) {
+                int epfd = (mask & 1) ? atomic_load(&instance_fd[i]) : -1;
+                if (epfd >= 0)
+                    epoll_del(epfd, (int)fd);
+            }
+        } else {
+            fdg_count(FDG_C_epoll_dropped, 1); /* a parent's, in a fork child */
+        }
+    }
+    if (word & FDG_EPT_IS_INSTANCE) {
+        clear_bits(s, FDG_EPT_IS_INSTANCE | FDG_EPT_INDEX_MASK);
+        unsigned idx = (unsigned)((word & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
+        if (idx < FDG_EPT_INSTANCES && atomic_load(&instance_fd[idx]) == (int)fd)
+            drop_instance(idx);
+    }
+}
+
+void fdg_ept_closing(unsigned fd, uint64_t word)
+{
+    if (fdg_owner_process())
+        closing_owned(fd, word);
+}
+
+void fdg_ept_closing_range(unsigned lo, unsigned hi)
+{
+    unsigned end = atomic_load(&chunks_end);
+    int owner = -1; /* unknown until a registered fd is found: getpid is a syscall */
+    for (unsigned c = lo >> FDG_EPT_CHUNK_BITS; c < end && c <= hi >> FDG_EPT_CHUNK_BITS; c++) {
+        _Atomic uint64_t *chunk = atomic_load_explicit(&fdg_ept_dir[c], memory_order_acquire);
+        if (!chunk)
+            continue;
+        unsigned first = c == lo >> FDG_EPT_CHUNK_BITS ? lo & (FDG_EPT_CHUNK - 1) : 0;
+        unsigned last = c == hi >> FDG_EPT_CHUNK_BITS ? hi & (FDG_EPT_CHUNK - 1) : FDG_EPT_CHUNK - 1;
+        for (unsigned i = first; i <= last; i++) {
+            uint64_t w = atomic_load_explicit(&chunk[i], memory_order_relaxed);
+            if (!w)
+                continue;
+            if (owner < 0)
+                owner = fdg_owner_process();
+            if (!owner)
+                return;
+            closing_owned((c << FDG_EPT_CHUNK_BITS) | i, w);
+        }
+    }
+}
+
+/* Index of the instance behind epfd, registering it if asked (an epoll fd
+ * created before we were loaded, or received from elsewhere); -1 if none. */
+static int instance_index(int epfd, bool create)
+{
+    _Atomic uint64_t *s = slot((unsigned)epfd, create);
+    if (!s)
+        return -1;
+    uint64_t w = atomic_load(s);
+    if (w & FDG_EPT_IS_INSTANCE)
+        return (int)((w & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
+    if (!create)
+        return -1;
+    for (int i = 0; i < FDG_EPT_INSTANCES; i++) {
+        int none = -1;
+        if (atomic_compare_exchange_strong(&instance_fd[i], &none, epfd)) {
+            atomic_fetch_or(s, FDG_EPT_IS_INSTANCE | ((uint64_t)i << FDG_EPT_INDEX_SHIFT));
+            return i;
+        }
+    }
+    if (!atomic_exchange(&untracked_reported, true))
+        fdg_logf(FDG_LVL_WARN, FDG_EV_EPOLL,
+                 "more than %d epoll instances: registrations in the others are not tracked",
+                 FDG_EPT_INSTANCES);
+    return -1;
+}
+
+void fdg_ept_instance_created(int epfd)
+{
+    _Atomic uint64_t *s = slot((unsigned)epfd, true);
+    if (!s)
+        return;
+    /* A new fd: anything recorded under this number is stale (it was closed
+     * behind our back, by a raw syscall). */
+    uint64_t old = atomic_exchange(s, 0);
+    if (old & FDG_EPT_IS_INSTANCE)
+        atomic_store(&instance_fd[(old & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT], -1);
+    instance_index(epfd, true);
+}
+
+void fdg_ept_added(int epfd, int fd, bool exclusive_added)
+{
+    int idx = instance_index(epfd, true);
+    _Atomic uint64_t *s = idx >= 0 ? slot((unsigned)fd, true) : NULL;
+    if (!s) {
+        fdg_count(FDG_C_epoll_untracked, 1);
+        return;
+    }
+    uint64_t w = atomic_load_explicit(s, memory_order_relaxed), updated;
+    do {
+        /* Registrations of another epoch are a parent's: start afresh. */
+        uint64_t keep = current_epoch(w) ? w : (w & (FDG_EPT_IS_INSTANCE | FDG_EPT_INDEX_MASK));
+        updated = (keep & ~FDG_EPT_EPOCH_MASK) | epoch_bits() | (UINT64_C(1) << idx) |
+                  (exclusive_added ? FDG_EPT_EXCLUSIVE : 0);
+    } while (!atomic_compare_exchange_weak(s, &w, updated));
+    fdg_count(FDG_C_epoll_registrations, 1);
+}
+
+void fdg_ept_removed(int epfd, int fd)
+{
+    int idx = instance_index(epfd, false);
+    _Atomic uint64_t *s = idx >= 0 ? slot((unsigned)fd, false) : NULL;
+    if (!s || !current_epoch(atomic_load(s)))
+        return;
+    uint64_t bit = UINT64_C(1) << idx;
+    if ((clear_bits(s, bit) & FDG_EPT_MASK) == bit)
+        clear_bits(s, FDG_EPT_EXCLUSIVE);
+}
+
+void fdg_ept_after_fork(void)
+{
+    atomic_fetch_add(&fdg_epoch, 1);
+}
