@@ -1,0 +1,196 @@
+# Shared helpers for the fdguard bats suites.
+#   tests/*.bats:             load lib
+#   tests/integration/*.bats: load ../lib
+# Every suite that starts background processes calls stop_all in teardown.
+# shellcheck shell=bash
+
+# The build directory: `make test` passes FDG_BUILD; otherwise the default
+# build next to this file (not next to the suite, so that suites in
+# subdirectories find the same one).
+FDG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+: "${FDG_BUILD:=$FDG_ROOT/build}"
+FDG_LIB=$FDG_BUILD/libfdguard.so
+FDG_BIN=$FDG_BUILD/tests
+export FDG_ROOT FDG_BUILD FDG_LIB FDG_BIN
+
+# Pids started by start_bg, stopped by stop_all.
+FDG_PIDS=()
+
+# The sanitizer runtime that must come first in LD_PRELOAD when the shim and
+# helpers are built with SANITIZE=..., or nothing.
+fdg_runtime_preload() {
+    local rt
+    case "${FDG_SANITIZE:-}" in
+    '') return 0 ;;
+    address) rt=libasan.so ;;
+    thread) rt=libtsan.so ;;
+    undefined) rt=libubsan.so ;;
+    *)
+        echo "fdg_runtime_preload: unknown FDG_SANITIZE=$FDG_SANITIZE" >&2
+        return 1
+        ;;
+    esac
+    gcc -print-file-name="$rt"
+}
+
+# The LD_PRELOAD value that loads the shim (after the sanitizer runtime, which
+# refuses to run unless it is first).
+fdg_preload() {
+    local rt
+    rt=$(fdg_runtime_preload) || return 1
+    if [[ -n $rt ]]; then
+        printf '%s:%s\n' "$rt" "$FDG_LIB"
+    else
+        printf '%s\n' "$FDG_LIB"
+    fi
+}
+
+# start_bg VAR CMD [ARGS...]: runs CMD in the background, stores its pid in
+# VAR and registers it for stop_all. Redirections given to start_bg apply to
+# CMD. Descriptors other than 0-2 are closed first: bats' own (fd 3 would
+# make bats wait for the process) and whatever the caller inherited, so that
+# a server's descriptor table holds exactly what the server opened.
+start_bg() {
+    local var=$1 pid
+    shift
+    (
+        local fd
+        for fd in /proc/"$BASHPID"/fd/*; do
+            fd=${fd##*/}
+            if ((fd > 2)); then
+                # The glob's own directory descriptor is gone by now: quiet.
+                { eval "exec $fd>&-"; } 2>/dev/null || true
+            fi
+        done
+        exec "$@"
+    ) &
+    pid=$!
+    FDG_PIDS+=("$pid")
+    printf -v "$var" '%s' "$pid"
+}
+
+# True while PID exists and is not a zombie.
+fdg_alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
+# Stops every process started with start_bg: SIGTERM, up to 2 s of grace
+# (polled), then SIGKILL; reaps them. Safe to call more than once.
+stop_all() {
+    local pid i
+    for pid in "${FDG_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${FDG_PIDS[@]}"; do
+        for ((i = 0; i < 100; i++)); do
+            fdg_alive "$pid" || break
+            sleep 0.02
+        done
+        if fdg_alive "$pid"; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    FDG_PIDS=()
+}
+
+# stop_bg PID: stops one process started with start_bg, now.
+stop_bg() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        fdg_alive "$pid" || break
+        sleep 0.02
+    done
+    if fdg_alive "$pid"; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# wait_until 'COMMAND' [TIMEOUT_S]: polls COMMAND (evaluated) every 20 ms until
+# it succeeds; fails with a message after TIMEOUT_S (default 5). A readiness
+# check with a hard timeout, never a fixed sleep.
+wait_until() {
+    local cmd=$1 timeout=${2:-5} deadline
+    deadline=$((SECONDS + timeout + 1))
+    # SECONDS has 1 s granularity; count polls too for sub-second precision.
+    local polls=$((timeout * 50)) i
+    for ((i = 0; i <= polls && SECONDS < deadline; i++)); do
+        if eval "$cmd"; then
+            return 0
+        fi
+        sleep 0.02
+    done
+    echo "wait_until: timed out after ${timeout}s: $cmd" >&2
+    return 1
+}
+
+# wait_file FILE [TIMEOUT_S]: waits until FILE exists and is not empty.
+wait_file() {
+    wait_until "[[ -s '$1' ]]" "${2:-5}"
+}
+
+# cpu_ticks PID: user+system clock ticks (all threads) from /proc/PID/stat.
+# The comm field may contain spaces and parentheses: fields are counted after
+# the last ')'.
+cpu_ticks() {
+    local stat f
+    stat=$(cat "/proc/$1/stat") || return 1
+    read -r -a f <<<"${stat##*) }"
+    # f[0] is field 3 (state): utime is field 14, stime field 15.
+    echo $((f[11] + f[12]))
+}
+
+# cpu_over PID SECONDS: ticks (1/100 s; see getconf CLK_TCK) PID burns over a
+# window of SECONDS. The sleep here is the measurement window itself, the one
+# place a fixed-length wait is legitimate: it synchronises nothing.
+cpu_over() {
+    local pid=$1 window=$2 t0 t1
+    t0=$(cpu_ticks "$pid") || return 1
+    sleep "$window"
+    t1=$(cpu_ticks "$pid") || return 1
+    echo $((t1 - t0))
+}
+
+# fd_count PID: descriptors PID has open.
+fd_count() {
+    local fds
+    fds=$(ls -U "/proc/$1/fd") || return 1
+    wc -l <<<"$fds" | tr -d ' '
+}
+
+# fd_limit PID: its soft RLIMIT_NOFILE.
+fd_limit() {
+    awk '/^Max open files/ { print $4 }' "/proc/$1/limits"
+}
+
+# fd_used PID: descriptor numbers in use below its soft limit (what new
+# descriptors compete for; numbers above the limit are open but unusable).
+fd_used() {
+    local limit fd n=0
+    limit=$(fd_limit "$1") || return 1
+    for fd in "/proc/$1/fd"/*; do
+        fd=${fd##*/}
+        if [[ $limit == unlimited ]] || ((fd < limit)); then
+            n=$((n + 1))
+        fi
+    done
+    echo "$n"
+}
+
+# fd_free PID: descriptors PID can still open.
+fd_free() {
+    local limit used
+    limit=$(fd_limit "$1") || return 1
+    used=$(fd_used "$1") || return 1
+    echo $((limit - used))
+}
+
+# set_nofile PID N: sets PID's soft RLIMIT_NOFILE to N (hard unchanged).
+set_nofile() {
+    prlimit --pid "$1" --nofile="$2":
+}
