@@ -46,7 +46,7 @@ SAN_SUITES ?= $(filter-out tests/run.bats,$(wildcard tests/*.bats))
 SAN_ENV   := ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
              TSAN_OPTIONS=halt_on_error=1
 
-.PHONY: all helpers test bench demo install clean format check-format lint
+.PHONY: all helpers benches test bench demo install clean format check-format lint
 
 all: $(LIB)
 
@@ -63,6 +63,15 @@ $(BUILD)/tests/%: tests/helpers/%.c tests/helpers/*.h Makefile
 
 helpers: $(HELPERS)
 
+BENCH_SRC := $(wildcard tests/bench/*.c)
+BENCHES   := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+$(BUILD)/bench/%: tests/bench/%.c Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(HELPER_CFLAGS) -o $@ $< -ldl
+
+benches: $(BENCHES)
+
 # Under a sanitizer only the suites driven by our own (instrumented) helpers run:
 # preloading a sanitizer runtime into packaged servers tests the runtime, not us.
 test: $(LIB) helpers
@@ -72,7 +81,7 @@ else
 	FDG_BUILD=$(abspath $(BUILD)) FDG_SANITIZE=$(SANITIZE) $(SAN_ENV) $(BATS) --tap $(SAN_SUITES)
 endif
 
-bench: $(LIB) helpers
+bench: $(LIB) helpers benches
 	FDG_BUILD=$(abspath $(BUILD)) QUICK=$(QUICK) tests/bench/run
 
 demo: $(LIB) helpers
