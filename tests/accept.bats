@@ -1,0 +1,480 @@
+#!/usr/bin/env bats
+# Accept relief (design.md, "Accept relief").
+#
+# Every scenario runs tests/helpers/srv in one of the accept-loop shapes found
+# in the field, connects and holds a few clients, then takes away every free
+# descriptor (prlimit on the running server) and sends new clients:
+#   - without the shim the failure shows: the loop spins (lt, poll, select,
+#     block, threads) or the backlog is stranded (et). These tests prove the
+#     scenario can fail;
+#   - with the shim the loop stays calm, new clients are rejected (message) or
+#     closed within milliseconds, held clients are still served, nothing leaks,
+#     and once the limit is raised new clients are served again.
+# CPU is read from /proc/PID/stat over a short window: 100 ticks a second is
+# one core. A spinning loop burns ~100 per spinning thread; an idle one ~0.
+
+load lib
+
+SPIN_TICKS=50 # more than this over 1 s: the loop spins
+CALM_TICKS=10 # at most this over 2 s: the loop is calm
+FAST_MS=100   # a shed client must be answered within this
+
+setup() {
+    # The suite sets the variables it tests; nothing from the caller leaks in.
+    unset LD_PRELOAD "${!FDGUARD@}"
+    T=$BATS_TEST_TMPDIR
+    SRV_ENV=()
+    SRV_UNIX=
+    if [[ ! -x $FDG_BIN/srv || ! -x $FDG_BIN/flood || ! -f $FDG_LIB ]]; then
+        echo "missing $FDG_BIN/srv, $FDG_BIN/flood or $FDG_LIB: run make and make helpers" >&2
+        return 1
+    fi
+}
+
+teardown() {
+    stop_all
+}
+
+# ---- scenario building blocks ------------------------------------------------
+
+# srv_up plain|shim SHAPE [SRV ARGS...]: starts srv and waits until it listens.
+# SRV_ENV adds environment variables, SRV_UNIX=1 listens on a unix socket.
+# Sets SRV (pid) and ADDR (what flood connects to); stderr goes to $T/srv.err.
+srv_up() {
+    local mode=$1 shape=$2 port
+    shift 2
+    local -a env=(env) where=(--port 0)
+    if [[ $mode == shim ]]; then
+        env+=("LD_PRELOAD=$(fdg_preload)")
+    fi
+    env+=("${SRV_ENV[@]}")
+    if [[ -n $SRV_UNIX ]]; then
+        where=(--unix "$T/srv.sock")
+    fi
+    start_bg SRV "${env[@]}" "$FDG_BIN/srv" --shape "$shape" "${where[@]}" \
+        --ready "$T/ready" "$@" 2>"$T/srv.err"
+    wait_file "$T/ready"
+    port=$(cat "$T/ready")
+    if [[ -n $SRV_UNIX ]]; then
+        ADDR=unix:$port
+    else
+        ADDR=127.0.0.1:$port
+    fi
+}
+
+# clients NAME N [FLOOD ARGS...]: N new clients from a background flood that
+# holds them open (hanging ones stay in the backlog, served ones stay served).
+# Sets NAME to its pid; waits for its summary in $T/NAME.out and prints it
+# (bats shows it if the test fails).
+clients() {
+    local name=$1 n=$2
+    shift 2
+    start_bg "$name" "$FDG_BIN/flood" "$ADDR" -n "$n" --hold 600 "$@" >"$T/$name.out"
+    wait_until "grep -q '^flood:' '$T/$name.out'" 20
+    echo "$name: $(grep -v '^flood-probe:' "$T/$name.out" | tr '\n' ' ')"
+}
+
+# get KEY NAME: the value of KEY in the summary of the flood called NAME.
+get() {
+    sed -n "s/^flood:.* $1=\([^ ]*\).*/\1/p" "$T/$2.out"
+}
+
+# below MS LIMIT: true when the (fractional) MS is below LIMIT.
+below() {
+    awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "none" && a + 0 < b + 0) }'
+}
+
+# exhaust: lowers the server's soft limit to the descriptors it has open, then
+# connects held clients until one is not served: no descriptor is free. The
+# second step matters because a thread blocked in accept() has already
+# reserved its descriptor number (invisible in /proc/PID/fd), and because a
+# hole below the limit would otherwise go unnoticed. Sets LIMIT.
+exhaust() {
+    local i free
+    set_nofile "$SRV" "$(fd_count "$SRV")"
+    for ((i = 0; i < 12; i++)); do
+        free=$(fd_free "$SRV")
+        if ((free < 1)); then
+            free=1
+        fi
+        clients "PRIME$i" "$free" --wait-ms 300
+        if [[ $(get served "PRIME$i") != "$free" ]]; then
+            LIMIT=$(fd_limit "$SRV")
+            echo "exhausted at limit $LIMIT"
+            return 0
+        fi
+    done
+    echo "exhaust: the server never ran out of descriptors" >&2
+    return 1
+}
+
+# probe NAME: asks the holding flood NAME to send a line on each connection it
+# holds and prints its report (held=, echoed=, dead=).
+probe() {
+    local pid=${!1} n
+    n=$(grep -c '^flood-probe:' "$T/$1.out" || true)
+    kill -USR1 "$pid"
+    wait_until "[[ \$(grep -c '^flood-probe:' '$T/$1.out') -gt $n ]]" 10
+    grep '^flood-probe:' "$T/$1.out" | tail -n 1
+}
+
+# no_line PATTERN FILE: fails (showing the lines) if FILE has a matching line.
+no_line() {
+    if grep -E "$1" "$2"; then
+        echo "unexpected line(s) matching '$1' in $2" >&2
+        return 1
+    fi
+}
+
+# one_warning VAR: exactly one line of srv's stderr names VAR, and it is a
+# shim warning.
+one_warning() {
+    echo "srv stderr:"
+    cat "$T/srv.err"
+    [[ $(grep -cw "$1" "$T/srv.err") == 1 ]]
+    grep -w "$1" "$T/srv.err" | grep -q '^fdguard\['
+}
+
+# ---- the failure, without the shim -------------------------------------------
+
+# spins MODE SHAPE: exhausted, new clients hang and the accept loop spins.
+spins() {
+    local ticks
+    srv_up "$1" "$2"
+    clients HELD 3
+    [[ $(get served HELD) == 3 ]]
+    exhaust
+    clients NEW 3 --wait-ms 300
+    [[ $(get hanging NEW) == 3 ]]
+    ticks=$(cpu_over "$SRV" 1)
+    echo "ticks over 1 s: $ticks"
+    ((ticks > SPIN_TICKS))
+}
+
+# strands MODE SHAPE: exhausted, the edge-triggered loop does not spin but new
+# clients rot in the backlog.
+strands() {
+    local ticks
+    srv_up "$1" "$2"
+    clients HELD 3
+    exhaust
+    clients NEW 3 --wait-ms 300
+    [[ $(get hanging NEW) == 3 ]]
+    ticks=$(cpu_over "$SRV" 1)
+    echo "ticks over 1 s: $ticks"
+    ((ticks <= CALM_TICKS))
+}
+
+@test "lt without the shim: EMFILE spins the loop, clients hang" {
+    spins plain lt
+}
+
+@test "et without the shim: EMFILE strands the backlog, clients hang" {
+    strands plain et
+}
+
+@test "poll without the shim: EMFILE spins the loop, clients hang" {
+    spins plain poll
+}
+
+@test "select without the shim: EMFILE spins the loop, clients hang" {
+    spins plain select
+}
+
+@test "block without the shim: the accept loop spins, clients hang" {
+    spins plain block
+}
+
+@test "threads without the shim: every accept thread spins, clients hang" {
+    spins plain threads
+}
+
+@test "unix lt without the shim: EMFILE spins the loop, clients hang" {
+    SRV_UNIX=1
+    spins plain lt
+}
+
+@test "unix et without the shim: EMFILE strands the backlog, clients hang" {
+    SRV_UNIX=1
+    strands plain et
+}
+
+# ---- relief, with the shim ---------------------------------------------------
+
+# relieved SHAPE [MSG]: the whole contract at exhaustion. With MSG, shed
+# clients must read it (flood reports its first line, BUSY); without, they see
+# an orderly close.
+relieved() {
+    local shape=$1 msg=${2:-} ticks
+    if [[ -n $msg ]]; then
+        SRV_ENV+=("FDGUARD_REJECT_MSG=$msg")
+    fi
+    srv_up shim "$shape"
+    clients HELD 3
+    [[ $(get served HELD) == 3 ]]
+    exhaust
+
+    clients NEW 5
+    if [[ -n $msg ]]; then
+        [[ $(get rejected NEW) == 5 ]]
+        grep -qx 'rejected-text: BUSY' "$T/NEW.out"
+    else
+        [[ $(get closed NEW) == 5 ]]
+    fi
+    below "$(get answer_ms_max NEW)" "$FAST_MS"
+
+    ticks=$(cpu_over "$SRV" 2)
+    echo "ticks over 2 s: $ticks"
+    ((ticks <= CALM_TICKS))
+
+    # Clients connected before the exhaustion are still served.
+    probe HELD | grep -q 'held=3 echoed=3 '
+    # By default the app never sees the error: EAGAIN, or a blocking accept
+    # that keeps waiting.
+    no_line '^srv: accept:' "$T/srv.err"
+
+    # Room again: new clients are served.
+    set_nofile "$SRV" $((LIMIT + 16))
+    clients AFTER 3 --wait-ms 2000
+    [[ $(get served AFTER) == 3 ]]
+}
+
+@test "lt with the shim: shed with a message, fast, no spin; held clients served; recovers" {
+    relieved lt 'BUSY\r\n'
+}
+
+@test "et with the shim: backlog shed (orderly close), no stranding; recovers" {
+    relieved et
+}
+
+@test "poll with the shim: shed with a message, no spin; recovers" {
+    relieved poll 'BUSY\r\n'
+}
+
+@test "select with the shim: backlog shed (orderly close), no spin; recovers" {
+    relieved select
+}
+
+@test "block with the shim: shed with a message while accept keeps waiting; recovers" {
+    relieved block 'BUSY\r\n'
+}
+
+@test "threads with the shim: four blocked acceptors, shed (orderly close), no spin; recovers" {
+    relieved threads
+}
+
+@test "unix lt with the shim: shed with a message, no spin; recovers" {
+    SRV_UNIX=1
+    relieved lt 'BUSY\r\n'
+}
+
+@test "unix et with the shim: backlog shed (orderly close); recovers" {
+    SRV_UNIX=1
+    relieved et
+}
+
+# ---- no descriptor leaks over 1,000 shed cycles ------------------------------
+
+# no_leak SHAPE [SLACK]: 1,000 connections shed at exhaustion; the descriptor
+# count is what it was before. SLACK: with several acceptor threads the spare
+# may end up open, or lent to a thread blocked in accept (whose reserved
+# number is invisible in /proc), so the count may differ by that one.
+no_leak() {
+    local shape=$1 slack=${2:-0} before after
+    SRV_ENV+=('FDGUARD_REJECT_MSG=BUSY\r\n')
+    srv_up shim "$shape" --backlog 1024
+    clients HELD 3
+    exhaust
+    # A first shed cycle puts the shim in its steady state.
+    clients WARM 1
+    [[ $(get rejected WARM) == 1 ]]
+    before=$(fd_count "$SRV")
+    "$FDG_BIN/flood" "$ADDR" -n 1000 --wait-ms 10000 >"$T/MANY.out"
+    cat "$T/MANY.out"
+    [[ $(get rejected MANY) == 1000 ]]
+    wait_until "(( \$(fd_count $SRV) - $before <= $slack && $before - \$(fd_count $SRV) <= $slack ))" 3 || true
+    after=$(fd_count "$SRV")
+    echo "descriptors before=$before after=$after limit=$LIMIT"
+    ((after - before <= slack && before - after <= slack))
+    probe HELD | grep -q 'held=3 echoed=3 '
+}
+
+@test "lt: no descriptor leak across 1,000 shed cycles" {
+    no_leak lt
+}
+
+@test "et: no descriptor leak across 1,000 shed cycles" {
+    no_leak et
+}
+
+@test "poll: no descriptor leak across 1,000 shed cycles" {
+    no_leak poll
+}
+
+@test "select: no descriptor leak across 1,000 shed cycles" {
+    no_leak select
+}
+
+@test "block: no descriptor leak across 1,000 shed cycles" {
+    no_leak block
+}
+
+@test "threads: no descriptor leak across 1,000 shed cycles" {
+    no_leak threads 1
+}
+
+@test "unix lt: no descriptor leak across 1,000 shed cycles" {
+    SRV_UNIX=1
+    no_leak lt
+}
+
+# ---- never shed when there is room -------------------------------------------
+
+# room SHAPE: exhausted and shedding; one held client leaves (the server closes
+# it: one slot free); the next client must be served, the one after shed.
+room() {
+    local c0
+    SRV_ENV+=('FDGUARD_REJECT_MSG=BUSY\r\n')
+    srv_up shim "$1"
+    clients HELD 2
+    clients ONE 1
+    exhaust
+    clients NEW1 1
+    [[ $(get rejected NEW1) == 1 ]]
+    c0=$(fd_count "$SRV")
+    stop_bg "$ONE"
+    wait_until "(( \$(fd_count $SRV) < $c0 ))" 5
+    clients NEW2 1 --wait-ms 2000
+    [[ $(get served NEW2) == 1 ]]
+    clients NEW3 1
+    [[ $(get rejected NEW3) == 1 ]]
+}
+
+@test "lt: a slot freed while shedding goes to the next client (served, not shed)" {
+    room lt
+}
+
+@test "block: room appearing while the shim waits in accept is handed to the app" {
+    room block
+}
+
+@test "threads: room appearing while acceptors wait is handed to the app" {
+    room threads
+}
+
+# ---- variables ---------------------------------------------------------------
+
+@test "FDGUARD_HEADROOM=5: serves while 5 descriptors would remain free, then sheds; no leak" {
+    local before after ticks
+    SRV_ENV+=(FDGUARD_HEADROOM=5 'FDGUARD_REJECT_MSG=BUSY\r\n')
+    srv_up shim lt --backlog 1024
+    clients HELD 3
+    [[ $(get served HELD) == 3 ]]
+    set_nofile "$SRV" $(($(fd_count "$SRV") + 10))
+    [[ $(fd_free "$SRV") == 10 ]]
+    clients NEW 10
+    [[ $(get served NEW) == 5 ]]
+    [[ $(get rejected NEW) == 5 ]]
+    [[ $(fd_free "$SRV") == 5 ]]
+    # Headroom shedding happens with descriptors free: a leak would show.
+    before=$(fd_count "$SRV")
+    "$FDG_BIN/flood" "$ADDR" -n 1000 --wait-ms 10000 >"$T/MANY.out"
+    cat "$T/MANY.out"
+    [[ $(get rejected MANY) == 1000 ]]
+    after=$(fd_count "$SRV")
+    echo "descriptors before=$before after=$after"
+    [[ $after == "$before" ]]
+    ticks=$(cpu_over "$SRV" 2)
+    echo "ticks over 2 s: $ticks"
+    ((ticks <= CALM_TICKS))
+    probe NEW | grep -q 'held=5 echoed=5 '
+}
+
+@test "FDGUARD_ACCEPT_ERRNO=EMFILE: the loop sees EMFILE after the shed, and does not spin" {
+    local ticks
+    SRV_ENV+=(FDGUARD_ACCEPT_ERRNO=EMFILE 'FDGUARD_REJECT_MSG=BUSY\r\n')
+    srv_up shim lt
+    clients HELD 3
+    exhaust
+    clients NEW 3
+    [[ $(get rejected NEW) == 3 ]]
+    grep -q '^srv: accept: Too many open files' "$T/srv.err"
+    ticks=$(cpu_over "$SRV" 2)
+    echo "ticks over 2 s: $ticks"
+    ((ticks <= CALM_TICKS))
+}
+
+@test "FDGUARD_ACCEPT=maybe: one warning line, default (on) used, the server runs" {
+    SRV_ENV+=(FDGUARD_ACCEPT=maybe 'FDGUARD_REJECT_MSG=BUSY\r\n')
+    srv_up shim lt
+    clients HELD 3
+    [[ $(get served HELD) == 3 ]]
+    exhaust
+    clients NEW 3
+    [[ $(get rejected NEW) == 3 ]]
+    one_warning FDGUARD_ACCEPT
+}
+
+@test "FDGUARD_HEADROOM=-3: one warning line, default (0) used, the server runs" {
+    SRV_ENV+=(FDGUARD_HEADROOM=-3 'FDGUARD_REJECT_MSG=BUSY\r\n')
+    srv_up shim lt
+    clients HELD 3
+    set_nofile "$SRV" $(($(fd_count "$SRV") + 3))
+    clients FILL 3
+    [[ $(get served FILL) == 3 ]] # no headroom kept: all three slots used
+    clients NEW 3
+    [[ $(get rejected NEW) == 3 ]]
+    one_warning FDGUARD_HEADROOM
+}
+
+@test "FDGUARD_REJECT_MSG with a bad escape: one warning line, no message (orderly close)" {
+    SRV_ENV+=('FDGUARD_REJECT_MSG=BUSY\q')
+    srv_up shim lt
+    clients HELD 3
+    exhaust
+    clients NEW 3
+    [[ $(get closed NEW) == 3 ]]
+    one_warning FDGUARD_REJECT_MSG
+}
+
+# ---- inertness and pass-through ----------------------------------------------
+
+@test "inert: sh -c 'ls /proc/self/fd' lists the same with and without the shim" {
+    local rt without with
+    rt=$(fdg_runtime_preload)
+    if [[ -n $rt ]]; then
+        without=$(env LD_PRELOAD="$rt" sh -c 'ls /proc/self/fd' 2>&1)
+    else
+        without=$(sh -c 'ls /proc/self/fd' 2>&1)
+    fi
+    with=$(env LD_PRELOAD="$(fdg_preload)" sh -c 'ls /proc/self/fd' 2>&1)
+    echo "without: $without"
+    echo "with:    $with"
+    [[ $with == "$without" ]]
+}
+
+@test "FDGUARD=off: pure pass-through, the loop spins as without the shim" {
+    SRV_ENV+=(FDGUARD=off 'FDGUARD_REJECT_MSG=BUSY\r\n')
+    spins shim lt
+    no_line '^fdguard\[' "$T/srv.err"
+}
+
+@test "FDGUARD_ONLY=someotherprog: srv is not guarded, the loop spins" {
+    SRV_ENV+=(FDGUARD_ONLY=someotherprog 'FDGUARD_REJECT_MSG=BUSY\r\n')
+    spins shim lt
+    no_line '^fdguard\[' "$T/srv.err"
+}
+
+@test "FDGUARD_ACCEPT=off: accept relief disabled, the loop spins" {
+    SRV_ENV+=(FDGUARD_ACCEPT=off 'FDGUARD_REJECT_MSG=BUSY\r\n')
+    spins shim lt
+}
+
+@test "FDGUARD_ONLY=flood,srv: srv is guarded" {
+    SRV_ENV+=(FDGUARD_ONLY=flood,srv)
+    srv_up shim lt
+    clients HELD 3
+    exhaust
+    clients NEW 3
+    [[ $(get closed NEW) == 3 ]]
+}
