@@ -80,7 +80,12 @@ static void usage(void)
             "  --hold SECS  keep them open after the summary, 0..%d (SIGTERM ends it;\n"
             "               SIGUSR1 sends --probe on served ones and reports echoes)\n"
             "  --send DATA  sent after connecting; escapes \\r \\n \\t \\\\ \\xHH\n"
-            "  --wait-ms MS how long to wait for each first answer, 1..%d (default 1000)\n",
+            "  --wait-ms MS how long to wait for each first answer, 1..%d (default 1000)\n"
+            "  --greeting T a first line equal to T is served (default HELLO)\n"
+            "  --reject T   a first line starting with T is rejected (needed with --send)\n"
+            "  --probe DATA what SIGUSR1 sends on held connections (default ping\\n)\n"
+            "  --json       the summary as one JSON object; -v: one line per connection\n"
+            "results: served rejected closed (EOF/reset) hanging (no answer) failed (connect)\n",
             MAX_CONNS, MAX_HOLD_S, MAX_WAIT_MS);
     exit(2);
 }
