@@ -40,7 +40,7 @@ HELPER_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 endif
 
 BATS      ?= bats
-SUITES    ?= tests/*.bats tests/integration/*.bats
+SUITES    ?= $(wildcard tests/*.bats tests/integration/*.bats)
 SAN_SUITES ?= $(filter-out tests/run.bats,$(wildcard tests/*.bats))
 # Leak checks would report the uninstrumented programs the tests also run.
 SAN_ENV   := ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \

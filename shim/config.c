@@ -117,7 +117,7 @@ bool fdg_unescape(const char *in, char *out, size_t cap, size_t *outlen, const c
                             : h >= 'A' && h <= 'F' ? h - 'A' + 10
                                                    : -1;
                     if (d < 0) {
-                        *err = "\\x needs two hex digits";
+                        *err = "\\xHH with two hex digits";
                         return false;
                     }
                     v = v * 16 + d;
@@ -126,12 +126,12 @@ bool fdg_unescape(const char *in, char *out, size_t cap, size_t *outlen, const c
                 break;
             }
             default:
-                *err = "unknown escape (use \\r \\n \\t \\\\ \\xHH)";
+                *err = "only the escapes \\r \\n \\t \\\\ \\xHH";
                 return false;
             }
         }
         if (n == cap) {
-            *err = "longer than 1024 bytes";
+            *err = "at most 1024 bytes";
             return false;
         }
         out[n++] = c;
