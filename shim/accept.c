@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -108,30 +109,64 @@ static int fail(int err)
     return -1;
 }
 
+/* Only one thread at a time waits on the lent slot. A second relieving
+ * thread that lent a freshly re-armed spare too would park a second slot in
+ * its own blocked accept, and the first thread's connection would then be
+ * shed although a descriptor had been freed for it. */
+static _Atomic bool lend_token;
+
+struct relief {
+    const struct call *call;
+    bool blocking;
+    bool holds_token;
+    int give_up_errno;
+    uint64_t deadline; /* blocking listener with SO_RCVTIMEO, else 0 */
+};
+
+static void release_token(void *arg)
+{
+    struct relief *r = arg;
+    if (r->holds_token) atomic_store(&lend_token, false);
+    r->holds_token = false;
+}
+
+/* A free slot to accept into: the spare, lent by the token holder. False
+ * when the caller must back off (the spare is lent to another thread, or
+ * there is none and no room to open one). */
+static bool take_slot(struct relief *r)
+{
+    bool expected = false;
+    if (!r->holds_token && atomic_compare_exchange_strong(&lend_token, &expected, true))
+        r->holds_token = true;
+    if (r->holds_token) {
+        if (fdg_spare_lend()) return true;
+        /* The spare is gone: if room appeared, make a new one and lend it. */
+        return fdg_spare_arm() && fdg_spare_lend();
+    }
+    /* Keep a reserve for the token holder's next connection. */
+    fdg_spare_arm();
+    return false;
+}
+
 /* Entered with conn >= 0 (accepted, but under FDGUARD_HEADROOM) or with
  * conn == -1 and the EMFILE/ENFILE the real call failed with. */
-static int relieve(const struct call *call, int conn, int err)
+static int relief_loop(struct relief *r, int conn, int err)
 {
-    int shed_why = err; /* 0: headroom */
-    int give_up_errno = fdg_cfg.accept_errno ? fdg_cfg.accept_errno : (err ? err : EMFILE);
-    bool blocking = listener_blocking(call->fd);
-    uint64_t deadline = blocking ? receive_deadline(call->fd) : 0;
+    const struct call *call = r->call;
+    int shed_why = err;     /* 0: headroom */
     bool slot_free = false; /* we hold one free slot (spare lent, or a shed connection's) */
     bool through_spare = false;
 
-    if (conn < 0) fdg_count(FDG_C_accept_emfile, 1);
     for (;;) {
         if (conn < 0) {
-            if (!slot_free && !fdg_spare_lend()) {
-                /* No spare: another thread has it lent, or it was lost and the
-                 * table is full. Re-arm if room appeared, else back off. */
-                if (fdg_spare_arm()) continue;
+            if (!slot_free && !take_slot(r)) {
                 fdg_count(FDG_C_accept_backoff, 1);
                 fdg_logf(FDG_LVL_INFO, FDG_EV_BACKOFF,
-                         "accept(%d): descriptors exhausted and no spare available; backing off",
+                         "accept(%d): descriptors exhausted and the spare is not available; "
+                         "backing off",
                          call->fd);
                 fdg_backoff_sleep(backoff_attempt++);
-                if (!blocking) return fail(give_up_errno);
+                if (!r->blocking) return fail(r->give_up_errno);
                 continue;
             }
             slot_free = true;
@@ -144,7 +179,7 @@ static int relieve(const struct call *call, int conn, int err)
                 }
                 fdg_spare_arm();
                 if (err == EAGAIN || err == EWOULDBLOCK)
-                    return fail(blocking ? err : give_up_errno);
+                    return fail(r->blocking ? err : r->give_up_errno);
                 return fail(err);
             }
             slot_free = false;
@@ -159,11 +194,29 @@ static int relieve(const struct call *call, int conn, int err)
         shed(call->fd, conn, shed_why);
         conn = -1;
         slot_free = true;
-        if (deadline && now_ms() >= deadline) {
+        if (r->deadline && now_ms() >= r->deadline) {
             fdg_spare_arm();
             return fail(EAGAIN);
         }
     }
+}
+
+static int relieve(const struct call *call, int conn, int err)
+{
+    struct relief r = {
+        .call = call,
+        .blocking = listener_blocking(call->fd),
+        .give_up_errno = fdg_cfg.accept_errno ? fdg_cfg.accept_errno : (err ? err : EMFILE),
+    };
+    if (r.blocking) r.deadline = receive_deadline(call->fd);
+    if (conn < 0) fdg_count(FDG_C_accept_emfile, 1);
+    int result;
+    /* A blocking accept is a cancellation point: the token must not die
+     * with the thread. */
+    pthread_cleanup_push(release_token, &r);
+    result = relief_loop(&r, conn, err);
+    pthread_cleanup_pop(1);
+    return result;
 }
 
 static int guarded_accept(struct call *call)
