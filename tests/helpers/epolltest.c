@@ -1,0 +1,1173 @@
+/* epolltest: epoll hygiene scenarios, run with and without the shim.
+ *
+ *   epolltest SCENARIO [ARGS...]
+ *
+ * epoll registers an open file description under the number it was added
+ * with. Once the description has another reference (dup, fork, SCM_RIGHTS),
+ * closing that number leaves the registration alive: epoll_wait keeps
+ * reporting a number that is closed, or now names something else, and it can
+ * no longer be deleted. The shim deletes registrations before the close
+ * family takes a number away. Each scenario builds one such situation and
+ * reads the kernel's truth from /proc/self/fdinfo/EPFD ("tfd:" lines, with
+ * the inode of the registered file) and from epoll_wait.
+ *
+ * Exit status (one result line on stdout in every case):
+ *   0  the protected behaviour: no stale registration or event
+ *   1  the failure the shim exists for: a stale registration or event
+ *   2  usage or setup error (the scenario could not be built)
+ *   3  a registration the program still holds was lost (over-deletion), or
+ *      a check that must hold with and without the shim failed
+ *
+ * Scenarios:
+ *   seed                 pipe registered, dup, close of the original
+ *   dup2 | dup3          dup2/dup3 of another descriptor onto a registered one
+ *   close_range          close_range over registered descriptors (after a
+ *                        CLOSE_RANGE_CLOEXEC pass that must delete nothing)
+ *   closefrom            closefrom over registered descriptors
+ *   fclose               fclose of a registered stream
+ *   epfd_reuse           close(epfd), the number reused by a new instance;
+ *                        dup2 over an instance, the number then registered
+ *                        elsewhere
+ *   fork_listener        fork children close a registered listener (close,
+ *                        dup2 onto it, close_range) and exit; the parent's
+ *                        registration stays and it still accepts
+ *   vfork_close_range    a vfork child runs close_range(3, ~0U, 0) and exits;
+ *                        the parent's registration and the shim's records
+ *                        are intact (a later close still deletes)
+ *   model SEED STEPS     random operations checked against the kernel after
+ *                        every step
+ *   threads [N [ITERS]]  threads registering, closing, dup2-ing concurrently
+ *   signal [kill|itimer] [MS]
+ *                        a signal handler closes registered descriptors while
+ *                        the main thread loops in epoll_ctl
+ *   exclusive N [CONNS]  N threads, one epoll set each, one listener: wake-ups
+ *                        per connection (exit 1 when more than 1.5)
+ *   exclusive_mod [app]  EPOLL_CTL_MOD of a listener registration; with `app`
+ *                        the program sets EPOLLEXCLUSIVE itself (exit 1 when
+ *                        MOD fails) */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+enum { OK = 0, STALE = 1, SETUP = 2, LOST = 3 };
+
+static const char *g_name = "epolltest";
+
+__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
+{
+    va_list ap;
+    int saved = errno;
+    printf("%s: setup error: ", g_name);
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf(" (errno %d: %s)\n", saved, strerror(saved));
+    fflush(stdout);
+    exit(SETUP);
+}
+
+/* ---- the kernel's view ----------------------------------------------------- */
+
+struct kentry {
+    int tfd;
+    unsigned events;
+    unsigned long long data;
+    unsigned long ino;
+};
+
+#define KMAX 512
+
+/* Reads the registrations of epoll instance ep from /proc/self/fdinfo/EP.
+ * Returns their count (at most KMAX are stored), or -1. */
+static int kernel_view(int ep, struct kentry *out)
+{
+    char path[64], buf[1 << 16];
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", ep);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf + len, sizeof buf - 1 - len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        len += (size_t)n;
+        if (len == sizeof buf - 1) break;
+    }
+    close(fd);
+    buf[len] = '\0';
+    int count = 0;
+    for (char *line = buf; line && *line;
+         line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+        struct kentry e;
+        if (strncmp(line, "tfd:", 4) != 0) continue;
+        if (sscanf(line, "tfd: %d events: %x data: %llx pos:%*d ino:%lx", &e.tfd, &e.events,
+                   &e.data, &e.ino) != 4)
+            continue;
+        if (count < KMAX) out[count] = e;
+        count++;
+    }
+    return count;
+}
+
+static unsigned long ino_of(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 ? (unsigned long)st.st_ino : 0;
+}
+
+static bool fd_open(int fd)
+{
+    return fcntl(fd, F_GETFD) >= 0;
+}
+
+/* What the program believes is registered in one instance. */
+struct expect {
+    int n;
+    int fd[16];
+    unsigned long ino[16];
+};
+
+static void expect_add(struct expect *x, int fd)
+{
+    if (x->n == 16) die("too many expectations");
+    x->fd[x->n] = fd;
+    x->ino[x->n] = ino_of(fd);
+    x->n++;
+}
+
+static bool expected(const struct expect *x, int fd, unsigned long ino)
+{
+    for (int i = 0; i < x->n; i++)
+        if (x->fd[i] == fd && x->ino[i] == ino) return true;
+    return false;
+}
+
+/* Compares the kernel's registrations in ep with x. Every kernel entry must
+ * be expected, with its number still open on the same file; every expected
+ * one must be there. Also drains epoll_wait (no wait) for events that name a
+ * number not expected. Prints the details; returns OK, STALE or LOST. */
+static int verdict(const char *what, int ep, const struct expect *x)
+{
+    struct kentry k[KMAX];
+    int n = kernel_view(ep, k);
+    if (n < 0) die("cannot read /proc/self/fdinfo/%d", ep);
+    int stale = 0, lost = 0, stale_events = 0;
+    for (int i = 0; i < n && i < KMAX; i++) {
+        bool open_same = fd_open(k[i].tfd) && ino_of(k[i].tfd) == k[i].ino;
+        if (!expected(x, k[i].tfd, k[i].ino) || !open_same) {
+            printf("%s: stale registration: tfd %d (ino %lx) is %s\n", what, k[i].tfd, k[i].ino,
+                   !fd_open(k[i].tfd) ? "closed"
+                   : !open_same       ? "open on another file"
+                                      : "not registered by the program");
+            stale++;
+        }
+    }
+    for (int j = 0; j < x->n; j++) {
+        bool found = false;
+        for (int i = 0; i < n && i < KMAX; i++)
+            if (k[i].tfd == x->fd[j] && k[i].ino == x->ino[j]) found = true;
+        if (!found) {
+            printf("%s: lost registration: fd %d is no longer in epoll instance %d\n", what,
+                   x->fd[j], ep);
+            lost++;
+        }
+    }
+    struct epoll_event ev[16];
+    int got = epoll_wait(ep, ev, 16, 0);
+    for (int i = 0; i < got; i++) {
+        int fd = ev[i].data.fd;
+        bool known = false;
+        for (int j = 0; j < x->n; j++)
+            if (x->fd[j] == fd) known = true;
+        if (!known) {
+            printf("%s: stale event: epoll_wait reported fd %d (events %#x)%s\n", what, fd,
+                   ev[i].events, fd_open(fd) ? "" : ", which is closed");
+            stale_events++;
+        }
+    }
+    printf("%s: %s (stale registrations %d, stale events %d, lost registrations %d)\n", what,
+           lost                   ? "LOST"
+           : stale + stale_events ? "STALE"
+                                  : "OK",
+           stale, stale_events, lost);
+    return lost ? LOST : stale + stale_events ? STALE : OK;
+}
+
+/* ---- small building blocks ------------------------------------------------ */
+
+static int xepoll(void)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) die("epoll_create1");
+    return ep;
+}
+
+static void xadd(int ep, int fd, unsigned events)
+{
+    struct epoll_event ev = {.events = events, .data.fd = fd};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) die("EPOLL_CTL_ADD %d to %d", fd, ep);
+}
+
+static void xpipe(int p[2])
+{
+    if (pipe2(p, O_CLOEXEC) != 0) die("pipe2");
+}
+
+static void xwrite(int fd)
+{
+    if (!write_all(fd, "x", 1)) die("write");
+}
+
+/* A duplicate of fd at or above `at`: keeps the description alive. */
+static int hold(int fd, int at)
+{
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, at);
+    if (d < 0) die("F_DUPFD %d", at);
+    return d;
+}
+
+static int listen_tcp(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (s < 0 || bind(s, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(s, 64) != 0)
+        die("listen on 127.0.0.1");
+    return s;
+}
+
+static int connect_to(int lfd)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    if (getsockname(lfd, (struct sockaddr *)&sa, &len) != 0) die("getsockname");
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0 || connect(c, (struct sockaddr *)&sa, len) != 0) die("connect");
+    return c;
+}
+
+/* ---- single scenarios ------------------------------------------------------ */
+
+/* The seed: a pipe registered, dup, close of the original. */
+static int sc_seed(void)
+{
+    int p[2], ep = xepoll();
+    xpipe(p);
+    xadd(ep, p[0], EPOLLIN);
+    int d = dup(p[0]);
+    if (d < 0) die("dup");
+    close(p[0]);
+    xwrite(p[1]);
+    struct expect none = {0};
+    return verdict("seed", ep, &none);
+}
+
+/* dup2 / dup3 of another pipe onto a registered number. */
+static int sc_dup23(bool three)
+{
+    const char *what = three ? "dup3" : "dup2";
+    int p[2], q[2], ep = xepoll();
+    xpipe(p);
+    xpipe(q);
+    xadd(ep, p[0], EPOLLIN);
+    hold(p[0], 100);
+    int r = three ? dup3(q[0], p[0], O_CLOEXEC) : dup2(q[0], p[0]);
+    if (r != p[0]) die("%s", what);
+    xwrite(p[1]); /* the old description is readable, the new one is not */
+    struct expect none = {0};
+    return verdict(what, ep, &none);
+}
+
+/* Registered descriptors at 200..202 (the originals stay open below), a
+ * CLOSE_RANGE_CLOEXEC pass that must delete nothing, then the real close. */
+static int sc_close_range(bool from)
+{
+    const char *what = from ? "closefrom" : "close_range";
+    int ep = xepoll(), first = 200, n = 3;
+    struct expect all = {0}, none = {0};
+    for (int i = 0; i < n; i++) {
+        int p[2];
+        xpipe(p);
+        int fd = fcntl(p[0], F_DUPFD_CLOEXEC, first + i);
+        if (fd != first + i) die("F_DUPFD %d", first + i);
+        xadd(ep, fd, EPOLLIN);
+        expect_add(&all, fd);
+        xwrite(p[1]);
+    }
+    if (!from) {
+        if (close_range((unsigned)first, (unsigned)(first + n - 1), CLOSE_RANGE_CLOEXEC) != 0)
+            die("close_range CLOEXEC");
+        if (verdict("close_range(CLOEXEC)", ep, &all) != OK) return LOST;
+        if (close_range((unsigned)first, (unsigned)(first + n - 1), 0) != 0) die("close_range");
+    } else {
+        closefrom(first);
+    }
+    return verdict(what, ep, &none);
+}
+
+static int sc_fclose(void)
+{
+    int p[2], ep = xepoll();
+    xpipe(p);
+    FILE *f = fdopen(p[0], "r");
+    if (!f) die("fdopen");
+    xadd(ep, fileno(f), EPOLLIN);
+    hold(p[0], 100);
+    fclose(f);
+    xwrite(p[1]);
+    struct expect none = {0};
+    return verdict("fclose", ep, &none);
+}
+
+/* close(epfd) and the number comes back as a new instance; then dup2 of a
+ * pipe over that instance, and the number is registered, as a plain
+ * descriptor, in a third instance. The shim must forget an instance whose
+ * number goes away and track whatever takes the number next. */
+static int sc_epfd_reuse(void)
+{
+    int a[2], b[2];
+    xpipe(a);
+    int ep1 = xepoll();
+    xadd(ep1, a[0], EPOLLIN);
+    close(ep1);
+    int ep2 = xepoll();
+    if (ep2 != ep1) die("the epoll fd number %d was not reused (got %d)", ep1, ep2);
+    xadd(ep2, a[0], EPOLLIN);
+    hold(a[0], 100);
+    close(a[0]);
+    xwrite(a[1]);
+    struct expect none = {0};
+    int r1 = verdict("epfd_reuse (new instance)", ep2, &none);
+
+    /* dup2 of a pipe over the instance: the number is now a plain
+     * descriptor, registered in a third instance. */
+    xpipe(b);
+    int ep3 = xepoll();
+    if (dup2(b[0], ep2) != ep2) die("dup2 onto the epoll fd");
+    xadd(ep3, ep2, EPOLLIN);
+    hold(ep2, 110);
+    close(ep2);
+    xwrite(b[1]);
+    int r2 = verdict("epfd_reuse (plain descriptor)", ep3, &none);
+    return r1 > r2 ? r1 : r2;
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+
+/* The child of a server (a background save, say) closes the inherited
+ * listener, by one of three means, and exits. The registration lives in the
+ * instance the parent shares with it and must stay. */
+static int sc_fork_listener(void)
+{
+    static const char *const how[] = {"close", "dup2", "close_range"};
+    int lfd = listen_tcp(), ep = xepoll(), result = OK;
+    xadd(ep, lfd, EPOLLIN);
+    struct expect x = {0};
+    expect_add(&x, lfd);
+    for (int m = 0; m < 3; m++) {
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) {
+            int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (m == 0) close(lfd);
+            if (m == 1) dup2(nul, lfd);
+            if (m == 2) close_range(3, ~0U, 0);
+            _exit(0);
+        }
+        int st;
+        if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            die("fork child");
+        char what[64];
+        snprintf(what, sizeof what, "fork_listener (child %s)", how[m]);
+        int r = verdict(what, ep, &x);
+        if (r == OK) {
+            int c = connect_to(lfd);
+            struct epoll_event ev;
+            int n = epoll_wait(ep, &ev, 1, 2000);
+            int a = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+            if (n != 1 || ev.data.fd != lfd || a < 0) {
+                printf("%s: the parent got %d event(s) and %s\n", what, n,
+                       a < 0 ? "could not accept" : "accepted");
+                r = LOST;
+            } else {
+                printf("%s: the parent got the listener's event and accepted\n", what);
+            }
+            if (a >= 0) close(a);
+            close(c);
+        }
+        if (r > result) result = r;
+    }
+    printf("fork_listener: %s\n", result == OK ? "OK" : "FAILED");
+    return result;
+}
+
+/* The vfork child shares our memory (and the shim's) but has its own
+ * descriptor table: its close_range must neither delete the parent's
+ * registrations nor touch the shim's records. */
+static pid_t vfork_and_close_range(void)
+{
+    pid_t pid = vfork();
+    if (pid == 0) {
+        close_range(3, ~0U, 0);
+        _exit(0);
+    }
+    return pid;
+}
+
+static int sc_vfork_close_range(void)
+{
+    int p[2], ep = xepoll();
+    xpipe(p);
+    xadd(ep, p[0], EPOLLIN);
+    hold(p[0], 100);
+    struct expect x = {0}, none = {0};
+    expect_add(&x, p[0]);
+    pid_t pid = vfork_and_close_range();
+    int st;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st)) die("vfork child");
+    int r = verdict("vfork_close_range (after the child)", ep, &x);
+    if (r != OK) return LOST;
+    close(p[0]); /* a duplicate is held: only a DEL removes the registration */
+    xwrite(p[1]);
+    return verdict("vfork_close_range (parent closes)", ep, &none);
+}
+
+/* ---- the randomised model -------------------------------------------------- */
+
+#define M_FDS 64   /* numbers the model knows about */
+#define M_HI 48    /* operations target numbers below this */
+#define M_EPS 4    /* live instances at most */
+#define M_DATA 24  /* live data descriptors at most */
+#define M_ROUNDS 8 /* fork children close this many numbers */
+enum { M_FREE, M_DATA_FD, M_EPOLL_FD, M_FOREIGN };
+
+struct model {
+    uint64_t rng;
+    int kind[M_FDS];
+    unsigned long ino[M_FDS]; /* of the socket a data number refers to */
+    /* reg[e][t]: the inode registered under number t in the instance at
+     * number e, or 0. */
+    unsigned long reg[M_FDS][M_FDS];
+    long steps, bad_steps, stale, lost, risky;
+    long ops[16];
+};
+
+enum {
+    OP_OPEN,
+    OP_ADD,
+    OP_MOD,
+    OP_DEL,
+    OP_DUP,
+    OP_DUP2,
+    OP_DUP3,
+    OP_CLOSE,
+    OP_CLOSE_RANGE,
+    OP_FORK,
+    OP_VFORK,
+    OP_CLOSE_EPFD,
+    OP_CREATE_EPFD,
+    OP_COUNT
+};
+static const char *const op_names[OP_COUNT] = {
+    "open",  "add",         "mod",  "del",   "dup",        "dup2",       "dup3",
+    "close", "close_range", "fork", "vfork", "close_epfd", "create_epfd"};
+static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2, 2, 5};
+
+static uint64_t rnd(struct model *m)
+{
+    /* splitmix64 */
+    uint64_t z = (m->rng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static int rnd_below(struct model *m, int n)
+{
+    return n > 0 ? (int)(rnd(m) % (uint64_t)n) : 0;
+}
+
+/* A random number of the given kind, or -1. */
+static int pick(struct model *m, int kind)
+{
+    int c[M_FDS], n = 0;
+    for (int fd = 0; fd < M_HI; fd++)
+        if (m->kind[fd] == kind) c[n++] = fd;
+    return n ? c[rnd_below(m, n)] : -1;
+}
+
+static int count_kind(const struct model *m, int kind)
+{
+    int n = 0;
+    for (int fd = 0; fd < M_FDS; fd++)
+        n += m->kind[fd] == kind;
+    return n;
+}
+
+/* A number the program may close or overwrite: not inherited from outside. */
+static int pick_target(struct model *m)
+{
+    for (int tries = 0; tries < 64; tries++) {
+        int fd = 3 + rnd_below(m, M_HI - 3);
+        if (m->kind[fd] != M_FOREIGN) return fd;
+    }
+    return -1;
+}
+
+/* A registered data number (in any instance), or -1. */
+static int pick_registered(struct model *m)
+{
+    int c[M_FDS], n = 0;
+    for (int t = 0; t < M_HI; t++) {
+        if (m->kind[t] != M_DATA_FD) continue;
+        for (int e = 0; e < M_FDS; e++)
+            if (m->reg[e][t]) {
+                c[n++] = t;
+                break;
+            }
+    }
+    return n ? c[rnd_below(m, n)] : -1;
+}
+
+/* The program's view of a number going away (close, or replaced by dup2):
+ * its registrations are gone; if it was an instance, so is everything in it. */
+static void m_closed(struct model *m, int fd)
+{
+    if (fd < 0 || fd >= M_FDS || m->kind[fd] == M_FOREIGN) return;
+    if (m->kind[fd] == M_DATA_FD) {
+        bool registered = false, shared = false;
+        for (int e = 0; e < M_FDS; e++) {
+            registered |= m->reg[e][fd] != 0;
+            m->reg[e][fd] = 0;
+        }
+        for (int o = 0; o < M_FDS; o++)
+            shared |= o != fd && m->kind[o] == M_DATA_FD && m->ino[o] == m->ino[fd];
+        m->risky += registered && shared; /* the stale case, unless deleted */
+    } else if (m->kind[fd] == M_EPOLL_FD) {
+        memset(m->reg[fd], 0, sizeof m->reg[fd]);
+    }
+    m->kind[fd] = M_FREE;
+    m->ino[fd] = 0;
+}
+
+static void m_new_data(struct model *m, int fd)
+{
+    if (fd < 0) return;
+    if (fd >= M_HI) { /* out of the model's space: give it back */
+        close(fd);
+        return;
+    }
+    m->kind[fd] = M_DATA_FD;
+    m->ino[fd] = ino_of(fd);
+}
+
+/* Kernel against model, every instance. Returns the number of mismatches. */
+static long m_check(struct model *m, bool verbose)
+{
+    long bad = 0;
+    struct kentry k[KMAX];
+    for (int e = 0; e < M_FDS; e++) {
+        if (m->kind[e] != M_EPOLL_FD) continue;
+        int n = kernel_view(e, k);
+        if (n < 0) die("cannot read /proc/self/fdinfo/%d", e);
+        for (int i = 0; i < n && i < KMAX; i++) {
+            int t = k[i].tfd;
+            bool ok = t >= 0 && t < M_FDS && m->kind[t] == M_DATA_FD && m->reg[e][t] == k[i].ino &&
+                      ino_of(t) == k[i].ino;
+            if (!ok) {
+                m->stale++;
+                bad++;
+                if (verbose)
+                    printf("  step %ld: instance %d: stale tfd %d (ino %lx)\n", m->steps, e, t,
+                           k[i].ino);
+            }
+        }
+        for (int t = 0; t < M_FDS; t++) {
+            if (!m->reg[e][t]) continue;
+            bool found = false;
+            for (int i = 0; i < n && i < KMAX; i++)
+                found |= k[i].tfd == t && k[i].ino == m->reg[e][t];
+            if (!found) {
+                m->lost++;
+                bad++;
+                if (verbose)
+                    printf("  step %ld: instance %d: lost registration of fd %d\n", m->steps, e, t);
+            }
+        }
+    }
+    return bad;
+}
+
+/* What a fork child does: closes a few numbers, registered ones by
+ * preference, by close, dup2 onto them or close_range, then exits. */
+static void m_child(struct model *m)
+{
+    int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    for (int i = 0; i < M_ROUNDS; i++) {
+        int fd = rnd_below(m, 4) ? pick_registered(m) : pick_target(m);
+        if (fd < 0) fd = pick(m, M_EPOLL_FD);
+        if (fd < 0) continue;
+        switch (rnd_below(m, 3)) {
+        case 0:
+            close(fd);
+            break;
+        case 1:
+            if (nul >= 0) dup2(nul, fd);
+            break;
+        default:
+            close_range((unsigned)fd, (unsigned)fd + (unsigned)rnd_below(m, 3), 0);
+        }
+        m->kind[fd] = M_FREE;
+    }
+    _exit(0);
+}
+
+static void m_step(struct model *m)
+{
+    int total = 0, op = 0;
+    bool can_create = count_kind(m, M_EPOLL_FD) < M_EPS;
+    if (count_kind(m, M_EPOLL_FD) == 0) {
+        op = OP_CREATE_EPFD;
+    } else {
+        for (int i = 0; i < OP_COUNT; i++)
+            total += i == OP_CREATE_EPFD && !can_create ? 0 : op_weight[i];
+        int r = rnd_below(m, total);
+        for (op = 0; op < OP_COUNT; op++) {
+            int w = op == OP_CREATE_EPFD && !can_create ? 0 : op_weight[op];
+            if (r < w) break;
+            r -= w;
+        }
+    }
+    if (op == OP_OPEN && count_kind(m, M_DATA_FD) >= M_DATA) op = OP_CLOSE;
+    if (op != OP_OPEN && op != OP_CREATE_EPFD && count_kind(m, M_DATA_FD) == 0) op = OP_OPEN;
+    m->ops[op]++;
+
+    int ep = pick(m, M_EPOLL_FD), fd, to;
+    struct epoll_event ev = {0};
+    switch (op) {
+    case OP_OPEN: {
+        int sv[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+            die("socketpair");
+        m_new_data(m, sv[0]);
+        m_new_data(m, sv[1]);
+        break;
+    }
+    case OP_ADD:
+    case OP_MOD:
+        fd = rnd_below(m, 3) ? pick(m, M_DATA_FD) : pick_registered(m);
+        if (fd < 0) break;
+        ev.events = EPOLLIN | (rnd_below(m, 2) ? EPOLLOUT : 0) | (rnd_below(m, 4) ? 0 : EPOLLET);
+        ev.data.fd = fd;
+        if (op == OP_ADD && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0) m->reg[ep][fd] = m->ino[fd];
+        if (op == OP_MOD) epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+        break;
+    case OP_DEL:
+        fd = rnd_below(m, 4) ? pick_registered(m) : pick(m, M_DATA_FD);
+        if (fd < 0) break;
+        if (epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL) == 0 || errno == ENOENT) m->reg[ep][fd] = 0;
+        break;
+    case OP_DUP:
+        fd = rnd_below(m, 2) ? pick_registered(m) : pick(m, M_DATA_FD);
+        if (fd < 0) break;
+        to = dup(fd);
+        if (to >= 0 && to < M_HI) {
+            m->kind[to] = M_DATA_FD;
+            m->ino[to] = m->ino[fd];
+        } else if (to >= 0) {
+            close(to);
+        }
+        break;
+    case OP_DUP2:
+    case OP_DUP3:
+        fd = pick(m, M_DATA_FD);
+        to = rnd_below(m, 2) ? pick_registered(m) : pick_target(m);
+        if (fd < 0 || to < 0 || fd == to) break;
+        if ((op == OP_DUP2 ? dup2(fd, to) : dup3(fd, to, O_CLOEXEC)) != to) die("dup2/dup3");
+        m_closed(m, to);
+        m->kind[to] = M_DATA_FD;
+        m->ino[to] = m->ino[fd];
+        break;
+    case OP_CLOSE:
+        fd = rnd_below(m, 2) ? pick_registered(m) : pick_target(m);
+        if (fd < 0) break;
+        close(fd);
+        m_closed(m, fd);
+        break;
+    case OP_CLOSE_RANGE: {
+        int lo = pick_target(m), hi = lo + rnd_below(m, 4);
+        bool clean = lo >= 0 && hi < M_HI;
+        for (int i = lo; clean && i <= hi; i++)
+            clean = m->kind[i] != M_FOREIGN;
+        if (!clean) break;
+        if (close_range((unsigned)lo, (unsigned)hi, 0) != 0) die("close_range");
+        for (int i = lo; i <= hi; i++)
+            m_closed(m, i);
+        break;
+    }
+    case OP_FORK: {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) m_child(m);
+        int st;
+        if (waitpid(pid, &st, 0) != pid) die("waitpid");
+        break;
+    }
+    case OP_VFORK: {
+        pid_t pid = vfork_and_close_range();
+        int st;
+        if (pid < 0 || waitpid(pid, &st, 0) != pid) die("vfork");
+        break;
+    }
+    case OP_CLOSE_EPFD:
+        close(ep);
+        m_closed(m, ep);
+        break;
+    case OP_CREATE_EPFD:
+        fd = epoll_create1(rnd_below(m, 2) ? EPOLL_CLOEXEC : 0);
+        if (fd < 0) die("epoll_create1");
+        if (fd >= M_HI) {
+            close(fd);
+            break;
+        }
+        m->kind[fd] = M_EPOLL_FD;
+        memset(m->reg[fd], 0, sizeof m->reg[fd]);
+        break;
+    }
+}
+
+static int sc_model(long seed, long steps, bool verbose)
+{
+    static struct model m; /* large: not on the stack */
+    memset(&m, 0, sizeof m);
+    m.rng = (uint64_t)seed * 0x2545f4914f6cdd1dULL + 1;
+    for (int fd = 0; fd < M_FDS; fd++)
+        m.kind[fd] = fd < 3 || fd_open(fd) ? M_FOREIGN : M_FREE;
+    for (m.steps = 1; m.steps <= steps; m.steps++) {
+        m_step(&m);
+        if (m_check(&m, verbose && m.bad_steps < 5)) m.bad_steps++;
+    }
+    m.steps--;
+    printf("model: seed %ld steps %ld mismatches %ld (stale %ld, lost %ld) in %ld steps; "
+           "registered numbers closed while shared: %ld\n",
+           seed, m.steps, m.stale + m.lost, m.stale, m.lost, m.bad_steps, m.risky);
+    printf("model: ops");
+    for (int i = 0; i < OP_COUNT; i++)
+        printf(" %s %ld", op_names[i], m.ops[i]);
+    printf("\n");
+    return m.lost ? LOST : m.stale ? STALE : OK;
+}
+
+/* ---- threads --------------------------------------------------------------- */
+
+struct tctx {
+    int shared_ep, iters, id;
+    pthread_barrier_t *done, *checked;
+    long stale;
+    long ops;
+};
+
+/* Each thread: pipes registered in the shared instance and in its own, a
+ * duplicate held (the last 32 kept), the registered number taken away by
+ * close, dup2, dup3 or close_range; its own instance is re-created now and
+ * then. After each step its own instance must hold nothing (every number it
+ * registered is gone). The kept duplicates stay open until the main thread
+ * has looked at the shared instance. */
+static void *t_main(void *arg)
+{
+    struct tctx *t = arg;
+    enum { KEEP = 32 };
+    int kept[KEEP], nkept = 0, own = xepoll();
+    uint64_t r = 0x9e3779b97f4a7c15ULL * (uint64_t)(t->id + 1);
+    struct kentry k[KMAX];
+    for (int i = 0; i < KEEP; i++)
+        kept[i] = -1;
+    for (int it = 0; it < t->iters; it++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        int p[2];
+        xpipe(p);
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = p[0]};
+        if (epoll_ctl(t->shared_ep, EPOLL_CTL_ADD, p[0], &ev) != 0 ||
+            epoll_ctl(own, EPOLL_CTL_ADD, p[0], &ev) != 0)
+            die("thread %d: EPOLL_CTL_ADD", t->id);
+        int d = dup(p[0]);
+        if (d < 0) die("dup");
+        if (kept[nkept % KEEP] >= 0) close(kept[nkept % KEEP]);
+        kept[nkept++ % KEEP] = d;
+        xwrite(p[1]);
+        switch (r % 4) {
+        case 0:
+            close(p[0]);
+            break;
+        case 1: /* the write end over the registered read end, then close */
+            dup2(p[1], p[0]);
+            close(p[0]);
+            break;
+        case 2:
+            dup3(p[1], p[0], O_CLOEXEC);
+            close(p[0]);
+            break;
+        default:
+            close_range((unsigned)p[0], (unsigned)p[0], 0);
+        }
+        close(p[1]);
+        t->ops += 4;
+        int n = kernel_view(own, k);
+        if (n < 0) die("fdinfo of %d", own);
+        t->stale += n;
+        if ((r >> 8) % 16 == 0) { /* a new instance under the same numbers */
+            close(own);
+            own = xepoll();
+        }
+    }
+    close(own);
+    pthread_barrier_wait(t->done);
+    pthread_barrier_wait(t->checked);
+    for (int i = 0; i < KEEP; i++)
+        if (kept[i] >= 0) close(kept[i]);
+    return NULL;
+}
+
+static int sc_threads(int nthreads, int iters)
+{
+    int shared = xepoll();
+    pthread_t tid[16];
+    struct tctx ctx[16];
+    pthread_barrier_t done, checked;
+    pthread_barrier_init(&done, NULL, (unsigned)nthreads + 1);
+    pthread_barrier_init(&checked, NULL, (unsigned)nthreads + 1);
+    for (int i = 0; i < nthreads; i++) {
+        ctx[i] = (struct tctx){
+            .shared_ep = shared, .iters = iters, .id = i, .done = &done, .checked = &checked};
+        if (pthread_create(&tid[i], NULL, t_main, &ctx[i]) != 0) die("pthread_create");
+    }
+    pthread_barrier_wait(&done);
+    struct kentry k[KMAX];
+    int left = kernel_view(shared, k);
+    pthread_barrier_wait(&checked);
+    long stale = 0, ops = 0;
+    for (int i = 0; i < nthreads; i++) {
+        pthread_join(tid[i], NULL);
+        stale += ctx[i].stale;
+        ops += ctx[i].ops;
+    }
+    pthread_barrier_destroy(&done);
+    pthread_barrier_destroy(&checked);
+    printf("threads: %d threads x %d iterations, %ld calls; stale entries seen in the threads' "
+           "own instances %ld; stale entries in the shared instance %d\n",
+           nthreads, iters, ops, stale, left);
+    printf("threads: %s\n", stale || left ? "STALE" : "OK");
+    return stale || left ? STALE : OK;
+}
+
+/* ---- a signal handler that closes ------------------------------------------ */
+
+#define S_POOL 32
+static _Atomic int s_pool[S_POOL];
+static _Atomic long s_handled, s_closed;
+static _Atomic bool s_stop;
+static pthread_t s_main;
+
+static void s_handler(int sig)
+{
+    (void)sig;
+    static unsigned next; /* the handler does not nest (no SA_NODEFER) */
+    int saved = errno;
+    int fd = atomic_exchange(&s_pool[next++ % S_POOL], -1);
+    if (fd >= 0) {
+        close(fd);
+        atomic_fetch_add(&s_closed, 1);
+    }
+    atomic_fetch_add(&s_handled, 1);
+    errno = saved;
+}
+
+static void *s_sender(void *arg)
+{
+    (void)arg;
+    struct timespec ts = {0, 20000};
+    while (!atomic_load(&s_stop)) {
+        pthread_kill(s_main, SIGUSR1);
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static int sc_signal(bool itimer, long ms)
+{
+    int sig = itimer ? SIGALRM : SIGUSR1;
+    struct sigaction sa = {.sa_handler = s_handler};
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(sig, &sa, NULL) != 0) die("sigaction");
+    int ep = xepoll();
+    for (int i = 0; i < S_POOL; i++)
+        atomic_store(&s_pool[i], -1);
+    s_main = pthread_self();
+    pthread_t sender;
+    struct itimerval it = {{0, 100}, {0, 100}};
+    if (itimer) {
+        if (setitimer(ITIMER_REAL, &it, NULL) != 0) die("setitimer");
+    } else if (pthread_create(&sender, NULL, s_sender, NULL) != 0) {
+        die("pthread_create");
+    }
+    long ctl = 0;
+    double end = now_ms() + (double)ms;
+    while (now_ms() < end) {
+        for (int i = 0; i < S_POOL; i++) {
+            int fd = atomic_load(&s_pool[i]);
+            if (fd < 0) {
+                fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+                if (fd < 0) die("eventfd");
+                int none = -1;
+                if (!atomic_compare_exchange_strong(&s_pool[i], &none, fd)) close(fd);
+                continue;
+            }
+            struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+            /* Errors are expected: the handler may have closed fd. */
+            epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+            ev.events = EPOLLIN | EPOLLOUT;
+            epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+            if (i % 2) epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+            ctl += 2 + i % 2;
+        }
+    }
+    if (itimer) {
+        struct itimerval off = {{0, 0}, {0, 0}};
+        setitimer(ITIMER_REAL, &off, NULL);
+    } else {
+        atomic_store(&s_stop, true);
+        pthread_join(sender, NULL);
+    }
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, sig);
+    pthread_sigmask(SIG_BLOCK, &block, NULL);
+    /* No duplicates exist: whatever the kernel holds must be open. */
+    struct kentry k[KMAX];
+    int n = kernel_view(ep, k), stale = 0;
+    for (int i = 0; i < n && i < KMAX; i++)
+        stale += !fd_open(k[i].tfd) || ino_of(k[i].tfd) != k[i].ino;
+    printf("signal: %s, %ld signals handled, %ld closes in the handler, %ld epoll_ctl calls in "
+           "%ld ms; %d registrations left, %d stale\n",
+           itimer ? "setitimer/SIGALRM" : "pthread_kill/SIGUSR1", atomic_load(&s_handled),
+           atomic_load(&s_closed), ctl, ms, n, stale);
+    if (atomic_load(&s_closed) == 0) {
+        printf("signal: the handler never closed anything\n");
+        return SETUP;
+    }
+    printf("signal: %s\n", stale ? "STALE" : "OK");
+    return stale ? STALE : OK;
+}
+
+/* ---- EPOLLEXCLUSIVE -------------------------------------------------------- */
+
+struct xctx {
+    int ep, lfd;
+    pthread_t tid;
+    _Atomic long wakeups;
+};
+static _Atomic int x_busy;
+static _Atomic long x_accepted;
+static _Atomic bool x_stop;
+
+/* One thread of a server that gives each thread its own epoll set on a
+ * shared listener (the thundering-herd shape). A wake-up is an epoll_wait
+ * that returned an event; the thread then works for 2 ms before accepting,
+ * so every thread that the kernel woke gets to see the listener ready. */
+static void *x_main(void *arg)
+{
+    struct xctx *x = arg;
+    while (!atomic_load(&x_stop)) {
+        struct epoll_event ev;
+        int n = epoll_wait(x->ep, &ev, 1, 20);
+        if (n <= 0) continue;
+        atomic_fetch_add(&x_busy, 1);
+        atomic_fetch_add(&x->wakeups, 1);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+        int c;
+        while ((c = accept4(x->lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+            atomic_fetch_add(&x_accepted, 1);
+            close(c);
+        }
+        atomic_fetch_sub(&x_busy, 1);
+    }
+    return NULL;
+}
+
+static void x_settle(void)
+{
+    struct timespec ts = {0, 1000000};
+    struct timespec poll = {0, 100000};
+    for (int round = 0; round < 2; round++) {
+        double end = now_ms() + 5000;
+        while (atomic_load(&x_busy) != 0) {
+            if (now_ms() > end) die("the threads did not go back to epoll_wait");
+            nanosleep(&poll, NULL);
+        }
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int sc_exclusive(int nthreads, int conns)
+{
+    int lfd = listen_tcp();
+    struct xctx x[16];
+    for (int i = 0; i < nthreads; i++) {
+        x[i].ep = xepoll();
+        x[i].lfd = lfd;
+        atomic_init(&x[i].wakeups, 0);
+        xadd(x[i].ep, lfd, EPOLLIN);
+    }
+    struct kentry k[KMAX];
+    bool exclusive = kernel_view(x[0].ep, k) == 1 && (k[0].events & EPOLLEXCLUSIVE);
+    for (int i = 0; i < nthreads; i++)
+        if (pthread_create(&x[i].tid, NULL, x_main, &x[i]) != 0) die("pthread_create");
+    x_settle();
+    for (int c = 0; c < conns; c++) {
+        int s = connect_to(lfd);
+        double end = now_ms() + 5000;
+        struct timespec poll = {0, 100000};
+        while (atomic_load(&x_accepted) < c + 1) {
+            if (now_ms() > end) die("connection %d was not accepted", c);
+            nanosleep(&poll, NULL);
+        }
+        x_settle();
+        close(s);
+    }
+    atomic_store(&x_stop, true);
+    long total = 0;
+    for (int i = 0; i < nthreads; i++) {
+        pthread_join(x[i].tid, NULL);
+        total += atomic_load(&x[i].wakeups);
+    }
+    double per = (double)total / conns;
+    printf("exclusive: %d threads, %d connections, %ld wake-ups, %.2f per connection, "
+           "EPOLLEXCLUSIVE %s\n",
+           nthreads, conns, total, per, exclusive ? "set" : "not set");
+    printf("exclusive: %s\n", per <= 1.5 ? "OK (one wake-up per connection)" : "HERD");
+    return per <= 1.5 ? OK : STALE;
+}
+
+/* MOD of a listener's registration. Without `app` the program registers
+ * plain EPOLLIN (the shim may make it exclusive); with `app` it sets
+ * EPOLLEXCLUSIVE itself, which the kernel refuses to MOD. */
+static int sc_exclusive_mod(bool app)
+{
+    int lfd = listen_tcp(), ep = xepoll();
+    struct epoll_event ev = {.events = EPOLLIN | (app ? EPOLLEXCLUSIVE : 0), .data.u64 = 1};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev) != 0) die("EPOLL_CTL_ADD");
+    struct kentry k[KMAX];
+    if (kernel_view(ep, k) != 1) die("fdinfo");
+    printf("exclusive_mod: after ADD: events %#x data %llu, EPOLLEXCLUSIVE %s\n", k[0].events,
+           k[0].data, k[0].events & EPOLLEXCLUSIVE ? "set" : "not set");
+    ev = (struct epoll_event){.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.u64 = 2};
+    int r = epoll_ctl(ep, EPOLL_CTL_MOD, lfd, &ev);
+    if (r != 0) {
+        printf("exclusive_mod: EPOLL_CTL_MOD failed: %s\n", strerror(errno));
+        printf("exclusive_mod: MOD REFUSED\n");
+        return STALE;
+    }
+    if (kernel_view(ep, k) != 1) {
+        printf("exclusive_mod: LOST (the registration is gone after MOD)\n");
+        return LOST;
+    }
+    bool took = (k[0].events & (EPOLLOUT | EPOLLET)) == (EPOLLOUT | EPOLLET) && k[0].data == 2;
+    printf("exclusive_mod: after MOD: events %#x data %llu, EPOLLEXCLUSIVE %s\n", k[0].events,
+           k[0].data, k[0].events & EPOLLEXCLUSIVE ? "set" : "not set");
+    /* The new mask reports a connection with the new data. */
+    int c = connect_to(lfd);
+    struct epoll_event got;
+    int n = epoll_wait(ep, &got, 1, 2000);
+    took = took && n == 1 && got.data.u64 == 2;
+    close(c);
+    printf("exclusive_mod: %s\n", took ? "OK (MOD returned 0 and took effect)"
+                                       : "LOST (MOD returned 0 but the new mask is not in effect)");
+    return took ? OK : LOST;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: epolltest seed|dup2|dup3|close_range|closefrom|fclose|epfd_reuse|\n"
+                    "                 fork_listener|vfork_close_range\n"
+                    "       epolltest model SEED STEPS [-v]\n"
+                    "       epolltest threads [N [ITERS]]\n"
+                    "       epolltest signal [kill|itimer] [MS]\n"
+                    "       epolltest exclusive N [CONNS]\n"
+                    "       epolltest exclusive_mod [app]\n");
+    exit(SETUP);
+}
+
+static long arg_long(int argc, char **argv, int i, long min, long max, long dflt)
+{
+    long v;
+    if (i >= argc) return dflt;
+    if (!parse_long(argv[i], min, max, &v)) usage();
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) usage();
+    const char *s = argv[1];
+    g_name = s;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN);
+    if (!strcmp(s, "seed")) return sc_seed();
+    if (!strcmp(s, "dup2")) return sc_dup23(false);
+    if (!strcmp(s, "dup3")) return sc_dup23(true);
+    if (!strcmp(s, "close_range")) return sc_close_range(false);
+    if (!strcmp(s, "closefrom")) return sc_close_range(true);
+    if (!strcmp(s, "fclose")) return sc_fclose();
+    if (!strcmp(s, "epfd_reuse")) return sc_epfd_reuse();
+    if (!strcmp(s, "fork_listener")) return sc_fork_listener();
+    if (!strcmp(s, "vfork_close_range")) return sc_vfork_close_range();
+    if (!strcmp(s, "model")) {
+        if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "-v"))) usage();
+        return sc_model(arg_long(argc, argv, 2, 0, 1L << 40, 0),
+                        arg_long(argc, argv, 3, 1, 10000000, 0), argc == 5);
+    }
+    if (!strcmp(s, "threads"))
+        return sc_threads((int)arg_long(argc, argv, 2, 1, 16, 4),
+                          (int)arg_long(argc, argv, 3, 1, 100000, 300));
+    if (!strcmp(s, "signal")) {
+        bool itimer = argc > 2 && !strcmp(argv[2], "itimer");
+        if (argc > 2 && !itimer && strcmp(argv[2], "kill")) usage();
+        return sc_signal(itimer, arg_long(argc, argv, 3, 1, 60000, 300));
+    }
+    if (!strcmp(s, "exclusive"))
+        return sc_exclusive((int)arg_long(argc, argv, 2, 2, 16, 4),
+                            (int)arg_long(argc, argv, 3, 1, 10000, 40));
+    if (!strcmp(s, "exclusive_mod")) {
+        if (argc > 3 || (argc == 3 && strcmp(argv[2], "app"))) usage();
+        return sc_exclusive_mod(argc == 3);
+    }
+    usage();
+}
