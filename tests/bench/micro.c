@@ -1,0 +1,327 @@
+/* micro: the cost of the calls fdguard wraps, one case per run.
+ *
+ *   micro CASE ITERS [OTHER_FDS]
+ *
+ * Prints one number on stdout: nanoseconds per operation, or for rss_reg the
+ * bytes of resident memory that registering ITERS descriptors added. The
+ * ITERS operations are timed in batches (1000, connect_cycle 50); the figure
+ * is the 10th percentile of the batches' ns/op: the cost of the calls
+ * themselves, robust against other load on the machine, which only ever adds
+ * time (MICRO_VERBOSE=1 prints min, median, mean and max on stderr). tests/bench/run starts it without and
+ * with LD_PRELOAD=libfdguard.so, alternately, and compares the medians.
+ *
+ *   close_unreg    close() of a descriptor that is in no epoll set. The
+ *                  descriptors are dup'd in batches outside the timed region;
+ *                  only the closes are timed.
+ *   dup_close      a dup() + close() pair.
+ *   epoll_addel    an EPOLL_CTL_ADD + EPOLL_CTL_DEL pair.
+ *   close_reg      close() of a dup'd descriptor registered in an epoll set
+ *                  (a fresh set per batch). The shim deletes the registration
+ *                  first (one more syscall); without it the registration stays
+ *                  behind, as in the bug fdguard fixes.
+ *   close_reg_last close() of a registered descriptor that is the last
+ *                  reference to its file (an eventfd), as for a socket: the
+ *                  kernel removes the registration itself, and the shim's
+ *                  EPOLL_CTL_DEL comes on top.
+ *   connect_cycle  loopback TCP: socket + connect, accept4, close both (the
+ *                  client with SO_LINGER 0, so no TIME_WAIT piles up).
+ *   rss_reg        ITERS dup'd descriptors added to one epoll set: the RSS
+ *                  after minus before (bytes).
+ *
+ * OTHER_FDS (close_unreg only): that many more descriptors are held open
+ * during the run. The descriptor limit is raised as needed (above the hard
+ * limit only with CAP_SYS_RESOURCE, up to /proc/sys/fs/nr_open); if it
+ * cannot be, micro exits with status 3.
+ *
+ * The program calls the plain libc entry points: those are what the shim
+ * interposes. A warm-up pass runs before the timed one. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BATCH 1000
+#define CYCLE_BATCH 50
+
+static void die(const char *what)
+{
+    fprintf(stderr, "micro: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static long parse(const char *s, long min, long max)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < min || v > max) {
+        fprintf(stderr, "micro: bad number: %s\n", s);
+        exit(2);
+    }
+    return v;
+}
+
+/* Makes room for `need` descriptors: soft and, if need be, hard limit. */
+static void ensure_nofile(long need)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) die("getrlimit");
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur >= (rlim_t)need) return;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < (rlim_t)need) rl.rlim_max = (rlim_t)need;
+    rl.rlim_cur = (rlim_t)need;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        fprintf(stderr,
+                "micro: cannot raise RLIMIT_NOFILE to %ld: %s (needs CAP_SYS_RESOURCE above the "
+                "hard limit, and at most /proc/sys/fs/nr_open)\n",
+                need, strerror(errno));
+        exit(3);
+    }
+}
+
+/* What the batches are dup'd from: an eventfd, which epoll accepts. */
+static int base_fd(void)
+{
+    int fd = eventfd(0, EFD_CLOEXEC);
+    if (fd < 0) die("eventfd");
+    return fd;
+}
+
+static void dup_batch(int base, int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        if ((fds[i] = dup(base)) < 0) die("dup");
+}
+
+static void register_batch(int ep, const int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fds[i]};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0) die("epoll_ctl ADD");
+    }
+}
+
+/* Every case is timed in batches; each batch gives one ns/op sample. */
+struct samples {
+    double *v;
+    long n, cap;
+};
+
+static void sample(struct samples *s, uint64_t ns, int ops)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 1024;
+        if (!(s->v = realloc(s->v, (size_t)s->cap * sizeof *s->v))) die("realloc");
+    }
+    s->v[s->n++] = (double)ns / ops;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Closes `iters` descriptors, BATCH at a time, timing only the closes.
+ * mode 0: dup'd, unregistered; 1: dup'd, registered in a fresh epoll set per
+ * batch; 2: eventfds (last reference), registered likewise. */
+static void time_closes(struct samples *s, int base, long iters, int mode)
+{
+    static int fds[BATCH];
+    for (long done = 0; done < iters;) {
+        int n = iters - done < BATCH ? (int)(iters - done) : BATCH;
+        int ep = -1;
+        if (mode == 2) {
+            for (int i = 0; i < n; i++)
+                if ((fds[i] = eventfd(0, EFD_CLOEXEC)) < 0) die("eventfd");
+        } else {
+            dup_batch(base, fds, n);
+        }
+        if (mode) {
+            if ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0) die("epoll_create1");
+            register_batch(ep, fds, n);
+        }
+        uint64_t t0 = now_ns();
+        for (int i = 0; i < n; i++)
+            close(fds[i]);
+        if (s) sample(s, now_ns() - t0, n);
+        if (ep >= 0) close(ep);
+        done += n;
+    }
+}
+
+static void time_dup_close(struct samples *s, int base, long iters)
+{
+    for (long done = 0; done < iters; done += BATCH) {
+        int n = iters - done < BATCH ? (int)(iters - done) : BATCH;
+        uint64_t t0 = now_ns();
+        for (int i = 0; i < n; i++) {
+            int fd = dup(base);
+            if (fd < 0) die("dup");
+            close(fd);
+        }
+        if (s) sample(s, now_ns() - t0, n);
+    }
+}
+
+static void time_epoll_addel(struct samples *s, long iters)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC), fd = eventfd(0, EFD_CLOEXEC);
+    if (ep < 0 || fd < 0) die("epoll_create1/eventfd");
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+    for (long done = 0; done < iters; done += BATCH) {
+        int n = iters - done < BATCH ? (int)(iters - done) : BATCH;
+        uint64_t t0 = now_ns();
+        for (int i = 0; i < n; i++) {
+            if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl ADD");
+            if (epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL) < 0) die("epoll_ctl DEL");
+        }
+        if (s) sample(s, now_ns() - t0, n);
+    }
+    close(fd);
+    close(ep);
+}
+
+static int listener(struct sockaddr_in *sin)
+{
+    socklen_t len = sizeof *sin;
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (l < 0) die("socket");
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    *sin = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(l, (struct sockaddr *)sin, sizeof *sin) < 0 || listen(l, 128) < 0 ||
+        getsockname(l, (struct sockaddr *)sin, &len) < 0)
+        die("listen on 127.0.0.1");
+    return l;
+}
+
+static void time_connect_cycle(struct samples *s, int l, const struct sockaddr_in *sin,
+                               long iters)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    for (long done = 0; done < iters; done += CYCLE_BATCH) {
+        int n = iters - done < CYCLE_BATCH ? (int)(iters - done) : CYCLE_BATCH;
+        uint64_t t0 = now_ns();
+        for (int i = 0; i < n; i++) {
+            int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (c < 0) die("socket");
+            setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            if (connect(c, (const struct sockaddr *)sin, sizeof *sin) < 0) die("connect");
+            int a = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+            if (a < 0) die("accept4");
+            close(c);
+            close(a);
+        }
+        if (s) sample(s, now_ns() - t0, n);
+    }
+}
+
+static long rss_bytes(void)
+{
+    char buf[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die("open /proc/self/statm");
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) die("read /proc/self/statm");
+    buf[n] = '\0';
+    long size, resident;
+    if (sscanf(buf, "%ld %ld", &size, &resident) != 2) die("parse /proc/self/statm");
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+static long rss_reg(int base, long n)
+{
+    ensure_nofile(n + 64);
+    int *fds = malloc((size_t)n * sizeof *fds);
+    if (!fds) die("malloc");
+    for (long i = 0; i < n; i++)
+        if ((fds[i] = dup(base)) < 0) die("dup");
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) die("epoll_create1");
+    long before = rss_bytes();
+    for (long i = 0; i < n; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fds[i]};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) < 0) die("epoll_ctl ADD");
+    }
+    return rss_bytes() - before;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: micro close_unreg|dup_close|epoll_addel|close_reg|close_reg_last|"
+                    "connect_cycle|rss_reg ITERS [OTHER_FDS]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3 || argc > 4) usage();
+    const char *c = argv[1];
+    long iters = parse(argv[2], 1, 100000000);
+    long others = argc == 4 ? parse(argv[3], 0, 100000000) : 0;
+    if (others && strcmp(c, "close_unreg") != 0) usage();
+    long warm = iters / 10 > BATCH ? iters / 10 : (iters < BATCH ? iters : BATCH);
+    int base = base_fd();
+    struct samples s = {0};
+
+    if (strcmp(c, "rss_reg") == 0) {
+        printf("%ld\n", rss_reg(base, iters));
+        return 0;
+    }
+    if (strcmp(c, "close_unreg") == 0) {
+        if (others) {
+            ensure_nofile(others + BATCH + 64);
+            for (long i = 0; i < others; i++)
+                if (dup(base) < 0) die("dup");
+        }
+        time_closes(NULL, base, warm, 0);
+        time_closes(&s, base, iters, 0);
+    } else if (strcmp(c, "close_reg") == 0) {
+        time_closes(NULL, base, warm, 1);
+        time_closes(&s, base, iters, 1);
+    } else if (strcmp(c, "close_reg_last") == 0) {
+        time_closes(NULL, base, warm, 2);
+        time_closes(&s, base, iters, 2);
+    } else if (strcmp(c, "dup_close") == 0) {
+        time_dup_close(NULL, base, warm);
+        time_dup_close(&s, base, iters);
+    } else if (strcmp(c, "epoll_addel") == 0) {
+        time_epoll_addel(NULL, warm);
+        time_epoll_addel(&s, iters);
+    } else if (strcmp(c, "connect_cycle") == 0) {
+        struct sockaddr_in sin;
+        int l = listener(&sin);
+        time_connect_cycle(NULL, l, &sin, warm / 10);
+        time_connect_cycle(&s, l, &sin, iters);
+    } else {
+        usage();
+    }
+    /* The low decile of the batches: the cost of the calls themselves, with
+     * the batches that other load on the machine interrupted left out. */
+    qsort(s.v, (size_t)s.n, sizeof *s.v, cmp_double);
+    double sum = 0;
+    for (long i = 0; i < s.n; i++)
+        sum += s.v[i];
+    printf("%.2f\n", s.v[s.n / 10]);
+    if (getenv("MICRO_VERBOSE"))
+        fprintf(stderr, "micro %s: %ld batches, ns/op min %.2f p10 %.2f p50 %.2f mean %.2f max %.2f\n",
+                c, s.n, s.v[0], s.v[s.n / 10], s.v[s.n / 2], sum / s.n, s.v[s.n - 1]);
+    return 0;
+}
