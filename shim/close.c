@@ -14,17 +14,14 @@
 
 static inline void one_closing(int fd)
 {
-    if (FDG_LIKELY(fdg_active()) && fd >= 0)
-        fdg_fd_closing((unsigned)fd);
+    if (FDG_LIKELY(fdg_active()) && fd >= 0) fdg_fd_closing((unsigned)fd);
 }
 
 static void range_closing(unsigned lo, unsigned hi)
 {
-    if (!fdg_active() || lo > hi)
-        return;
+    if (!fdg_active() || lo > hi) return;
     fdg_owned_closing(lo, hi);
-    if (fdg_cfg.epoll)
-        fdg_ept_closing_range(lo, hi);
+    if (fdg_cfg.epoll) fdg_ept_closing_range(lo, hi);
 }
 
 EXPORT int close(int fd)
@@ -36,23 +33,20 @@ EXPORT int close(int fd)
 EXPORT int dup2(int oldfd, int newfd)
 {
     /* dup2(fd, fd) closes nothing. */
-    if (oldfd != newfd)
-        one_closing(newfd);
+    if (oldfd != newfd) one_closing(newfd);
     return fdg_next.dup2(oldfd, newfd);
 }
 
 EXPORT int dup3(int oldfd, int newfd, int flags)
 {
-    if (oldfd != newfd)
-        one_closing(newfd);
+    if (oldfd != newfd) one_closing(newfd);
     return fdg_next.dup3(oldfd, newfd, flags);
 }
 
 EXPORT int close_range(unsigned int lo, unsigned int hi, int flags)
 {
     /* CLOSE_RANGE_CLOEXEC only marks for exec, and exec drops the table. */
-    if (!(flags & CLOSE_RANGE_CLOEXEC))
-        range_closing(lo, hi);
+    if (!(flags & CLOSE_RANGE_CLOEXEC)) range_closing(lo, hi);
     return fdg_next.close_range(lo, hi, flags);
 }
 
@@ -65,7 +59,6 @@ EXPORT void closefrom(int lo)
 /* stdio closes its descriptor internally, not through close(). */
 EXPORT int fclose(FILE *stream)
 {
-    if (stream)
-        one_closing(fileno(stream));
+    if (stream) one_closing(fileno(stream));
     return fdg_next.fclose(stream);
 }

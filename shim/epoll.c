@@ -13,7 +13,8 @@
 
 /* What the kernel accepts together with EPOLLEXCLUSIVE (fs/eventpoll.c,
  * EPOLLEXCLUSIVE_OK_BITS). */
-#define EXCLUSIVE_OK (EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLWAKEUP | EPOLLET | EPOLLEXCLUSIVE)
+#define EXCLUSIVE_OK                                                                               \
+    (EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLWAKEUP | EPOLLET | EPOLLEXCLUSIVE)
 
 static bool is_listener(int fd)
 {
@@ -32,8 +33,7 @@ static bool hygiene(void)
 
 static int created(int epfd)
 {
-    if (epfd >= 0 && hygiene() && fdg_owner_process())
-        fdg_ept_instance_created(epfd);
+    if (epfd >= 0 && hygiene() && fdg_owner_process()) fdg_ept_instance_created(epfd);
     return epfd;
 }
 
@@ -66,8 +66,7 @@ static int add(int epfd, int fd, struct epoll_event *ev)
         else if (r == 0 && !(ev->events & EPOLLEXCLUSIVE))
             fdg_count(FDG_C_epoll_exclusive, 1);
     }
-    if (!exclusive)
-        r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev);
+    if (!exclusive) r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev);
     if (r == 0 && hygiene() && fdg_owner_process()) {
         int saved = errno;
         fdg_ept_added(epfd, fd, exclusive && !(ev->events & EPOLLEXCLUSIVE));
@@ -80,8 +79,7 @@ static int add(int epfd, int fd, struct epoll_event *ev)
 static int modify_exclusive(int epfd, int fd, struct epoll_event *ev)
 {
     int r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
-    if (r < 0)
-        return r;
+    if (r < 0) return r;
     fdg_ept_removed(epfd, fd);
     fdg_count(FDG_C_epoll_mod_emulated, 1);
     return add(epfd, fd, ev);
@@ -89,8 +87,7 @@ static int modify_exclusive(int epfd, int fd, struct epoll_event *ev)
 
 EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
-    if (!fdg_active() || fd < 0 || epfd < 0)
-        return fdg_next.epoll_ctl(epfd, op, fd, ev);
+    if (!fdg_active() || fd < 0 || epfd < 0) return fdg_next.epoll_ctl(epfd, op, fd, ev);
     switch (op) {
     case EPOLL_CTL_ADD:
         return add(epfd, fd, ev);

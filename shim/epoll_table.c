@@ -38,15 +38,13 @@ static bool current_epoch(uint64_t word)
 
 static _Atomic uint64_t *slot(unsigned fd, bool create)
 {
-    if (fd >= FDG_EPT_DIR * FDG_EPT_CHUNK)
-        return NULL;
+    if (fd >= FDG_EPT_DIR * FDG_EPT_CHUNK) return NULL;
     unsigned c = fd >> FDG_EPT_CHUNK_BITS;
     _Atomic uint64_t *chunk = atomic_load_explicit(&fdg_ept_dir[c], memory_order_acquire);
     if (!chunk && create) {
         void *mem = mmap(NULL, FDG_EPT_CHUNK * sizeof(uint64_t), PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (mem == MAP_FAILED)
-            return NULL;
+        if (mem == MAP_FAILED) return NULL;
         _Atomic uint64_t *none = NULL;
         if (atomic_compare_exchange_strong(&fdg_ept_dir[c], &none, mem)) {
             chunk = mem;
@@ -88,8 +86,7 @@ static void drop_instance(unsigned idx)
             uint64_t w = atomic_load_explicit(&chunk[i], memory_order_relaxed);
             if ((w & bit) && current_epoch(w)) {
                 w = clear_bits(&chunk[i], bit);
-                if ((w & FDG_EPT_MASK) == bit)
-                    clear_bits(&chunk[i], FDG_EPT_EXCLUSIVE);
+                if ((w & FDG_EPT_MASK) == bit) clear_bits(&chunk[i], FDG_EPT_EXCLUSIVE);
                 fdg_count(FDG_C_epoll_dropped, 1);
             }
         }
@@ -101,8 +98,7 @@ static void drop_instance(unsigned idx)
 static void closing_owned(unsigned fd, uint64_t word)
 {
     _Atomic uint64_t *s = slot(fd, false);
-    if (!s)
-        return;
+    if (!s) return;
     uint64_t mask = word & FDG_EPT_MASK;
     if (mask) {
         word = clear_bits(s, FDG_EPT_MASK | FDG_EPT_EXCLUSIVE);
@@ -110,8 +106,7 @@ static void closing_owned(unsigned fd, uint64_t word)
         if (current_epoch(word)) {
             for (unsigned i = 0; mask; i++, mask >>= 1) {
                 int epfd = (mask & 1) ? atomic_load(&instance_fd[i]) : -1;
-                if (epfd >= 0)
-                    epoll_del(epfd, (int)fd);
+                if (epfd >= 0) epoll_del(epfd, (int)fd);
             }
         } else {
             fdg_count(FDG_C_epoll_dropped, 1); /* a parent's, in a fork child */
@@ -127,8 +122,7 @@ static void closing_owned(unsigned fd, uint64_t word)
 
 void fdg_ept_closing(unsigned fd, uint64_t word)
 {
-    if (fdg_owner_process())
-        closing_owned(fd, word);
+    if (fdg_owner_process()) closing_owned(fd, word);
 }
 
 void fdg_ept_closing_range(unsigned lo, unsigned hi)
@@ -137,18 +131,15 @@ void fdg_ept_closing_range(unsigned lo, unsigned hi)
     int owner = -1; /* unknown until a registered fd is found: getpid is a syscall */
     for (unsigned c = lo >> FDG_EPT_CHUNK_BITS; c < end && c <= hi >> FDG_EPT_CHUNK_BITS; c++) {
         _Atomic uint64_t *chunk = atomic_load_explicit(&fdg_ept_dir[c], memory_order_acquire);
-        if (!chunk)
-            continue;
+        if (!chunk) continue;
         unsigned first = c == lo >> FDG_EPT_CHUNK_BITS ? lo & (FDG_EPT_CHUNK - 1) : 0;
-        unsigned last = c == hi >> FDG_EPT_CHUNK_BITS ? hi & (FDG_EPT_CHUNK - 1) : FDG_EPT_CHUNK - 1;
+        unsigned last =
+            c == hi >> FDG_EPT_CHUNK_BITS ? hi & (FDG_EPT_CHUNK - 1) : FDG_EPT_CHUNK - 1;
         for (unsigned i = first; i <= last; i++) {
             uint64_t w = atomic_load_explicit(&chunk[i], memory_order_relaxed);
-            if (!w)
-                continue;
-            if (owner < 0)
-                owner = fdg_owner_process();
-            if (!owner)
-                return;
+            if (!w) continue;
+            if (owner < 0) owner = fdg_owner_process();
+            if (!owner) return;
             closing_owned((c << FDG_EPT_CHUNK_BITS) | i, w);
         }
     }
@@ -159,13 +150,10 @@ void fdg_ept_closing_range(unsigned lo, unsigned hi)
 static int instance_index(int epfd, bool create)
 {
     _Atomic uint64_t *s = slot((unsigned)epfd, create);
-    if (!s)
-        return -1;
+    if (!s) return -1;
     uint64_t w = atomic_load(s);
-    if (w & FDG_EPT_IS_INSTANCE)
-        return (int)((w & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
-    if (!create)
-        return -1;
+    if (w & FDG_EPT_IS_INSTANCE) return (int)((w & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
+    if (!create) return -1;
     for (int i = 0; i < FDG_EPT_INSTANCES; i++) {
         int none = -1;
         if (atomic_compare_exchange_strong(&instance_fd[i], &none, epfd)) {
@@ -183,8 +171,7 @@ static int instance_index(int epfd, bool create)
 void fdg_ept_instance_created(int epfd)
 {
     _Atomic uint64_t *s = slot((unsigned)epfd, true);
-    if (!s)
-        return;
+    if (!s) return;
     /* A new fd: anything recorded under this number is stale (it was closed
      * behind our back, by a raw syscall). */
     uint64_t old = atomic_exchange(s, 0);
@@ -215,11 +202,9 @@ void fdg_ept_removed(int epfd, int fd)
 {
     int idx = instance_index(epfd, false);
     _Atomic uint64_t *s = idx >= 0 ? slot((unsigned)fd, false) : NULL;
-    if (!s || !current_epoch(atomic_load(s)))
-        return;
+    if (!s || !current_epoch(atomic_load(s))) return;
     uint64_t bit = UINT64_C(1) << idx;
-    if ((clear_bits(s, bit) & FDG_EPT_MASK) == bit)
-        clear_bits(s, FDG_EPT_EXCLUSIVE);
+    if ((clear_bits(s, bit) & FDG_EPT_MASK) == bit) clear_bits(s, FDG_EPT_EXCLUSIVE);
 }
 
 void fdg_ept_after_fork(void)

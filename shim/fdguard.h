@@ -30,6 +30,9 @@ struct fdg_next {
     int (*epoll_create)(int);
     int (*epoll_create1)(int);
     int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    void *(*dlopen)(const char *, int);
+    int (*dlclose)(void *);
+    char *(*dlerror)(void);
 };
 extern struct fdg_next fdg_next;
 
@@ -136,12 +139,20 @@ size_t fdg_formatf(char *buf, size_t cap, const char *fmt, ...)
     X(spare_armed, "spare descriptor opened")                                                      \
     X(spare_lent, "spare descriptor released for a connection or a load")                          \
     X(spare_lost, "spare descriptor closed or replaced by the application")                        \
-    X(epoll_registrations, "EPOLL_CTL_ADD registrations recorded")                                \
-    X(epoll_auto_del, "automatic EPOLL_CTL_DEL before close/dup2/dup3/close_range")            \
-    X(epoll_dropped, "records dropped without a syscall (epoll fd closed, foreign)")          \
-    X(epoll_exclusive, "EPOLLEXCLUSIVE added to a listening socket's registration")           \
-    X(epoll_mod_emulated, "EPOLL_CTL_MOD of an exclusive registration done as DEL+ADD")        \
-    X(epoll_untracked, "registrations in instances beyond the table's 48")                    \
+    X(epoll_registrations, "EPOLL_CTL_ADD registrations recorded")                                 \
+    X(epoll_auto_del, "automatic EPOLL_CTL_DEL before close/dup2/dup3/close_range")                \
+    X(epoll_dropped, "records dropped without a syscall (epoll fd closed, foreign)")               \
+    X(epoll_exclusive, "EPOLLEXCLUSIVE added to a listening socket's registration")                \
+    X(epoll_mod_emulated, "EPOLL_CTL_MOD of an exclusive registration done as DEL+ADD")            \
+    X(epoll_untracked, "registrations in instances beyond the table's 48")                         \
+    X(dlopen_hits, "dlopen served from the cache")                                                 \
+    X(dlopen_misses, "dlopen passed to the loader")                                                \
+    X(dlopen_loads, "objects the loader opened for the cache")                                     \
+    X(dlopen_unloads, "objects the cache really closed")                                           \
+    X(dlopen_evictions, "idle objects closed to stay within FDGUARD_DLOPEN_KEEP")                  \
+    X(dlopen_reloads, "idle objects dropped because their file changed")                           \
+    X(dlopen_retries, "transient loader failures retried")                                         \
+    X(dlopen_fd_lends, "spare descriptor lent to the loader")                                      \
     X(log_suppressed, "log lines suppressed by rate limiting")
 
 enum fdg_counter {
@@ -202,6 +213,20 @@ static inline void fdg_owned_closing(unsigned lo, unsigned hi)
 
 int fdg_raw_close(int fd);
 
+/* ---- dlcaller.c, dlopen.c -------------------------------------------------- */
+
+struct link_map;
+extern const bool fdg_dlcaller_faithful;
+/* The real dlopen, resolved as if called from `caller` (a return address). */
+void *fdg_dlopen_as(void *caller, const char *file, int mode);
+void fdg_object_range(struct link_map *map, uintptr_t *lo, uintptr_t *hi);
+void fdg_dlopen_atfork_prepare(void);
+void fdg_dlopen_atfork_release(void);
+
+/* Lends the spare if the descriptor table is full right now (a load needs
+ * one descriptor at a time); true if it did. */
+bool fdg_spare_lend_if_full(void);
+
 /* ---- epoll_table.c: which epoll instances each fd is registered in -------- */
 
 /* One 64-bit word per fd, in chunks allocated on the first registration in
@@ -232,12 +257,10 @@ extern _Atomic uint64_t fdg_epoch;
 /* The word of fd, or 0. Two loads: this is the close fast path. */
 static inline uint64_t fdg_ept_word(unsigned fd)
 {
-    if (FDG_UNLIKELY(fd >= FDG_EPT_DIR * FDG_EPT_CHUNK))
-        return 0;
+    if (FDG_UNLIKELY(fd >= FDG_EPT_DIR * FDG_EPT_CHUNK)) return 0;
     _Atomic uint64_t *chunk =
         atomic_load_explicit(&fdg_ept_dir[fd >> FDG_EPT_CHUNK_BITS], memory_order_acquire);
-    if (FDG_LIKELY(!chunk))
-        return 0;
+    if (FDG_LIKELY(!chunk)) return 0;
     return atomic_load_explicit(&chunk[fd & (FDG_EPT_CHUNK - 1)], memory_order_relaxed);
 }
 
@@ -257,6 +280,5 @@ static inline void fdg_fd_closing(unsigned fd)
 {
     fdg_owned_closing(fd, fd);
     uint64_t word = fdg_ept_word(fd);
-    if (FDG_UNLIKELY(word) && fdg_cfg.epoll)
-        fdg_ept_closing(fd, word);
+    if (FDG_UNLIKELY(word) && fdg_cfg.epoll) fdg_ept_closing(fd, word);
 }

@@ -30,6 +30,7 @@ static void after_fork_in_child(void)
 {
     atomic_store_explicit(&fdg_self_pid, raw_getpid(), memory_order_relaxed);
     fdg_ept_after_fork();
+    fdg_dlopen_atfork_release();
 }
 
 bool fdg_owner_process(void)
@@ -47,7 +48,8 @@ bool fdg_init_slow(void)
         fdg_config_load();
         fdg_guarding = fdg_cfg.enabled;
         if (fdg_guarding) {
-            pthread_atfork(NULL, NULL, after_fork_in_child);
+            pthread_atfork(fdg_dlopen_atfork_prepare, fdg_dlopen_atfork_release,
+                           after_fork_in_child);
             fdg_stats_open();
         }
         initializing_here = false;

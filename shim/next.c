@@ -23,6 +23,8 @@ extern int fclose(FILE *);
 extern int epoll_create(int);
 extern int epoll_create1(int);
 extern int epoll_ctl(int, int, int, struct epoll_event *);
+extern void *dlopen(const char *, int);
+extern int dlclose(void *);
 
 /* Keeps the raw fallback (raw.c) when there is no usable next definition. */
 static void *bind_one(const char *name, void *self, void *fallback, bool required)
@@ -50,6 +52,9 @@ void fdg_bind_next(void)
     BIND(epoll_create, true);
     BIND(epoll_create1, true);
     BIND(epoll_ctl, true);
+    BIND(dlopen, true);
+    BIND(dlclose, true);
+    fdg_next.dlerror = dlerror; /* not interposed */
     /* close_range and closefrom appeared in glibc 2.34: optional. */
     BIND(close_range, false);
     BIND(closefrom, false);

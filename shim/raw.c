@@ -70,6 +70,19 @@ static int lazy_fclose(FILE *stream)
     return next ? next(stream) : EOF;
 }
 
+/* The loader has no system call either; dlopen is never a signal path. */
+static void *lazy_dlopen(const char *file, int mode)
+{
+    void *(*next)(const char *, int) = (void *(*)(const char *, int))dlsym(RTLD_NEXT, "dlopen");
+    return next ? next(file, mode) : NULL;
+}
+
+static int lazy_dlclose(void *handle)
+{
+    int (*next)(void *) = (int (*)(void *))dlsym(RTLD_NEXT, "dlclose");
+    return next ? next(handle) : -1;
+}
+
 struct fdg_next fdg_next = {
     .accept = raw_accept,
     .accept4 = raw_accept4,
@@ -82,4 +95,7 @@ struct fdg_next fdg_next = {
     .epoll_create = raw_epoll_create,
     .epoll_create1 = raw_epoll_create1,
     .epoll_ctl = raw_epoll_ctl,
+    .dlopen = lazy_dlopen,
+    .dlclose = lazy_dlclose,
+    .dlerror = dlerror,
 };

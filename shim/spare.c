@@ -60,3 +60,15 @@ bool fdg_spare_lend(void)
     fdg_count(ours ? FDG_C_spare_lent : FDG_C_spare_lost, 1);
     return ours;
 }
+
+bool fdg_spare_lend_if_full(void)
+{
+    int spare = atomic_load_explicit(&fdg_owned[FDG_OWNED_SPARE], memory_order_relaxed);
+    if (spare < 0) return false;
+    int saved = errno;
+    int probe = fcntl(spare, F_DUPFD_CLOEXEC, 0);
+    bool full = probe < 0 && (errno == EMFILE || errno == ENFILE);
+    if (probe >= 0) fdg_raw_close(probe);
+    errno = saved;
+    return full && fdg_spare_lend();
+}
