@@ -67,9 +67,11 @@ static int add(int epfd, int fd, struct epoll_event *ev)
             fdg_count(FDG_C_epoll_exclusive, 1);
     }
     if (!exclusive) r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev);
-    if (r == 0 && hygiene() && fdg_owner_process()) {
+    /* Recorded for hygiene, and for MOD of a registration we made exclusive. */
+    bool ours_exclusive = exclusive && !(ev->events & EPOLLEXCLUSIVE);
+    if (r == 0 && (hygiene() || ours_exclusive) && fdg_owner_process()) {
         int saved = errno;
-        fdg_ept_added(epfd, fd, exclusive && !(ev->events & EPOLLEXCLUSIVE));
+        fdg_ept_added(epfd, fd, ours_exclusive);
         errno = saved;
     }
     return r;
