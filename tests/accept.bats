@@ -341,9 +341,11 @@ room() {
     exhaust
     clients NEW1 1
     [[ $(get rejected NEW1) == 1 ]]
-    c0=$(fd_count "$SRV")
+    # Synchronise on the server closing ONE's socket (the total descriptor
+    # count also moves with the spare, which threads may re-arm meanwhile).
+    c0=$(sock_count "$SRV")
     stop_bg "$ONE"
-    wait_until "(( \$(fd_count $SRV) < $c0 ))" 5
+    wait_until "(( \$(sock_count $SRV) < $c0 ))" 5
     clients NEW2 1 --wait-ms 2000
     [[ $(get served NEW2) == 1 ]]
     clients NEW3 1

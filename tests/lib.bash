@@ -163,6 +163,18 @@ fd_count() {
     wc -l <<<"$fds" | tr -d ' '
 }
 
+# sock_count PID: sockets PID has open. Unlike fd_count it ignores the shim's
+# spare (/dev/null), which comes and goes as the shim lends and re-arms it.
+sock_count() {
+    local fd n=0
+    for fd in "/proc/$1/fd"/*; do
+        if [[ $(readlink "$fd" 2>/dev/null) == socket:* ]]; then
+            n=$((n + 1))
+        fi
+    done
+    echo "$n"
+}
+
 # fd_limit PID: its soft RLIMIT_NOFILE.
 fd_limit() {
     awk '/^Max open files/ { print $4 }' "/proc/$1/limits"

@@ -65,6 +65,7 @@ struct opts {
     size_t send_len;
     char *probe;
     size_t probe_len;
+    bool probe_owned;
     const char *greeting;
     const char *reject;
     bool json, verbose;
@@ -195,12 +196,15 @@ static void parse_opts(int argc, char **argv, struct opts *o)
         } else if (strcmp(a, "--wait-ms") == 0) {
             if (!parse_long(argv[++i], 1, MAX_WAIT_MS, &o->wait_ms)) usage();
         } else if (strcmp(a, "--send") == 0) {
+            free(o->send); /* the last --send wins */
             o->send = strdup(argv[++i]);
             if (o->send == NULL || !unescape(o->send, &o->send_len)) usage();
         } else if (strcmp(a, "--probe") == 0) {
+            if (o->probe_owned) free(o->probe);
             o->probe = strdup(argv[++i]);
             if (o->probe == NULL || !unescape(o->probe, &o->probe_len) || o->probe_len == 0)
                 usage();
+            o->probe_owned = true;
         } else if (strcmp(a, "--greeting") == 0)
             o->greeting = argv[++i];
         else if (strcmp(a, "--reject") == 0)
@@ -632,5 +636,9 @@ int main(int argc, char **argv)
         }
         hold(&o, &sigs, cs, o.n);
     }
+    /* Freed so that sanitizer builds see a clean exit (descriptors close with us). */
+    free(cs);
+    free(o.send);
+    if (o.probe_owned) free(o.probe);
     return 0;
 }
