@@ -622,11 +622,25 @@ static long m_check(struct model *m, bool verbose)
     return bad;
 }
 
-/* What a fork child does: closes a few numbers, registered ones by
- * preference, by close, dup2 onto them or close_range, then exits. */
+/* What a fork child does: registers an inherited descriptor in an inherited
+ * instance and closes it again (that registration is the child's own: it must
+ * be deleted, or the parent would find it in its instance), then closes a few
+ * numbers, registered ones by preference, by close, dup2 onto them or
+ * close_range, and exits. */
 static void m_child(struct model *m)
 {
     int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int ep = pick(m, M_EPOLL_FD), fd = pick(m, M_DATA_FD);
+    if (ep >= 0 && fd >= 0 && !m->reg[ep][fd] && rnd_below(m, 2)) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0) {
+            if (nul >= 0 && rnd_below(m, 2))
+                dup2(nul, fd);
+            else
+                close(fd);
+            m->kind[fd] = M_FREE;
+        }
+    }
     for (int i = 0; i < M_ROUNDS; i++) {
         int fd = rnd_below(m, 4) ? pick_registered(m) : pick_target(m);
         if (fd < 0) fd = pick(m, M_EPOLL_FD);
@@ -785,6 +799,13 @@ static int sc_model(long seed, long steps, bool verbose)
 
 /* ---- threads --------------------------------------------------------------- */
 
+/* ThreadSanitizer tracks descriptors through the calls it intercepts, and it
+ * does not intercept close_range: it would take a number that one thread
+ * closed that way and another thread re-opened for a race. Creating
+ * descriptors and close_range under one lock gives it the happens-before
+ * it cannot see; every other call in the threads stays concurrent. */
+static pthread_mutex_t t_fd_lock = PTHREAD_MUTEX_INITIALIZER;
+
 struct tctx {
     int shared_ep, iters, id;
     pthread_barrier_t *done, *checked;
@@ -802,7 +823,10 @@ static void *t_main(void *arg)
 {
     struct tctx *t = arg;
     enum { KEEP = 32 };
-    int kept[KEEP], nkept = 0, own = xepoll();
+    int kept[KEEP], nkept = 0;
+    pthread_mutex_lock(&t_fd_lock);
+    int own = xepoll();
+    pthread_mutex_unlock(&t_fd_lock);
     uint64_t r = 0x9e3779b97f4a7c15ULL * (uint64_t)(t->id + 1);
     struct kentry k[KMAX];
     for (int i = 0; i < KEEP; i++)
@@ -810,13 +834,15 @@ static void *t_main(void *arg)
     for (int it = 0; it < t->iters; it++) {
         r ^= r << 13, r ^= r >> 7, r ^= r << 17;
         int p[2];
+        pthread_mutex_lock(&t_fd_lock);
         xpipe(p);
+        int d = dup(p[0]);
+        pthread_mutex_unlock(&t_fd_lock);
+        if (d < 0) die("dup");
         struct epoll_event ev = {.events = EPOLLIN, .data.fd = p[0]};
         if (epoll_ctl(t->shared_ep, EPOLL_CTL_ADD, p[0], &ev) != 0 ||
             epoll_ctl(own, EPOLL_CTL_ADD, p[0], &ev) != 0)
             die("thread %d: EPOLL_CTL_ADD", t->id);
-        int d = dup(p[0]);
-        if (d < 0) die("dup");
         if (kept[nkept % KEEP] >= 0) close(kept[nkept % KEEP]);
         kept[nkept++ % KEEP] = d;
         xwrite(p[1]);
@@ -833,7 +859,9 @@ static void *t_main(void *arg)
             close(p[0]);
             break;
         default:
+            pthread_mutex_lock(&t_fd_lock);
             close_range((unsigned)p[0], (unsigned)p[0], 0);
+            pthread_mutex_unlock(&t_fd_lock);
         }
         close(p[1]);
         t->ops += 4;
@@ -842,7 +870,9 @@ static void *t_main(void *arg)
         t->stale += n;
         if ((r >> 8) % 16 == 0) { /* a new instance under the same numbers */
             close(own);
+            pthread_mutex_lock(&t_fd_lock);
             own = xepoll();
+            pthread_mutex_unlock(&t_fd_lock);
         }
     }
     close(own);
