@@ -192,17 +192,31 @@ fi
 	has "stale entries seen in the threads' own instances 0; stale entries in the shared instance 0"
 }
 
-@test "a signal handler closes registered fds while the main thread is in epoll_ctl (pthread_kill)" {
-	shim signal kill 300
+# signal_storm kill|itimer: the main thread loops in epoll_ctl ADD/MOD/DEL for
+# 300 ms while a handler closes registered descriptors. It must finish (the
+# 30 s watchdog turns a deadlock into status 124), signals must have landed
+# inside epoll_ctl, and the shim's records must still be right afterwards.
+signal_storm() {
+	local re='\(([0-9]+) inside epoll_ctl\)'
+	bare signal "$1" 300
+	expect 1
+	has "after closing the pool with duplicates held"
+	shim signal "$1" 300
 	expect 0
-	has "signal: OK"
+	has "after closing the pool with duplicates held: 0 stale registrations"
+	[[ $output =~ $re ]] && ((BASH_REMATCH[1] > 0)) || {
+		echo "no signal arrived inside epoll_ctl: $output"
+		return 1
+	}
 	echo "# ${output%%$'\n'*}" >&3
 }
 
+@test "a signal handler closes registered fds while the main thread is in epoll_ctl (pthread_kill)" {
+	signal_storm kill
+}
+
 @test "a signal handler closes registered fds while the main thread is in epoll_ctl (setitimer)" {
-	shim signal itimer 300
-	expect 0
-	has "signal: OK"
+	signal_storm itimer
 }
 
 @test "EPOLLEXCLUSIVE: one wake-up per connection with FDGUARD_EPOLLEXCLUSIVE=on, the herd without" {
@@ -246,4 +260,17 @@ fi
 	FDGUARD_EPOLL=off FDGUARD_EPOLLEXCLUSIVE=on shim exclusive_mod
 	expect 0
 	has "OK (MOD returned 0 and took effect)"
+}
+
+@test "dup2, dup3 and close_range that fail keep the registration of the number they name" {
+	skip "shim bug: the close family deletes before the call, also when the call then fails and closes nothing"
+	bare failed_close
+	expect 0
+	shim failed_close
+	expect 0
+}
+
+@test "an epoll fd moved to another number (F_DUPFD + close) keeps its registrations tracked" {
+	skip "shim limitation: close(epfd) forgets the instance's records although a duplicate keeps it alive"
+	stale_then_clean epfd_move
 }

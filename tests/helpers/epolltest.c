@@ -28,6 +28,10 @@
  *   epfd_reuse           close(epfd), the number reused by a new instance;
  *                        dup2 over an instance, the number then registered
  *                        elsewhere
+ *   failed_close         dup2, dup3, close_range calls that fail: the
+ *                        registration of the number they name stays
+ *   epfd_move            the epoll fd moved to another number (F_DUPFD and
+ *                        close): a later close still deletes
  *   fork_listener        fork children close a registered listener (close,
  *                        dup2 onto it, close_range) and exit; the parent's
  *                        registration stays and it still accepts
@@ -39,7 +43,9 @@
  *   threads [N [ITERS]]  threads registering, closing, dup2-ing concurrently
  *   signal [kill|itimer] [MS]
  *                        a signal handler closes registered descriptors while
- *                        the main thread loops in epoll_ctl
+ *                        the main thread loops in epoll_ctl; it must finish,
+ *                        and then closing the pool with duplicates held must
+ *                        leave nothing stale
  *   exclusive N [CONNS]  N threads, one epoll set each, one listener: wake-ups
  *                        per connection (exit 1 when more than 1.5)
  *   exclusive_mod [app]  EPOLL_CTL_MOD of a listener registration; with `app`
@@ -374,6 +380,41 @@ static int sc_epfd_reuse(void)
     xwrite(b[1]);
     int r2 = verdict("epfd_reuse (plain descriptor)", ep3, &none);
     return r1 > r2 ? r1 : r2;
+}
+
+/* Calls of the close family that fail close nothing: dup2 from a bad
+ * descriptor, dup3 with a bad flag, close_range with an unknown flag. The
+ * registration of the number they name must survive. */
+static int sc_failed_close(void)
+{
+    int p[2], ep = xepoll();
+    xpipe(p);
+    xadd(ep, p[0], EPOLLIN);
+    struct expect x = {0};
+    expect_add(&x, p[0]);
+    int r1 = dup2(12345, p[0]);
+    int r2 = dup3(p[1], p[0], O_NONBLOCK);
+    int r3 = close_range((unsigned)p[0], (unsigned)p[0], 1 << 15);
+    if (r1 != -1 || r2 != -1 || r3 != -1 || !fd_open(p[0]))
+        die("the failing calls did not fail (%d %d %d)", r1, r2, r3);
+    return verdict("failed_close", ep, &x);
+}
+
+/* The epoll fd is moved to another number (F_DUPFD, close of the old one):
+ * the instance lives on with its registrations, which must still be deleted
+ * when a registered number is closed. */
+static int sc_epfd_move(void)
+{
+    int p[2], ep = xepoll();
+    xpipe(p);
+    xadd(ep, p[0], EPOLLIN);
+    int moved = hold(ep, 100);
+    close(ep);
+    hold(p[0], 110);
+    close(p[0]);
+    xwrite(p[1]);
+    struct expect none = {0};
+    return verdict("epfd_move", moved, &none);
 }
 
 /* ---- fork ------------------------------------------------------------------ */
@@ -919,7 +960,8 @@ static int sc_threads(int nthreads, int iters)
 
 #define S_POOL 32
 static _Atomic int s_pool[S_POOL];
-static _Atomic long s_handled, s_closed;
+static _Atomic long s_handled, s_closed, s_inside;
+static volatile sig_atomic_t s_in_ctl; /* the main thread is in epoll_ctl */
 static _Atomic bool s_stop;
 static pthread_t s_main;
 
@@ -934,6 +976,7 @@ static void s_handler(int sig)
         atomic_fetch_add(&s_closed, 1);
     }
     atomic_fetch_add(&s_handled, 1);
+    if (s_in_ctl) atomic_fetch_add(&s_inside, 1);
     errno = saved;
 }
 
@@ -979,10 +1022,12 @@ static int sc_signal(bool itimer, long ms)
             }
             struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
             /* Errors are expected: the handler may have closed fd. */
+            s_in_ctl = 1;
             epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
             ev.events = EPOLLIN | EPOLLOUT;
             epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
             if (i % 2) epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+            s_in_ctl = 0;
             ctl += 2 + i % 2;
         }
     }
@@ -1002,16 +1047,32 @@ static int sc_signal(bool itimer, long ms)
     int n = kernel_view(ep, k), stale = 0;
     for (int i = 0; i < n && i < KMAX; i++)
         stale += !fd_open(k[i].tfd) || ino_of(k[i].tfd) != k[i].ino;
-    printf("signal: %s, %ld signals handled, %ld closes in the handler, %ld epoll_ctl calls in "
-           "%ld ms; %d registrations left, %d stale\n",
+    printf("signal: %s, %ld signals handled (%ld inside epoll_ctl), %ld closes in the handler, "
+           "%ld epoll_ctl calls in %ld ms; %d registrations left, %d stale\n",
            itimer ? "setitimer/SIGALRM" : "pthread_kill/SIGUSR1", atomic_load(&s_handled),
-           atomic_load(&s_closed), ctl, ms, n, stale);
+           atomic_load(&s_inside), atomic_load(&s_closed), ctl, ms, n, stale);
     if (atomic_load(&s_closed) == 0) {
         printf("signal: the handler never closed anything\n");
         return SETUP;
     }
-    printf("signal: %s\n", stale ? "STALE" : "OK");
-    return stale ? STALE : OK;
+    /* The shim's records survived the storm: every descriptor left in the
+     * pool, registered, closed while a duplicate is held, must leave no
+     * registration behind. */
+    int after = 0;
+    for (int i = 0; i < S_POOL; i++) {
+        int fd = atomic_load(&s_pool[i]);
+        if (fd < 0) continue;
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) die("EPOLL_CTL_ADD");
+        hold(fd, 100);
+        close(fd);
+    }
+    n = kernel_view(ep, k);
+    for (int i = 0; i < n && i < KMAX; i++)
+        after += !fd_open(k[i].tfd) || ino_of(k[i].tfd) != k[i].ino;
+    printf("signal: after closing the pool with duplicates held: %d stale registrations\n", after);
+    printf("signal: %s\n", stale + after ? "STALE" : "OK");
+    return stale + after ? STALE : OK;
 }
 
 /* ---- EPOLLEXCLUSIVE -------------------------------------------------------- */
@@ -1177,6 +1238,8 @@ int main(int argc, char **argv)
     if (!strcmp(s, "closefrom")) return sc_close_range(true);
     if (!strcmp(s, "fclose")) return sc_fclose();
     if (!strcmp(s, "epfd_reuse")) return sc_epfd_reuse();
+    if (!strcmp(s, "failed_close")) return sc_failed_close();
+    if (!strcmp(s, "epfd_move")) return sc_epfd_move();
     if (!strcmp(s, "fork_listener")) return sc_fork_listener();
     if (!strcmp(s, "vfork_close_range")) return sc_vfork_close_range();
     if (!strcmp(s, "model")) {
