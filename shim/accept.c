@@ -80,7 +80,7 @@ static void shed(int listener, int conn, int why)
 
 static bool listener_blocking(int fd)
 {
-    int fl = fcntl(fd, F_GETFL);
+    int fl = (int)fdg_raw_fcntl(fd, F_GETFL, 0);
     return fl >= 0 && !(fl & O_NONBLOCK);
 }
 

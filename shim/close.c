@@ -1,4 +1,5 @@
-/* The close family: close, dup2, dup3, close_range, closefrom, fclose.
+/* The close and dup family: close, dup2, dup3, close_range, closefrom,
+ * fclose, and dup/fcntl(F_DUPFD) for the epoll fds they duplicate.
  *
  * Before a descriptor number is closed or replaced: EPOLL_CTL_DEL wherever
  * this process registered it (epoll_table.c), and forget it if it was one of
@@ -7,7 +8,11 @@
  * is registered or ours. errno is whatever the real call left. */
 #include "fdguard.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <linux/close_range.h>
+#include <stdarg.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
@@ -24,6 +29,36 @@ static void range_closing(unsigned lo, unsigned hi)
     if (fdg_cfg.epoll) fdg_ept_closing_range(lo, hi);
 }
 
+/* Will dup2/dup3(oldfd, newfd, flags) replace newfd? A call that fails
+ * closes nothing, and its registrations must survive. Checked only for a
+ * tracked newfd. */
+static bool replaces(int oldfd, int newfd, int flags)
+{
+    if (oldfd == newfd || newfd < 0 || (flags & ~O_CLOEXEC)) return false;
+    int saved = errno;
+    struct rlimit rl;
+    bool ok = fdg_raw_fcntl(oldfd, F_GETFD, 0) >= 0 &&
+              (getrlimit(RLIMIT_NOFILE, &rl) != 0 || (rlim_t)newfd < rl.rlim_cur);
+    errno = saved;
+    return ok;
+}
+
+static inline void replacing(int oldfd, int newfd, int flags)
+{
+    if (FDG_LIKELY(fdg_active()) && newfd >= 0 && FDG_UNLIKELY(fdg_fd_tracked((unsigned)newfd)) &&
+        replaces(oldfd, newfd, flags))
+        fdg_fd_closing((unsigned)newfd);
+}
+
+/* An epoll fd duplicated: the new number names the same instance. */
+static inline int duplicated(int oldfd, int newfd)
+{
+    if (newfd >= 0 && oldfd != newfd && FDG_LIKELY(fdg_active()) &&
+        FDG_UNLIKELY(fdg_ept_word((unsigned)oldfd) & FDG_EPT_IS_INSTANCE))
+        fdg_ept_duplicated(oldfd, newfd);
+    return newfd;
+}
+
 EXPORT int close(int fd)
 {
     one_closing(fd);
@@ -32,21 +67,54 @@ EXPORT int close(int fd)
 
 EXPORT int dup2(int oldfd, int newfd)
 {
-    /* dup2(fd, fd) closes nothing. */
-    if (oldfd != newfd) one_closing(newfd);
-    return fdg_next.dup2(oldfd, newfd);
+    replacing(oldfd, newfd, 0);
+    return duplicated(oldfd, fdg_next.dup2(oldfd, newfd));
 }
 
 EXPORT int dup3(int oldfd, int newfd, int flags)
 {
-    if (oldfd != newfd) one_closing(newfd);
-    return fdg_next.dup3(oldfd, newfd, flags);
+    replacing(oldfd, newfd, flags);
+    return duplicated(oldfd, fdg_next.dup3(oldfd, newfd, flags));
+}
+
+EXPORT int dup(int oldfd)
+{
+    return duplicated(oldfd, fdg_next.dup(oldfd));
+}
+
+static int guarded_fcntl(int (*next)(int, int, ...), int fd, int cmd, va_list ap)
+{
+    /* The argument is an int or a pointer; glibc reads it as a pointer. */
+    void *arg = va_arg(ap, void *);
+    int r = next(fd, cmd, arg);
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) duplicated(fd, r);
+    return r;
+}
+
+EXPORT int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    int r = guarded_fcntl(fdg_next.fcntl, fd, cmd, ap);
+    va_end(ap);
+    return r;
+}
+
+EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    int r = guarded_fcntl(fdg_next.fcntl64 ? fdg_next.fcntl64 : fdg_next.fcntl, fd, cmd, ap);
+    va_end(ap);
+    return r;
 }
 
 EXPORT int close_range(unsigned int lo, unsigned int hi, int flags)
 {
-    /* CLOSE_RANGE_CLOEXEC only marks for exec, and exec drops the table. */
-    if (!(flags & CLOSE_RANGE_CLOEXEC)) range_closing(lo, hi);
+    /* CLOSE_RANGE_CLOEXEC only marks for exec, and exec drops the table; an
+     * unknown flag fails and closes nothing. */
+    if (!(flags & ~(CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) && !(flags & CLOSE_RANGE_CLOEXEC))
+        range_closing(lo, hi);
     return fdg_next.close_range(lo, hi, flags);
 }
 

@@ -94,6 +94,22 @@ static void drop_instance(unsigned idx)
     atomic_store(&instance_fd[idx], -1);
 }
 
+/* Another number naming instance idx (a dup of its epoll fd), or -1. */
+static int find_alias(unsigned idx)
+{
+    uint64_t want = FDG_EPT_IS_INSTANCE | ((uint64_t)idx << FDG_EPT_INDEX_SHIFT);
+    unsigned end = atomic_load(&chunks_end);
+    for (unsigned c = 0; c < end; c++) {
+        _Atomic uint64_t *chunk = atomic_load_explicit(&fdg_ept_dir[c], memory_order_acquire);
+        for (unsigned i = 0; chunk && i < FDG_EPT_CHUNK; i++) {
+            uint64_t w = atomic_load_explicit(&chunk[i], memory_order_relaxed);
+            if ((w & (FDG_EPT_IS_INSTANCE | FDG_EPT_INDEX_MASK)) == want)
+                return (int)((c << FDG_EPT_CHUNK_BITS) | i);
+        }
+    }
+    return -1;
+}
+
 /* The caller knows it is the owner process. */
 static void closing_owned(unsigned fd, uint64_t word)
 {
@@ -115,8 +131,14 @@ static void closing_owned(unsigned fd, uint64_t word)
     if (word & FDG_EPT_IS_INSTANCE) {
         clear_bits(s, FDG_EPT_IS_INSTANCE | FDG_EPT_INDEX_MASK);
         unsigned idx = (unsigned)((word & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
-        if (idx < FDG_EPT_INSTANCES && atomic_load(&instance_fd[idx]) == (int)fd)
-            drop_instance(idx);
+        if (idx < FDG_EPT_INSTANCES && atomic_load(&instance_fd[idx]) == (int)fd) {
+            /* The instance lives on while another number names it. */
+            int other = find_alias(idx);
+            if (other >= 0)
+                atomic_store(&instance_fd[idx], other);
+            else
+                drop_instance(idx);
+        }
     }
 }
 
@@ -205,6 +227,16 @@ void fdg_ept_removed(int epfd, int fd)
     if (!s || !current_epoch(atomic_load(s))) return;
     uint64_t bit = UINT64_C(1) << idx;
     if ((clear_bits(s, bit) & FDG_EPT_MASK) == bit) clear_bits(s, FDG_EPT_EXCLUSIVE);
+}
+
+void fdg_ept_duplicated(int oldfd, int newfd)
+{
+    uint64_t w = fdg_ept_word((unsigned)oldfd);
+    if (!(w & FDG_EPT_IS_INSTANCE) || !fdg_owner_process()) return;
+    _Atomic uint64_t *s = slot((unsigned)newfd, true);
+    if (!s) return;
+    clear_bits(s, FDG_EPT_IS_INSTANCE | FDG_EPT_INDEX_MASK);
+    atomic_fetch_or(s, FDG_EPT_IS_INSTANCE | (w & FDG_EPT_INDEX_MASK));
 }
 
 void fdg_ept_after_fork(void)

@@ -30,6 +30,9 @@ struct fdg_next {
     int (*epoll_create)(int);
     int (*epoll_create1)(int);
     int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*dup)(int);
+    int (*fcntl)(int, int, ...);
+    int (*fcntl64)(int, int, ...);
     void *(*dlopen)(const char *, int);
     int (*dlclose)(void *);
     char *(*dlerror)(void);
@@ -212,6 +215,7 @@ static inline void fdg_owned_closing(unsigned lo, unsigned hi)
 /* ---- raw.c: syscalls that bypass every wrapper ----------------------------- */
 
 int fdg_raw_close(int fd);
+long fdg_raw_fcntl(int fd, int cmd, long arg);
 
 /* ---- dlcaller.c, dlopen.c -------------------------------------------------- */
 
@@ -275,6 +279,17 @@ void fdg_ept_instance_created(int epfd);
 void fdg_ept_added(int epfd, int fd, bool exclusive_added);
 void fdg_ept_removed(int epfd, int fd);
 void fdg_ept_after_fork(void);
+/* After a successful dup of any kind: if oldfd is an epoll instance, newfd
+ * names it too (an epoll fd moved to another number keeps its records). */
+void fdg_ept_duplicated(int oldfd, int newfd);
+
+/* Is fd registered in epoll or one of ours? The close family's fast check. */
+static inline bool fdg_fd_tracked(unsigned fd)
+{
+    for (int slot = 0; slot < FDG_OWNED_COUNT; slot++)
+        if (atomic_load_explicit(&fdg_owned[slot], memory_order_relaxed) == (int)fd) return true;
+    return fdg_ept_word(fd) != 0;
+}
 
 static inline void fdg_fd_closing(unsigned fd)
 {

@@ -23,6 +23,9 @@ extern int fclose(FILE *);
 extern int epoll_create(int);
 extern int epoll_create1(int);
 extern int epoll_ctl(int, int, int, struct epoll_event *);
+extern int dup(int);
+extern int fcntl(int, int, ...);
+extern int fcntl64(int, int, ...);
 extern void *dlopen(const char *, int);
 extern int dlclose(void *);
 
@@ -52,6 +55,9 @@ void fdg_bind_next(void)
     BIND(epoll_create, true);
     BIND(epoll_create1, true);
     BIND(epoll_ctl, true);
+    BIND(dup, true);
+    BIND(fcntl, true);
+    BIND(fcntl64, false); /* glibc 2.28 */
     BIND(dlopen, true);
     BIND(dlclose, true);
     fdg_next.dlerror = dlerror; /* not interposed */

@@ -31,7 +31,7 @@ void fdg_owned_lost(int slot, int fd)
 int fdg_fd_above_stdio(int fd)
 {
     if (fd < 0 || fd > 2) return fd;
-    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int moved = (int)fdg_raw_fcntl(fd, F_DUPFD_CLOEXEC, 3);
     fdg_raw_close(fd);
     return moved;
 }

@@ -8,12 +8,32 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 int fdg_raw_close(int fd)
 {
     return (int)syscall(SYS_close, fd);
+}
+
+long fdg_raw_fcntl(int fd, int cmd, long arg)
+{
+    return syscall(SYS_fcntl, fd, cmd, arg);
+}
+
+static int raw_dup(int fd)
+{
+    return (int)syscall(SYS_dup, fd);
+}
+
+static int raw_fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    long arg = va_arg(ap, long);
+    va_end(ap);
+    return (int)fdg_raw_fcntl(fd, cmd, arg);
 }
 
 static int raw_accept(int fd, struct sockaddr *addr, socklen_t *len)
@@ -95,6 +115,9 @@ struct fdg_next fdg_next = {
     .epoll_create = raw_epoll_create,
     .epoll_create1 = raw_epoll_create1,
     .epoll_ctl = raw_epoll_ctl,
+    .dup = raw_dup,
+    .fcntl = raw_fcntl,
+    .fcntl64 = raw_fcntl,
     .dlopen = lazy_dlopen,
     .dlclose = lazy_dlclose,
     .dlerror = dlerror,

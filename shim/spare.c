@@ -25,7 +25,7 @@ static int open_spare(void)
 static bool is_our_spare(int fd)
 {
     struct stat st;
-    int fl = fcntl(fd, F_GETFL);
+    int fl = (int)fdg_raw_fcntl(fd, F_GETFL, 0);
     if (fl < 0 || !(fl & O_PATH) || fstat(fd, &st) < 0) return false;
     return (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)) || S_ISDIR(st.st_mode);
 }
@@ -66,7 +66,7 @@ bool fdg_spare_lend_if_full(void)
     int spare = atomic_load_explicit(&fdg_owned[FDG_OWNED_SPARE], memory_order_relaxed);
     if (spare < 0) return false;
     int saved = errno;
-    int probe = fcntl(spare, F_DUPFD_CLOEXEC, 0);
+    int probe = (int)fdg_raw_fcntl(spare, F_DUPFD_CLOEXEC, 0);
     bool full = probe < 0 && (errno == EMFILE || errno == ENFILE);
     if (probe >= 0) fdg_raw_close(probe);
     errno = saved;

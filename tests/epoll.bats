@@ -256,14 +256,12 @@ signal_storm() {
 }
 
 @test "EPOLLEXCLUSIVE with FDGUARD_EPOLL=off: MOD still works" {
-	skip "shim bug: with FDGUARD_EPOLL=off the exclusive flag is added but not recorded, so MOD gets EINVAL"
 	FDGUARD_EPOLL=off FDGUARD_EPOLLEXCLUSIVE=on shim exclusive_mod
 	expect 0
 	has "OK (MOD returned 0 and took effect)"
 }
 
 @test "dup2, dup3 and close_range that fail keep the registration of the number they name" {
-	skip "shim bug: the close family deletes before the call, also when the call then fails and closes nothing"
 	bare failed_close
 	expect 0
 	shim failed_close
@@ -271,6 +269,5 @@ signal_storm() {
 }
 
 @test "an epoll fd moved to another number (F_DUPFD + close) keeps its registrations tracked" {
-	skip "shim limitation: close(epfd) forgets the instance's records although a duplicate keeps it alive"
 	stale_then_clean epfd_move
 }
