@@ -25,20 +25,29 @@
  *                  EPOLL_CTL_DEL comes on top.
  *   connect_cycle  loopback TCP: socket + connect, accept4, close both (the
  *                  client with SO_LINGER 0, so no TIME_WAIT piles up).
+ *   close_paired   close_unreg twice over in one process, batch by batch in
+ *                  ABBA order: through close() (the shim's wrapper when it is
+ *                  preloaded) and through libc's own close (looked up in
+ *                  libc.so.6 itself). Prints the ratio of the two (10th
+ *                  percentiles): the wrapper's overhead with both measured
+ *                  under the same conditions; without the shim both are
+ *                  libc's close and the ratio shows the noise floor.
  *   rss_reg        ITERS dup'd descriptors added to one epoll set: resident
  *                  anonymous memory after minus before (bytes).
  *
- * OTHER_FDS (close_unreg only): that many more descriptors are held open
+ * OTHER_FDS (close_unreg and close_paired): that many more descriptors are held open
  * during the run. The descriptor limit is raised as needed (above the hard
  * limit only with CAP_SYS_RESOURCE, up to /proc/sys/fs/nr_open); if it
  * cannot be, micro exits with status 3.
  *
  * The program calls the plain libc entry points: those are what the shim
  * interposes. A warm-up pass runs before the timed one. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +175,49 @@ static void time_closes(struct samples *s, int base, long iters, int mode)
     }
 }
 
+/* close_paired: `via` is close (our symbol lookup: the shim's if preloaded)
+ * or libc's close. */
+static void time_closes_via(struct samples *s, int base, int n, int (*via)(int))
+{
+    static int fds[BATCH];
+    dup_batch(base, fds, n);
+    uint64_t t0 = now_ns();
+    for (int i = 0; i < n; i++)
+        via(fds[i]);
+    sample(s, now_ns() - t0, n);
+}
+
+static double p10(struct samples *s)
+{
+    qsort(s->v, (size_t)s->n, sizeof *s->v, cmp_double);
+    return s->v[s->n / 10];
+}
+
+static double close_paired(int base, long iters)
+{
+    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    int (*libc_close)(int) = libc ? (int (*)(int))dlsym(libc, "close") : NULL;
+    int (*wrapped)(int) = close; /* resolved like the application's calls */
+    if (!libc_close) {
+        fprintf(stderr, "micro: cannot find libc's close: %s\n", dlerror());
+        exit(1);
+    }
+    struct samples a = {0}, b = {0}, warm = {0};
+    for (int i = 0; i < 10; i++) {
+        time_closes_via(&warm, base, BATCH, wrapped);
+        time_closes_via(&warm, base, BATCH, libc_close);
+    }
+    for (long done = 0; done < iters; done += 2 * BATCH) {
+        bool flip = (done / (2 * BATCH)) & 1;
+        time_closes_via(flip ? &b : &a, base, BATCH, flip ? libc_close : wrapped);
+        time_closes_via(flip ? &a : &b, base, BATCH, flip ? wrapped : libc_close);
+    }
+    if (getenv("MICRO_VERBOSE"))
+        fprintf(stderr, "micro close_paired: close() p10 %.2f, libc close p10 %.2f ns/op\n", p10(&a),
+                p10(&b));
+    return p10(&a) / p10(&b);
+}
+
 static void time_dup_close(struct samples *s, int base, long iters)
 {
     for (long done = 0; done < iters; done += BATCH) {
@@ -279,7 +331,7 @@ static long rss_reg(int base, long n)
 static void usage(void)
 {
     fprintf(stderr, "usage: micro close_unreg|dup_close|epoll_addel|close_reg|close_reg_last|"
-                    "connect_cycle|rss_reg ITERS [OTHER_FDS]\n");
+                    "connect_cycle|close_paired|rss_reg ITERS [OTHER_FDS]\n");
     exit(2);
 }
 
@@ -289,21 +341,25 @@ int main(int argc, char **argv)
     const char *c = argv[1];
     long iters = parse(argv[2], 1, 100000000);
     long others = argc == 4 ? parse(argv[3], 0, 100000000) : 0;
-    if (others && strcmp(c, "close_unreg") != 0) usage();
+    if (others && strcmp(c, "close_unreg") != 0 && strcmp(c, "close_paired") != 0) usage();
     long warm = iters / 10 > BATCH ? iters / 10 : (iters < BATCH ? iters : BATCH);
     int base = base_fd();
     struct samples s = {0};
 
+    if (others) {
+        ensure_nofile(others + BATCH + 64);
+        for (long i = 0; i < others; i++)
+            if (dup(base) < 0) die("dup");
+    }
+    if (strcmp(c, "close_paired") == 0) {
+        printf("%.4f\n", close_paired(base, iters));
+        return 0;
+    }
     if (strcmp(c, "rss_reg") == 0) {
         printf("%ld\n", rss_reg(base, iters));
         return 0;
     }
     if (strcmp(c, "close_unreg") == 0) {
-        if (others) {
-            ensure_nofile(others + BATCH + 64);
-            for (long i = 0; i < others; i++)
-                if (dup(base) < 0) die("dup");
-        }
         time_closes(NULL, base, warm, 0);
         time_closes(&s, base, iters, 0);
     } else if (strcmp(c, "close_reg") == 0) {
