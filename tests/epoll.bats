@@ -140,9 +140,10 @@ stale_then_clean() {
 	has "vfork_close_range (parent closes): OK"
 }
 
-# 4 seeds x 5000 steps of ADD, MOD, DEL, dup, dup2, dup3, close, close_range,
-# fork-and-close-in-child, vfork-and-close_range, close and creation of epoll
-# fds, checked against /proc/self/fdinfo after every step. Sanitizer builds
+# 4 seeds x 5000 steps of ADD, MOD, DEL, dup/F_DUPFD, dup2, dup3, close,
+# close_range, fork-and-close-in-child, vfork-and-close_range, creation,
+# duplication and close of epoll fds, checked against /proc/self/fdinfo after
+# every step. Sanitizer builds
 # fork slowly (some 25 ms a fork under TSan): they run a shorter walk, for the
 # sanitizer's findings, not for coverage.
 if [[ -n ${FDG_SANITIZE:-} ]]; then

@@ -499,21 +499,27 @@ static int sc_vfork_close_range(void)
 
 /* ---- the randomised model -------------------------------------------------- */
 
+/* The program's view: which numbers it has open and what they are, and what
+ * it registered where. An epoll instance may be named by several numbers
+ * (dup, F_DUPFD, dup2 of its fd); it lives while one of them is open. A data
+ * descriptor's file is known by its inode (sockets: one each). */
 #define M_FDS 64   /* numbers the model knows about */
 #define M_HI 48    /* operations target numbers below this */
-#define M_EPS 4    /* live instances at most */
-#define M_DATA 24  /* live data descriptors at most */
+#define M_EPFDS 5  /* numbers naming epoll instances, at most */
+#define M_INST 16  /* instance slots */
+#define M_DATA 24  /* data descriptors, at most */
 #define M_ROUNDS 8 /* fork children close this many numbers */
 enum { M_FREE, M_DATA_FD, M_EPOLL_FD, M_FOREIGN };
 
 struct model {
     uint64_t rng;
     int kind[M_FDS];
-    unsigned long ino[M_FDS]; /* of the socket a data number refers to */
-    /* reg[e][t]: the inode registered under number t in the instance at
-     * number e, or 0. */
-    unsigned long reg[M_FDS][M_FDS];
-    long steps, bad_steps, stale, lost, risky;
+    unsigned long ino[M_FDS]; /* data number: the file it refers to */
+    int inst[M_FDS];          /* epoll number: the instance it names */
+    bool inst_live[M_INST];
+    /* reg[i][t]: the inode registered under number t in instance i, or 0 */
+    unsigned long reg[M_INST][M_FDS];
+    long steps, bad_steps, stale, lost, risky, aliased;
     long ops[16];
 };
 
@@ -531,12 +537,13 @@ enum {
     OP_VFORK,
     OP_CLOSE_EPFD,
     OP_CREATE_EPFD,
+    OP_DUP_EPFD,
     OP_COUNT
 };
 static const char *const op_names[OP_COUNT] = {
-    "open",  "add",         "mod",  "del",   "dup",        "dup2",       "dup3",
-    "close", "close_range", "fork", "vfork", "close_epfd", "create_epfd"};
-static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2, 2, 5};
+    "open",  "add",         "mod",  "del",   "dup",        "dup2",        "dup3",
+    "close", "close_range", "fork", "vfork", "close_epfd", "create_epfd", "dup_epfd"};
+static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2, 2, 5, 3};
 
 static uint64_t rnd(struct model *m)
 {
@@ -579,43 +586,52 @@ static int pick_target(struct model *m)
     return -1;
 }
 
+static bool m_registered(const struct model *m, int t)
+{
+    for (int i = 0; i < M_INST; i++)
+        if (m->reg[i][t]) return true;
+    return false;
+}
+
 /* A registered data number (in any instance), or -1. */
 static int pick_registered(struct model *m)
 {
     int c[M_FDS], n = 0;
-    for (int t = 0; t < M_HI; t++) {
-        if (m->kind[t] != M_DATA_FD) continue;
-        for (int e = 0; e < M_FDS; e++)
-            if (m->reg[e][t]) {
-                c[n++] = t;
-                break;
-            }
-    }
+    for (int t = 0; t < M_HI; t++)
+        if (m->kind[t] == M_DATA_FD && m_registered(m, t)) c[n++] = t;
     return n ? c[rnd_below(m, n)] : -1;
 }
 
 /* The program's view of a number going away (close, or replaced by dup2):
- * its registrations are gone; if it was an instance, so is everything in it. */
+ * its registrations are gone; if it was the last number of an instance, the
+ * instance is gone with everything in it. */
 static void m_closed(struct model *m, int fd)
 {
     if (fd < 0 || fd >= M_FDS || m->kind[fd] == M_FOREIGN) return;
     if (m->kind[fd] == M_DATA_FD) {
-        bool registered = false, shared = false;
-        for (int e = 0; e < M_FDS; e++) {
-            registered |= m->reg[e][fd] != 0;
-            m->reg[e][fd] = 0;
-        }
+        bool registered = m_registered(m, fd), shared = false;
+        for (int i = 0; i < M_INST; i++)
+            m->reg[i][fd] = 0;
         for (int o = 0; o < M_FDS; o++)
             shared |= o != fd && m->kind[o] == M_DATA_FD && m->ino[o] == m->ino[fd];
         m->risky += registered && shared; /* the stale case, unless deleted */
     } else if (m->kind[fd] == M_EPOLL_FD) {
-        memset(m->reg[fd], 0, sizeof m->reg[fd]);
+        int i = m->inst[fd];
+        bool named = false;
+        for (int o = 0; o < M_FDS; o++)
+            named |= o != fd && m->kind[o] == M_EPOLL_FD && m->inst[o] == i;
+        if (!named) {
+            memset(m->reg[i], 0, sizeof m->reg[i]);
+            m->inst_live[i] = false;
+        } else {
+            m->aliased++; /* the instance lives on under another number */
+        }
     }
     m->kind[fd] = M_FREE;
     m->ino[fd] = 0;
 }
 
-static void m_new_data(struct model *m, int fd)
+static void m_new_data(struct model *m, int fd, unsigned long ino)
 {
     if (fd < 0) return;
     if (fd >= M_HI) { /* out of the model's space: give it back */
@@ -623,40 +639,45 @@ static void m_new_data(struct model *m, int fd)
         return;
     }
     m->kind[fd] = M_DATA_FD;
-    m->ino[fd] = ino_of(fd);
+    m->ino[fd] = ino;
 }
 
-/* Kernel against model, every instance. Returns the number of mismatches. */
+/* Kernel against model, every live instance, read through one of its
+ * numbers. Returns the number of mismatches. */
 static long m_check(struct model *m, bool verbose)
 {
     long bad = 0;
     struct kentry k[KMAX];
-    for (int e = 0; e < M_FDS; e++) {
-        if (m->kind[e] != M_EPOLL_FD) continue;
+    for (int i = 0; i < M_INST; i++) {
+        if (!m->inst_live[i]) continue;
+        int e = -1;
+        for (int fd = 0; fd < M_FDS && e < 0; fd++)
+            if (m->kind[fd] == M_EPOLL_FD && m->inst[fd] == i) e = fd;
         int n = kernel_view(e, k);
         if (n < 0) die("cannot read /proc/self/fdinfo/%d", e);
-        for (int i = 0; i < n && i < KMAX; i++) {
-            int t = k[i].tfd;
-            bool ok = t >= 0 && t < M_FDS && m->kind[t] == M_DATA_FD && m->reg[e][t] == k[i].ino &&
-                      ino_of(t) == k[i].ino;
+        for (int j = 0; j < n && j < KMAX; j++) {
+            int t = k[j].tfd;
+            bool ok = t >= 0 && t < M_FDS && m->kind[t] == M_DATA_FD && m->reg[i][t] == k[j].ino &&
+                      ino_of(t) == k[j].ino;
             if (!ok) {
                 m->stale++;
                 bad++;
                 if (verbose)
-                    printf("  step %ld: instance %d: stale tfd %d (ino %lx)\n", m->steps, e, t,
-                           k[i].ino);
+                    printf("  step %ld: instance at %d: stale tfd %d (ino %lx)\n", m->steps, e, t,
+                           k[j].ino);
             }
         }
         for (int t = 0; t < M_FDS; t++) {
-            if (!m->reg[e][t]) continue;
+            if (!m->reg[i][t]) continue;
             bool found = false;
-            for (int i = 0; i < n && i < KMAX; i++)
-                found |= k[i].tfd == t && k[i].ino == m->reg[e][t];
+            for (int j = 0; j < n && j < KMAX; j++)
+                found |= k[j].tfd == t && k[j].ino == m->reg[i][t];
             if (!found) {
                 m->lost++;
                 bad++;
                 if (verbose)
-                    printf("  step %ld: instance %d: lost registration of fd %d\n", m->steps, e, t);
+                    printf("  step %ld: instance at %d: lost registration of fd %d\n", m->steps, e,
+                           t);
             }
         }
     }
@@ -672,7 +693,7 @@ static void m_child(struct model *m)
 {
     int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
     int ep = pick(m, M_EPOLL_FD), fd = pick(m, M_DATA_FD);
-    if (ep >= 0 && fd >= 0 && !m->reg[ep][fd] && rnd_below(m, 2)) {
+    if (ep >= 0 && fd >= 0 && !m->reg[m->inst[ep]][fd] && rnd_below(m, 2)) {
         struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
         if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0) {
             if (nul >= 0 && rnd_below(m, 2))
@@ -683,7 +704,7 @@ static void m_child(struct model *m)
         }
     }
     for (int i = 0; i < M_ROUNDS; i++) {
-        int fd = rnd_below(m, 4) ? pick_registered(m) : pick_target(m);
+        fd = rnd_below(m, 4) ? pick_registered(m) : pick_target(m);
         if (fd < 0) fd = pick(m, M_EPOLL_FD);
         if (fd < 0) continue;
         switch (rnd_below(m, 3)) {
@@ -701,35 +722,56 @@ static void m_child(struct model *m)
     _exit(0);
 }
 
+/* dup, F_DUPFD(_CLOEXEC), dup2 or dup3 of src; the new number, or -1. The
+ * target of dup2/dup3 is taken away first in the model. */
+static int m_dup_any(struct model *m, int src)
+{
+    int to = -1;
+    switch (rnd_below(m, 4)) {
+    case 0:
+        return dup(src);
+    case 1:
+        return fcntl(src, rnd_below(m, 2) ? F_DUPFD : F_DUPFD_CLOEXEC, 3 + rnd_below(m, M_HI - 3));
+    default:
+        to = rnd_below(m, 2) ? pick_registered(m) : pick_target(m);
+        if (to < 0 || to == src) return -1;
+        if ((rnd_below(m, 2) ? dup2(src, to) : dup3(src, to, O_CLOEXEC)) != to) die("dup2/dup3");
+        m_closed(m, to);
+        return to;
+    }
+}
+
 static void m_step(struct model *m)
 {
     int total = 0, op = 0;
-    bool can_create = count_kind(m, M_EPOLL_FD) < M_EPS;
+    bool can_create = count_kind(m, M_EPOLL_FD) < M_EPFDS;
     if (count_kind(m, M_EPOLL_FD) == 0) {
         op = OP_CREATE_EPFD;
     } else {
         for (int i = 0; i < OP_COUNT; i++)
-            total += i == OP_CREATE_EPFD && !can_create ? 0 : op_weight[i];
+            total += (i == OP_CREATE_EPFD || i == OP_DUP_EPFD) && !can_create ? 0 : op_weight[i];
         int r = rnd_below(m, total);
         for (op = 0; op < OP_COUNT; op++) {
-            int w = op == OP_CREATE_EPFD && !can_create ? 0 : op_weight[op];
+            int w = (op == OP_CREATE_EPFD || op == OP_DUP_EPFD) && !can_create ? 0 : op_weight[op];
             if (r < w) break;
             r -= w;
         }
     }
     if (op == OP_OPEN && count_kind(m, M_DATA_FD) >= M_DATA) op = OP_CLOSE;
-    if (op != OP_OPEN && op != OP_CREATE_EPFD && count_kind(m, M_DATA_FD) == 0) op = OP_OPEN;
+    if (op != OP_OPEN && op != OP_CREATE_EPFD && op != OP_DUP_EPFD && count_kind(m, M_DATA_FD) == 0)
+        op = OP_OPEN;
     m->ops[op]++;
 
     int ep = pick(m, M_EPOLL_FD), fd, to;
+    int in = ep >= 0 ? m->inst[ep] : -1;
     struct epoll_event ev = {0};
     switch (op) {
     case OP_OPEN: {
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
             die("socketpair");
-        m_new_data(m, sv[0]);
-        m_new_data(m, sv[1]);
+        m_new_data(m, sv[0], ino_of(sv[0]));
+        m_new_data(m, sv[1], ino_of(sv[1]));
         break;
     }
     case OP_ADD:
@@ -738,24 +780,19 @@ static void m_step(struct model *m)
         if (fd < 0) break;
         ev.events = EPOLLIN | (rnd_below(m, 2) ? EPOLLOUT : 0) | (rnd_below(m, 4) ? 0 : EPOLLET);
         ev.data.fd = fd;
-        if (op == OP_ADD && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0) m->reg[ep][fd] = m->ino[fd];
+        if (op == OP_ADD && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0) m->reg[in][fd] = m->ino[fd];
         if (op == OP_MOD) epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
         break;
     case OP_DEL:
         fd = rnd_below(m, 4) ? pick_registered(m) : pick(m, M_DATA_FD);
         if (fd < 0) break;
-        if (epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL) == 0 || errno == ENOENT) m->reg[ep][fd] = 0;
+        if (epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL) == 0 || errno == ENOENT) m->reg[in][fd] = 0;
         break;
     case OP_DUP:
         fd = rnd_below(m, 2) ? pick_registered(m) : pick(m, M_DATA_FD);
         if (fd < 0) break;
-        to = dup(fd);
-        if (to >= 0 && to < M_HI) {
-            m->kind[to] = M_DATA_FD;
-            m->ino[to] = m->ino[fd];
-        } else if (to >= 0) {
-            close(to);
-        }
+        to = rnd_below(m, 2) ? dup(fd) : fcntl(fd, F_DUPFD_CLOEXEC, 3 + rnd_below(m, M_HI - 3));
+        m_new_data(m, to, m->ino[fd]);
         break;
     case OP_DUP2:
     case OP_DUP3:
@@ -763,9 +800,9 @@ static void m_step(struct model *m)
         to = rnd_below(m, 2) ? pick_registered(m) : pick_target(m);
         if (fd < 0 || to < 0 || fd == to) break;
         if ((op == OP_DUP2 ? dup2(fd, to) : dup3(fd, to, O_CLOEXEC)) != to) die("dup2/dup3");
+        unsigned long ino = m->ino[fd];
         m_closed(m, to);
-        m->kind[to] = M_DATA_FD;
-        m->ino[to] = m->ino[fd];
+        m_new_data(m, to, ino);
         break;
     case OP_CLOSE:
         fd = rnd_below(m, 2) ? pick_registered(m) : pick_target(m);
@@ -810,8 +847,23 @@ static void m_step(struct model *m)
             close(fd);
             break;
         }
+        for (in = 0; in < M_INST && m->inst_live[in]; in++)
+            ;
+        if (in == M_INST) die("model: out of instance slots");
+        m->inst_live[in] = true;
+        memset(m->reg[in], 0, sizeof m->reg[in]);
         m->kind[fd] = M_EPOLL_FD;
-        memset(m->reg[fd], 0, sizeof m->reg[fd]);
+        m->inst[fd] = in;
+        break;
+    case OP_DUP_EPFD: /* the instance gets another name */
+        to = m_dup_any(m, ep);
+        if (to < 0) break;
+        if (to >= M_HI) {
+            close(to);
+            break;
+        }
+        m->kind[to] = M_EPOLL_FD;
+        m->inst[to] = in;
         break;
     }
 }
@@ -829,8 +881,9 @@ static int sc_model(long seed, long steps, bool verbose)
     }
     m.steps--;
     printf("model: seed %ld steps %ld mismatches %ld (stale %ld, lost %ld) in %ld steps; "
-           "registered numbers closed while shared: %ld\n",
-           seed, m.steps, m.stale + m.lost, m.stale, m.lost, m.bad_steps, m.risky);
+           "registered numbers closed while shared: %ld; epoll fds closed while another names "
+           "the instance: %ld\n",
+           seed, m.steps, m.stale + m.lost, m.stale, m.lost, m.bad_steps, m.risky, m.aliased);
     printf("model: ops");
     for (int i = 0; i < OP_COUNT; i++)
         printf(" %s %ld", op_names[i], m.ops[i]);
