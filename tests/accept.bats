@@ -15,7 +15,7 @@
 
 load lib
 
-SPIN_TICKS=50 # more than this over 1 s: the loop spins
+SPIN_TICKS=30 # more than this over 1 s: the loop spins (a core is 100; margin for a loaded CI box)
 CALM_TICKS=10 # at most this over 2 s: the loop is calm
 FAST_MS=100   # a shed client must be answered within this
 
@@ -443,6 +443,9 @@ room() {
 
 @test "inert: sh -c 'ls /proc/self/fd' lists the same with and without the shim" {
     local rt without with
+    if [[ ${FDG_SANITIZE:-} == thread ]]; then
+        skip "the TSan runtime crashes uninstrumented programs (sh) it is preloaded into"
+    fi
     rt=$(fdg_runtime_preload)
     if [[ -n $rt ]]; then
         without=$(env LD_PRELOAD="$rt" sh -c 'ls /proc/self/fd' 2>&1)
