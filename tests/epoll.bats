@@ -272,3 +272,13 @@ signal_storm() {
 @test "an epoll fd moved to another number (F_DUPFD + close) keeps its registrations tracked" {
 	stale_then_clean epfd_move
 }
+
+@test "EPOLLEXCLUSIVE: MOD works with more than 48 instances, alive or over time" {
+	skip "shim bug: EPOLLEXCLUSIVE is added to registrations in untracked instances (beyond 48, or slots leaked under FDGUARD_EPOLL=off), so their MOD gets EINVAL"
+	bare exclusive_many
+	expect 0
+	FDGUARD_EPOLLEXCLUSIVE=on shim exclusive_many
+	expect 0
+	FDGUARD_EPOLL=off FDGUARD_EPOLLEXCLUSIVE=on shim exclusive_many
+	expect 0
+}

@@ -50,7 +50,10 @@
  *                        per connection (exit 1 when more than 1.5)
  *   exclusive_mod [app]  EPOLL_CTL_MOD of a listener registration; with `app`
  *                        the program sets EPOLLEXCLUSIVE itself (exit 1 when
- *                        MOD fails) */
+ *                        MOD fails)
+ *   exclusive_many       MOD of listener registrations after 60 instances at
+ *                        distinct numbers, and with 50 instances alive (exit
+ *                        1 when one is refused) */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1255,6 +1258,53 @@ static int sc_exclusive_mod(bool app)
     return took ? OK : LOST;
 }
 
+/* MOD keeps working however many instances a program has or had: first 60
+ * instances one after another at distinct numbers (one alive at a time), each
+ * with the same listener, then a fresh listener in the next; then 50
+ * instances alive at once, each with its own listener. Every MOD of a plain
+ * EPOLLIN registration must succeed (exit 1 when one is refused). */
+static int sc_exclusive_many(void)
+{
+    int refused = 0, mods = 0, l = listen_tcp(), spacer[60];
+    for (int i = 0; i < 60; i++) {
+        int ep = xepoll();
+        xadd(ep, l, EPOLLIN);
+        close(ep);
+        spacer[i] = hold(0, 3); /* the next instance gets another number */
+    }
+    int ep = xepoll(), fresh = listen_tcp();
+    xadd(ep, fresh, EPOLLIN);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT};
+    mods++;
+    if (epoll_ctl(ep, EPOLL_CTL_MOD, fresh, &ev) != 0) {
+        printf("exclusive_many: after 60 instances at distinct numbers, MOD in the next: %s\n",
+               strerror(errno));
+        refused++;
+    }
+    close(ep);
+    close(fresh);
+    for (int i = 0; i < 60; i++)
+        close(spacer[i]);
+    enum { N = 50 };
+    int eps[N], ls[N];
+    for (int i = 0; i < N; i++) {
+        eps[i] = xepoll();
+        ls[i] = listen_tcp();
+        xadd(eps[i], ls[i], EPOLLIN);
+    }
+    for (int i = 0; i < N; i++) {
+        mods++;
+        if (epoll_ctl(eps[i], EPOLL_CTL_MOD, ls[i], &ev) != 0) {
+            printf("exclusive_many: %d instances alive, MOD in instance %d: %s\n", N, i + 1,
+                   strerror(errno));
+            refused++;
+        }
+    }
+    printf("exclusive_many: %d of %d MODs refused\n", refused, mods);
+    printf("exclusive_many: %s\n", refused ? "MOD REFUSED" : "OK");
+    return refused ? STALE : OK;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static void usage(void)
@@ -1265,7 +1315,8 @@ static void usage(void)
                     "       epolltest threads [N [ITERS]]\n"
                     "       epolltest signal [kill|itimer] [MS]\n"
                     "       epolltest exclusive N [CONNS]\n"
-                    "       epolltest exclusive_mod [app]\n");
+                    "       epolltest exclusive_mod [app]\n"
+                    "       epolltest exclusive_many\n");
     exit(SETUP);
 }
 
@@ -1311,6 +1362,7 @@ int main(int argc, char **argv)
     if (!strcmp(s, "exclusive"))
         return sc_exclusive((int)arg_long(argc, argv, 2, 2, 16, 4),
                             (int)arg_long(argc, argv, 3, 1, 10000, 40));
+    if (!strcmp(s, "exclusive_many")) return sc_exclusive_many();
     if (!strcmp(s, "exclusive_mod")) {
         if (argc > 3 || (argc == 3 && strcmp(argv[2], "app"))) usage();
         return sc_exclusive_mod(argc == 3);
