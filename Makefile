@@ -87,9 +87,11 @@ bench: $(LIB) helpers benches
 demo: $(LIB) helpers
 	FDG_BUILD=$(abspath $(BUILD)) scripts/demo
 
-install: $(LIB)
+# fdguard flood runs the flood client, installed next to the library.
+install: $(LIB) $(BUILD)/tests/flood
 	install -d $(DESTDIR)$(PREFIX)/lib/fdguard $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/fdguard/libfdguard.so
+	install -m 0755 $(BUILD)/tests/flood $(DESTDIR)$(PREFIX)/lib/fdguard/flood
 	install -m 0755 scripts/fdguard $(DESTDIR)$(PREFIX)/bin/fdguard
 
 format:

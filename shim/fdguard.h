@@ -33,6 +33,9 @@ struct fdg_next {
     int (*dup)(int);
     int (*fcntl)(int, int, ...);
     int (*fcntl64)(int, int, ...);
+    int (*shmget)(key_t, size_t, int);
+    int (*semget)(key_t, int, int);
+    int (*msgget)(key_t, int);
     void *(*dlopen)(const char *, int);
     int (*dlclose)(void *);
     char *(*dlerror)(void);
@@ -114,6 +117,7 @@ enum fdg_event {
     FDG_EV_EPOLL,
     FDG_EV_DLOPEN,
     FDG_EV_STATS,
+    FDG_EV_IPC,
     FDG_EV_COUNT
 };
 
@@ -156,6 +160,7 @@ size_t fdg_formatf(char *buf, size_t cap, const char *fmt, ...)
     X(dlopen_reloads, "idle objects dropped because their file changed")                           \
     X(dlopen_retries, "transient loader failures retried")                                         \
     X(dlopen_fd_lends, "spare descriptor lent to the loader")                                      \
+    X(ipc_recorded, "System V IPC objects whose creator was recorded")                             \
     X(log_suppressed, "log lines suppressed by rate limiting")
 
 enum fdg_counter {

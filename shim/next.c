@@ -26,6 +26,9 @@ extern int epoll_ctl(int, int, int, struct epoll_event *);
 extern int dup(int);
 extern int fcntl(int, int, ...);
 extern int fcntl64(int, int, ...);
+extern int shmget(key_t, size_t, int);
+extern int semget(key_t, int, int);
+extern int msgget(key_t, int);
 extern void *dlopen(const char *, int);
 extern int dlclose(void *);
 
@@ -58,6 +61,9 @@ void fdg_bind_next(void)
     BIND(dup, true);
     BIND(fcntl, true);
     BIND(fcntl64, false); /* glibc 2.28 */
+    BIND(shmget, true);
+    BIND(semget, true);
+    BIND(msgget, true);
     BIND(dlopen, true);
     BIND(dlclose, true);
     fdg_next.dlerror = dlerror; /* not interposed */

@@ -103,6 +103,21 @@ static int lazy_dlclose(void *handle)
     return next ? next(handle) : -1;
 }
 
+static int raw_shmget(key_t key, size_t size, int flg)
+{
+    return (int)syscall(SYS_shmget, key, size, flg);
+}
+
+static int raw_semget(key_t key, int nsems, int flg)
+{
+    return (int)syscall(SYS_semget, key, nsems, flg);
+}
+
+static int raw_msgget(key_t key, int flg)
+{
+    return (int)syscall(SYS_msgget, key, flg);
+}
+
 struct fdg_next fdg_next = {
     .accept = raw_accept,
     .accept4 = raw_accept4,
@@ -118,6 +133,9 @@ struct fdg_next fdg_next = {
     .dup = raw_dup,
     .fcntl = raw_fcntl,
     .fcntl64 = raw_fcntl,
+    .shmget = raw_shmget,
+    .semget = raw_semget,
+    .msgget = raw_msgget,
     .dlopen = lazy_dlopen,
     .dlclose = lazy_dlclose,
     .dlerror = dlerror,
