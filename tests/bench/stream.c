@@ -1,7 +1,7 @@
 /* stream: a steady stream of connection attempts, and how fast each is answered.
  *
  *   stream HOST:PORT [--duration-ms MS] [--interval-ms MS] [--wait-ms MS]
- *          [--send DATA]
+ *          [--send DATA] [--reject PREFIX]
  *
  * Every --interval-ms (default 5) for --duration-ms (default 5000) a new
  * non-blocking connection to the IPv4 address HOST:PORT is started (DATA, if
@@ -10,8 +10,11 @@
  * The time from connect() to that answer is recorded and the connection
  * closed; no answer in time is a hang. At the end, one line on stdout:
  *
- *   stream: attempts=N answered=A data=D eof=E hang=H failed=F
+ *   stream: attempts=N answered=A data=D rejected=R eof=E hang=H failed=F
  *           answered_share=X p50_ms=P p99_ms=Q max_ms=M
+ *
+ * where rejected counts the data answers that start with --reject PREFIX
+ * (escapes as for --send).
  *
  * (on one line). The times are quantiles over all attempts, an unanswered
  * one counting as infinitely slow: "hang" when the quantile falls among
@@ -48,7 +51,7 @@ static double now_ms(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: stream HOST:PORT [--duration-ms MS] [--interval-ms MS] [--wait-ms MS]\n"
-                    "              [--send DATA]\n");
+                    "              [--send DATA] [--reject PREFIX]\n");
     exit(2);
 }
 
@@ -100,8 +103,8 @@ int main(int argc, char **argv)
 {
     if (argc < 2) usage();
     long duration = 5000, interval = 5, wait = 1000;
-    char *send_data = NULL;
-    size_t send_len = 0;
+    char *send_data = NULL, *reject = NULL;
+    size_t send_len = 0, reject_len = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--duration-ms") == 0) duration = num(v, 1, 3600000);
@@ -110,6 +113,9 @@ int main(int argc, char **argv)
         else if (strcmp(a, "--send") == 0 && v) {
             send_data = strdup(v);
             send_len = unescape(send_data);
+        } else if (strcmp(a, "--reject") == 0 && v) {
+            reject = strdup(v);
+            reject_len = unescape(reject);
         } else usage();
         i++;
     }
@@ -134,7 +140,8 @@ int main(int argc, char **argv)
     double *ms = malloc((size_t)cap * sizeof *ms);
     static struct att open_[MAX_OPEN];
     static struct pollfd pfd[MAX_OPEN];
-    long nopen = 0, attempts = 0, answered = 0, data = 0, eof = 0, hang = 0, failed = 0;
+    long nopen = 0, attempts = 0, answered = 0, data = 0, rejected = 0, eof = 0, hang = 0,
+         failed = 0;
     if (!ms) return 1;
 
     double start = now_ms(), next = start, end = start + (double)duration;
@@ -192,8 +199,14 @@ int main(int argc, char **argv)
                     char buf[256];
                     ssize_t n = recv(a->fd, buf, sizeof buf, MSG_DONTWAIT);
                     if (n > 0 || n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-                        if (n > 0) data++;
-                        else eof++;
+                        if (n > 0) {
+                            data++;
+                            if (reject && (size_t)n >= reject_len &&
+                                memcmp(buf, reject, reject_len) == 0)
+                                rejected++;
+                        } else {
+                            eof++;
+                        }
                         ms[answered++] = t - a->t0;
                         done = true;
                     }
@@ -215,9 +228,9 @@ int main(int argc, char **argv)
     }
 
     qsort(ms, (size_t)answered, sizeof *ms, cmp_double);
-    printf("stream: attempts=%ld answered=%ld data=%ld eof=%ld hang=%ld failed=%ld "
+    printf("stream: attempts=%ld answered=%ld data=%ld rejected=%ld eof=%ld hang=%ld failed=%ld "
            "answered_share=%.3f",
-           attempts, answered, data, eof, hang, failed,
+           attempts, answered, data, rejected, eof, hang, failed,
            attempts ? (double)answered / (double)attempts : 0.0);
     print_ms("p50_ms", ms, answered, attempts, 0.50);
     print_ms("p99_ms", ms, answered, attempts, 0.99);
