@@ -1,0 +1,548 @@
+#!/usr/bin/env bats
+# dlopen caching: the shim serves dlopen from a handle cache, yet every
+# program must see what it sees without it. Each scenario of
+# tests/helpers/dltest.c runs without the shim and under both builds of it
+# (-O2: build/libfdguard.so; -O0: build-O0/libfdguard.so, made here if
+# needed) in keep (the default) and cache modes, and the result lines must
+# be the same. Test plugins and callers (tests/dlplug/) are compiled here,
+# with the DT_RPATH / DT_RUNPATH each case needs.
+#
+# Under ASan and TSan the sanitizer runtime intercepts dlopen and calls the
+# loader from its own frame, with or without the shim: there only the
+# comparisons run, not the checks of what the loader found.
+
+bats_require_minimum_version 1.5.0
+
+load lib
+
+setup_file() {
+	local S=$FDG_ROOT/tests/dlplug
+	export D=$BATS_FILE_TMPDIR/dl
+	export FDG_LIB_O0=${FDG_BUILD}-O0/libfdguard.so
+	# Always asked: make is quick when the -O0 build is current, and a stale
+	# one would test old code.
+	make -s -C "$FDG_ROOT" OPT=-O0 ${FDG_SANITIZE:+SANITIZE=$FDG_SANITIZE} all >&2 || return 1
+
+	# build OUT SOURCE FLAGS...: $D/OUT from tests/dlplug/SOURCE.c, in the
+	# background (the pids collect in jobs; setup_file waits for each).
+	local jobs=() job out src flags
+	build() {
+		mkdir -p "$(dirname "$D/$1")"
+		gcc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$D/$1" "$S/$2.c" "${@:3}" &
+		jobs+=($!)
+	}
+	# libplug.so in five places, each with its own value; the other plugins.
+	while read -r out src flags; do
+		flags=${flags%%#*}
+		# shellcheck disable=SC2086 # flags are words
+		build "$out" "$src" $flags
+	done <<-'EOF'
+		a/libplug.so        plug -DVALUE=1 # a caller's DT_RPATH
+		b/libplug.so        plug -DVALUE=2 # LD_LIBRARY_PATH
+		rc/lib/libplug.so   plug -DVALUE=3 # $ORIGIN/lib of the RUNPATH caller
+		rc/plugins/x.so     plug -DVALUE=4 # $ORIGIN/plugins of the RUNPATH caller
+		bin/lib/libplug.so  plug -DVALUE=5 # $ORIGIN/lib of the RUNPATH main program
+		bin/plugins/x.so    plug -DVALUE=6 # $ORIGIN/plugins of the main programs
+		only/libonly.so     plug -DVALUE=7 # only oc/libcaller.so's RUNPATH finds it
+		big/libbig.so       plug -DVALUE=8 -DBIG=67108864 # a 64 MiB zero-fill mapping
+		p/plug.so           plug -DVALUE=10
+		p/other.so          plug -DVALUE=11
+		reload/v1.so        plug -DVALUE=1
+		reload/v2.so        plug -DVALUE=2
+		reload/v3.so        plug -DVALUE=3
+	EOF
+	# Libraries that call dlopen themselves, each with its own search path.
+	build rc/libcaller.so caller -Wl,--enable-new-dtags,-rpath,'$ORIGIN/lib'
+	build rp/libcaller.so caller -Wl,--disable-new-dtags,-rpath,"$D/a"
+	build oc/libcaller.so caller -Wl,--enable-new-dtags,-rpath,"$D/only"
+	# Plugins (hosts) whose dependency libcaller.so calls dlopen: in ha/ and
+	# hb/, identical but for the libplug.so their $ORIGIN/lib holds.
+	local h
+	for h in ha:21 hb:22; do
+		(
+			d=$D/${h%:*}
+			build "${h%:*}/lib/libplug.so" plug -DVALUE="${h#*:}"
+			build "${h%:*}/libcaller.so" caller -Wl,--enable-new-dtags,-rpath,'$ORIGIN/lib'
+			wait "${jobs[@]:(-2)}"
+			gcc -shared -fPIC -O2 -o "$d/host.so" "$S/plug.c" -L"$d" -Wl,--no-as-needed -lcaller \
+				-Wl,--enable-new-dtags,-rpath,'$ORIGIN'
+		) &
+		jobs+=($!)
+	done
+	# dltest itself as a main program with a RUNPATH, and with an RPATH.
+	mkdir -p "$D/bin"
+	local dltest=("$FDG_ROOT/tests/helpers/dltest.c" -std=gnu11 -O2 -D_GNU_SOURCE -pthread -ldl)
+	gcc -o "$D/bin/dltest-runpath" "${dltest[@]}" -Wl,--enable-new-dtags,-rpath,'$ORIGIN/lib' &
+	jobs+=($!)
+	gcc -o "$D/bin/dltest-rpath" "${dltest[@]}" -Wl,--disable-new-dtags,-rpath,"$D/a" &
+	jobs+=($!)
+	# Not loadable: not ELF; an undefined symbol under RTLD_NOW.
+	mkdir -p "$D/bad"
+	echo "not an ELF object" >"$D/bad/notelf.so"
+	printf 'extern int fdg_missing(void);\nint plug_value(void) { return fdg_missing(); }\n' \
+		>"$D/bad/undef.c"
+	gcc -shared -fPIC -o "$D/bad/undef.so" "$D/bad/undef.c"
+	for job in "${jobs[@]}"; do
+		wait "$job"
+	done
+}
+
+setup() {
+	DT=$FDG_BIN/dltest
+	[[ -x $DT ]] || skip "dltest not built (make helpers)"
+	[[ -f $FDG_LIB_O0 ]] || fail "no -O0 build of the shim at $FDG_LIB_O0"
+	local v
+	for v in $(compgen -e FDGUARD); do
+		unset "$v"
+	done
+	unset LD_PRELOAD
+	RT=$(fdg_runtime_preload)
+	case ${FDG_SANITIZE:-} in
+	address | thread) INTERCEPTED=1 ;;
+	*) INTERCEPTED= ;;
+	esac
+	LDCONF=/etc/ld.so.conf.d/fdguard-test.conf
+}
+
+teardown() {
+	if [[ -n ${LDCONF_OURS:-} ]]; then
+		rm -f "$LDCONF"
+		ldconfig
+	fi
+}
+
+fail() {
+	printf '%s\n' "$*" >&2
+	return 1
+}
+
+# dl LIB PROGRAM ARGS...: runs PROGRAM with LIB preloaded ('': without the
+# shim; the sanitizer runtime, if any, comes first either way). Sets $status,
+# $output (stdout) and $stderr. FDGUARD_* and LD_LIBRARY_PATH given as prefix
+# assignments reach the program. 30 s watchdog. (Not bats' run: these tests
+# start some 150 short processes, and run costs more than each of them.)
+dl() {
+	local lib=$1 pre=$RT
+	shift
+	[[ -n $lib ]] && pre=${pre:+$pre:}$lib
+	status=0
+	output=$(timeout -k 2 30 env LD_PRELOAD="$pre" "$@" 2>"$BATS_TEST_TMPDIR/stderr") || status=$?
+	stderr=$(<"$BATS_TEST_TMPDIR/stderr")
+}
+
+# ran: the last run exited 0; otherwise show it.
+ran() {
+	if [[ $status -ne 0 ]]; then
+		printf 'exit %s\nstdout:\n%s\nstderr:\n%s\n' "$status" "$output" "$stderr"
+		return 1
+	fi
+}
+
+# has TEXT: the last run's stdout has the line TEXT.
+has() {
+	if ! grep -qxF -- "$1" <<<"$output"; then
+		printf 'expected the line "%s" in:\n%s\nstderr:\n%s\n' "$1" "$output" "$stderr"
+		return 1
+	fi
+}
+
+# finds TEXT: like has, but not under a sanitizer that intercepts dlopen
+# (there the loader sees the sanitizer runtime as every caller).
+finds() {
+	[[ -n $INTERCEPTED ]] || has "$1"
+}
+
+# same_as WHAT REFERENCE: the last run's stdout is REFERENCE; otherwise a diff.
+same_as() {
+	if [[ $output != "$2" ]]; then
+		printf 'under %s the result differs from the run without the shim:\n' "$1"
+		diff <(echo "$2") <(echo "$output") | sed 's/^/  /'
+		printf 'stderr:\n%s\n' "$stderr"
+		return 1
+	fi
+}
+
+# fidelity [MODES] PROGRAM ARGS...: PROGRAM ARGS without the shim, then
+# under the -O2 and -O0 builds in each mode (default: keep and cache); the
+# same stdout every time. The runs under the shim go in parallel. The
+# reference run's stdout is left in $output and $bare.
+fidelity() {
+	local modes="keep cache" lib mode i=0 bad=0 pids=() what=() t=$BATS_TEST_TMPDIR/fidelity
+	if [[ $1 == keep || $1 == cache || $1 == "keep cache" ]]; then
+		modes=$1
+		shift
+	fi
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		for mode in $modes; do
+			FDGUARD_DLOPEN=$mode timeout -k 2 30 env LD_PRELOAD="${RT:+$RT:}$lib" "$@" \
+				>"$t.$i.out" 2>"$t.$i.err" &
+			pids+=($!)
+			what+=("${lib#"$FDG_ROOT"/} FDGUARD_DLOPEN=$mode")
+			i=$((i + 1))
+		done
+	done
+	dl '' "$@"
+	ran || return 1
+	bare=$output
+	for i in "${!pids[@]}"; do
+		status=0
+		wait "${pids[i]}" || status=$?
+		output=$(<"$t.$i.out")
+		stderr=$(<"$t.$i.err")
+		ran || return 1
+		same_as "${what[i]}" "$bare" || bad=1
+	done
+	output=$bare
+	return "$bad"
+}
+
+# counter FILE NAME: counter NAME of a FDGUARD_STATS file (README, "Logs and
+# counters": names in the 4 KiB text header, then one uint64 each).
+counter() {
+	local idx
+	idx=$(head -c 4096 "$1" | tr -d '\0' | sed '1,/^counters /d' | grep -nxF -- "$2" | cut -d: -f1)
+	[[ -n $idx ]] || fail "no counter $2 in $1" || return 1
+	od -An -t u8 -j $((4096 + 8 * (idx - 1))) -N 8 "$1" | tr -d ' '
+}
+
+# field NAME: the number after "NAME=" in the last run's stdout.
+field() {
+	local re="(^|[[:space:]])$1=([0-9]+)"
+	[[ $output =~ $re ]] && echo "${BASH_REMATCH[2]}"
+}
+
+# ---- where the loader looks: the caller's RUNPATH, RPATH, $ORIGIN, namespace
+
+@test "RUNPATH=\$ORIGIN/lib: a library opens libplug.so from its own lib/ (both builds, keep and cache)" {
+	fidelity "$DT" via "$D/rc/libcaller.so" libplug.so
+	finds "libplug.so: value=3 path=$D/rc/lib/libplug.so"
+}
+
+@test "RUNPATH=\$ORIGIN/lib: the main program opens libplug.so from its own lib/" {
+	fidelity "$D/bin/dltest-runpath" open libplug.so
+	finds "libplug.so: value=5 path=$D/bin/lib/libplug.so"
+	# The helper built without a RUNPATH finds nothing: the caller decides.
+	fidelity "$DT" open libplug.so
+	has "libplug.so: error=libplug.so: cannot open shared object file: No such file or directory"
+}
+
+@test "the name \$ORIGIN/plugins/x.so is relative to the calling object" {
+	fidelity "$DT" via "$D/rc/libcaller.so" '$ORIGIN/plugins/x.so'
+	finds "\$ORIGIN/plugins/x.so: value=4 path=$D/rc/plugins/x.so"
+	fidelity "$D/bin/dltest-runpath" open '$ORIGIN/plugins/x.so'
+	finds "\$ORIGIN/plugins/x.so: value=6 path=$D/bin/plugins/x.so"
+}
+
+@test "DT_RPATH wins over LD_LIBRARY_PATH for a caller without RUNPATH; RUNPATH does not" {
+	LD_LIBRARY_PATH=$D/b fidelity "$DT" via "$D/rp/libcaller.so" libplug.so
+	finds "libplug.so: value=1 path=$D/a/libplug.so"
+	LD_LIBRARY_PATH=$D/b fidelity "$D/bin/dltest-rpath" open libplug.so
+	finds "libplug.so: value=1 path=$D/a/libplug.so"
+	# Controls: LD_LIBRARY_PATH is in effect, and beats a RUNPATH.
+	LD_LIBRARY_PATH=$D/b fidelity "$DT" open libplug.so
+	has "libplug.so: value=2 path=$D/b/libplug.so"
+	LD_LIBRARY_PATH=$D/b fidelity "$DT" via "$D/rc/libcaller.so" libplug.so
+	finds "libplug.so: value=2 path=$D/b/libplug.so"
+}
+
+@test "a caller inside a dlmopen(LM_ID_NEWLM) namespace: the object lands in that namespace" {
+	fidelity "$DT" ns "$D/rc/libcaller.so" libplug.so
+	has "caller namespace: new"
+	finds "opened: value=3 path=$D/rc/lib/libplug.so"
+	finds "opened object's namespace: the caller's"
+	has "in the base namespace too: NULL"
+}
+
+@test "a dlmopen namespace caller reaching the shim's dlopen through a function pointer" {
+	# A plugin API that hands the host's dlopen to the plugin: the loader
+	# still resolves from the return address, in the plugin's namespace.
+	fidelity "$DT" ns "$D/rc/libcaller.so" libplug.so fp
+	has "caller namespace: new"
+	finds "opened: value=3 path=$D/rc/lib/libplug.so"
+	finds "opened object's namespace: the caller's"
+	fidelity "$DT" ns "$D/rc/libcaller.so" "$D/rc/lib/libplug.so" fp
+	finds "opened object's namespace: the caller's"
+	has "in the base namespace too: NULL"
+}
+
+@test "the main program versus a library as caller: only the library's RUNPATH finds libonly.so" {
+	fidelity "$DT" who "$D/oc/libcaller.so" libonly.so
+	has "main: error=libonly.so: cannot open shared object file: No such file or directory"
+	finds "library: value=7 path=$D/only/libonly.so"
+	has "main while the library holds it: handle"
+}
+
+@test "keep mode: after the library closed libonly.so, the main program still cannot open it" {
+	fidelity "$DT" who "$D/oc/libcaller.so" libonly.so after
+	has "main after the library closed it: error=libonly.so: cannot open shared object file: No such file or directory"
+}
+
+@test "dlopen(NULL) is the main program" {
+	fidelity "$DT" null
+	has "dlopen(NULL) twice: same handle"
+	has "its link map: the main program, namespace 0"
+	has 'dlsym(it, "dlopen"): found'
+	has "dlclose: 0 0"
+}
+
+# ---- loader state: RTLD_GLOBAL, RTLD_NODELETE, RTLD_NOLOAD, reference counts
+
+@test "RTLD_GLOBAL reopens reach the loader: promotion makes plug_value visible to dlsym(RTLD_DEFAULT)" {
+	fidelity "$DT" global "$D/p/plug.so"
+	has "RTLD_LOCAL: plug_value not visible to dlsym(RTLD_DEFAULT)"
+	has "reopen RTLD_GLOBAL: same handle, plug_value visible"
+	has "RTLD_NOLOAD|RTLD_GLOBAL: same handle"
+	fidelity "$DT" global2 "$D/p/plug.so"
+	has "RTLD_NOLOAD|RTLD_GLOBAL: same handle, plug_value visible"
+}
+
+@test "RTLD_NODELETE reaches the loader: after the last close the object stays, RTLD_NOLOAD finds it" {
+	fidelity "$DT" nodelete "$D/p/plug.so"
+	has "after both closes: ctors=1 dtors=0 mapped=yes"
+	has "RTLD_NOLOAD: same handle"
+	has "RTLD_NOLOAD (a site that never opened it): same handle"
+}
+
+@test "RTLD_NOLOAD: NULL before any open and after the last close (from any site), the handle while held" {
+	fidelity "$DT" noload "$D/p/plug.so"
+	has "before any open: NULL, dlerror NULL"
+	has "while held (same site): same handle"
+	has "while held (other site): same handle"
+	has "after the last close (same site): NULL, dlerror NULL"
+	has "after the last close (other site): NULL"
+	has "after the last close (a site that never opened it): NULL"
+}
+
+@test "RTLD_NOLOAD|RTLD_GLOBAL after the last close loads and promotes nothing" {
+	fidelity "$DT" noload_global "$D/p/plug.so"
+	has "RTLD_NOLOAD|RTLD_GLOBAL after the last close: NULL"
+	has "plug_value not visible"
+}
+
+@test "RTLD_NOLOAD of libc.so.6 after the program opened and closed it: still loaded" {
+	fidelity "$DT" noload_libc
+	has "libc.so.6 RTLD_NOLOAD after open+close: handle"
+}
+
+@test "keep mode: a closed RTLD_GLOBAL plugin does not interpose on a later plugin's symbols" {
+	fidelity "$DT" global_leak "$D/p/plug.so" "$D/p/other.so"
+	has "B's plug_value() as B's own code calls it: 11 (B's own: 11)"
+}
+
+@test "reference counts: 50 opens and 50 closes unload in cache mode, keep one idle copy in keep mode" {
+	local lib
+	dl '' "$DT" refs "$D/p/plug.so" 50
+	ran
+	has "opened 50 times: ctors=1"
+	has "one reference left: dtors=0 mapped=yes"
+	has "closed 50 times: dtors=1 mapped=no"
+	bare=$output
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		FDGUARD_DLOPEN=cache dl "$lib" "$DT" refs "$D/p/plug.so" 50
+		ran
+		same_as "$lib cache" "$bare"
+		# keep: resident after the last close; with room for one idle
+		# object, another object's close evicts it, and only a balanced
+		# count (the loader holds exactly the shim's reference) unloads it.
+		FDGUARD_DLOPEN_KEEP=1 dl "$lib" "$DT" refs "$D/p/plug.so" 50 "$D/p/other.so"
+		ran
+		has "opened 50 times: ctors=1"
+		has "closed 50 times: dtors=0 mapped=yes"
+		has "after another object's open+close: dtors=1 mapped=no"
+	done
+}
+
+# ---- dlerror
+
+@test "dlerror after a permanent failure: the loader's message once, then NULL" {
+	fidelity "$DT" dlerror libfdg-nothere.so "$D/nothere.so" "$D/bad/notelf.so" \
+		"$D/bad/undef.so" "$D/bad"
+	has "  first dlerror: libfdg-nothere.so: cannot open shared object file: No such file or directory"
+	has "  first dlerror: $D/bad/undef.so: undefined symbol: fdg_missing"
+	[[ $(grep -c '^  second dlerror: NULL$' <<<"$output") -eq 5 ]]
+}
+
+@test "dlerror: a successful dlopen (of an object the program holds) clears a pending message" {
+	fidelity "$DT" dlerror_clear "$D/p/plug.so" libfdg-nothere.so
+	has "round 1: dlerror after a successful dlopen: NULL"
+	has "round 2: dlerror after a successful dlopen: NULL"
+}
+
+# ---- churn, hot reload
+
+@test "churn, keep mode: 2000 cycles, /proc/self/maps flat, the constructor ran once" {
+	local lib st=$BATS_TEST_TMPDIR/stats
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		FDGUARD_STATS=$st dl "$lib" "$DT" churn "$D/p/plug.so" 2000
+		ran
+		has "cycles=2000 value_sum=20000"
+		has "ctors=1 dtors=0"
+		(($(field maps_last) == $(field maps_first) && $(field maps_max) == $(field maps_first)))
+		[[ $(counter "$st" dlopen_hits) == 1999 ]]
+		[[ $(counter "$st" dlopen_misses) == 1 ]]
+		[[ $(counter "$st" dlopen_loads) == 1 ]]
+		[[ $(counter "$st" dlopen_unloads) == 0 ]]
+		echo "# ${lib#"$FDG_ROOT"/} keep: ${output//$'\n'/, }, dlopen_hits=1999" >&3
+	done
+}
+
+@test "churn, cache mode: constructors and destructors run 2000 times each, as without the shim" {
+	local lib st=$BATS_TEST_TMPDIR/stats
+	dl '' "$DT" churn "$D/p/plug.so" 2000
+	ran
+	has "ctors=2000 dtors=2000"
+	echo "# without the shim: ${output//$'\n'/, }" >&3
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		FDGUARD_DLOPEN=cache FDGUARD_STATS=$st dl "$lib" "$DT" churn "$D/p/plug.so" 2000
+		ran
+		has "ctors=2000 dtors=2000"
+		(($(field maps_last) == $(field maps_first) && $(field maps_max) == $(field maps_first)))
+		[[ $(counter "$st" dlopen_loads) == 2000 ]]
+		[[ $(counter "$st" dlopen_unloads) == 2000 ]]
+		echo "# ${lib#"$FDG_ROOT"/} cache: ${output//$'\n'/, }" >&3
+	done
+}
+
+@test "FDGUARD_DLOPEN=off and FDGUARD=off pass through: a load and an unload per cycle" {
+	local st=$BATS_TEST_TMPDIR/stats
+	FDGUARD_DLOPEN=off FDGUARD_STATS=$st dl "$FDG_LIB" "$DT" churn "$D/p/plug.so" 300
+	ran
+	has "ctors=300 dtors=300"
+	(($(field maps_last) == $(field maps_first)))
+	[[ $(counter "$st" dlopen_hits) == 0 && $(counter "$st" dlopen_misses) == 0 ]]
+	FDGUARD=off dl "$FDG_LIB_O0" "$DT" churn "$D/p/plug.so" 300
+	ran
+	has "ctors=300 dtors=300"
+	# Pass-through keeps the caller's resolution too.
+	FDGUARD_DLOPEN=off dl "$FDG_LIB" "$DT" via "$D/rc/libcaller.so" libplug.so
+	ran
+	finds "libplug.so: value=3 path=$D/rc/lib/libplug.so"
+}
+
+@test "hot reload: a new build renamed over the plugin between cycles is what runs" {
+	local lib mode st=$BATS_TEST_TMPDIR/stats r=$BATS_TEST_TMPDIR/r
+	for lib in '' "$FDG_LIB" "$FDG_LIB_O0"; do
+		for mode in keep cache; do
+			[[ -z $lib && $mode == cache ]] && continue
+			rm -rf "$r"
+			mkdir -p "$r"
+			# Each new build written under a temporary name, renamed by dltest.
+			cp "$D/reload/v1.so" "$r/plug.so"
+			cp "$D/reload/v2.so" "$r/.new2"
+			cp "$D/reload/v3.so" "$r/.new3"
+			cp "$D/reload/v1.so" "$r/.new1"
+			FDGUARD_DLOPEN=$mode FDGUARD_STATS=$st dl "$lib" "$DT" reload "$r/plug.so" \
+				"$r/.new2" "$r/.new3" "$r/.new1"
+			ran
+			has "cycle 0: value=1"
+			has "cycle 1: value=2"
+			has "cycle 2: value=3"
+			has "cycle 3: value=1"
+			has "replaced copies still mapped: 0"
+			if [[ -n $lib && $mode == keep ]]; then
+				[[ $(counter "$st" dlopen_reloads) == 3 ]]
+			fi
+		done
+	done
+}
+
+@test "hot reload: a replaced plugin reopened with RTLD_GLOBAL (a mode change) is the new file" {
+	local lib r=$BATS_TEST_TMPDIR/r
+	for lib in '' "$FDG_LIB" "$FDG_LIB_O0"; do
+		rm -rf "$r"
+		mkdir -p "$r"
+		cp "$D/reload/v1.so" "$r/plug.so"
+		cp "$D/reload/v2.so" "$r/.new2"
+		dl "$lib" "$DT" reload_global "$r/plug.so" "$r/.new2"
+		ran
+		has "RTLD_LOCAL: value=1"
+		has "replaced, reopened RTLD_GLOBAL: value=2"
+	done
+}
+
+@test "keep mode: a cache entry whose caller was unloaded is not reused by a library mapped at its address" {
+	# ha/host.so and hb/host.so each depend on their own libcaller.so, which
+	# calls dlopen("libplug.so") (found in its $ORIGIN/lib). With room for two
+	# idle objects, closing a third evicts ha/host.so and its libcaller;
+	# hb/host.so then maps at the same addresses.
+	FDGUARD_DLOPEN_KEEP=2 fidelity "$DT" reuse "$D/ha/host.so" "$D/hb/host.so" "$D/p/other.so"
+	finds "A's libcaller opens libplug.so: value=21 path=$D/ha/lib/libplug.so"
+	[[ $output == *"where A's was: yes"* ]] ||
+		skip "hb/libcaller.so did not map where ha/libcaller.so was: nothing to check"
+	finds "B's libcaller opens libplug.so: value=22 path=$D/hb/lib/libplug.so"
+}
+
+# ---- transient loader failures
+
+@test "transient: 'failed to map segment' under a low RLIMIT_AS raised 50 ms later: retried with the shim" {
+	local lib st=$BATS_TEST_TMPDIR/stats
+	dl '' "$DT" transient "$D/big/libbig.so" 50
+	ran
+	has "result: error=$D/big/libbig.so: failed to map segment from shared object"
+	has "once the limit is back: loaded"
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		# Backoff 1, 2, 4 ... ms (each drawn from [d/2, d]): ten retries
+		# wait at least 200 ms in all, far more than the 50 needed.
+		FDGUARD_DLOPEN_RETRIES=10 FDGUARD_STATS=$st dl "$lib" "$DT" transient "$D/big/libbig.so" 50
+		ran
+		has "result: loaded value=8"
+		has "dlerror after: NULL"
+		local n
+		n=$(counter "$st" dlopen_retries)
+		((n >= 1 && n <= 10))
+		[[ $stderr == *"failed to map segment from shared object; retry 1 of 10"* ]]
+		echo "# ${lib#"$FDG_ROOT"/}: loaded after $n retries (${stderr##*dltest: })" >&3
+	done
+}
+
+@test "transient: retries exhausted, the application reads the loader's own message" {
+	local lib
+	dl '' "$DT" transient "$D/big/libbig.so" 300
+	ran
+	bare=$output
+	has "result: error=$D/big/libbig.so: failed to map segment from shared object"
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		FDGUARD_DLOPEN_RETRIES=2 FDGUARD_BACKOFF_MAX_MS=5 dl "$lib" "$DT" transient "$D/big/libbig.so" 300
+		ran
+		same_as "$lib" "$bare"
+	done
+}
+
+# ---- descriptor exhaustion and /etc/ld.so.cache
+
+@test "at the descriptor limit: a library only /etc/ld.so.cache knows loads, and the cache stays usable" {
+	if ((EUID != 0)); then
+		[[ ${CI:-} != true ]] || fail "CI: this test must run as root (it registers a directory with ldconfig)"
+		skip "needs root: registers a test directory in /etc/ld.so.conf.d and runs ldconfig"
+	fi
+	[[ ! -e $LDCONF ]] || fail "$LDCONF exists already (a previous run died?); remove it and run ldconfig"
+	local dir=$BATS_TEST_TMPDIR/ldcache lib
+	mkdir -p "$dir"
+	for lib in libfdgtest-ldcache libfdgtest-ldcache2; do
+		gcc -shared -fPIC -O2 -o "$dir/$lib.so.1" "$FDG_ROOT/tests/dlplug/plug.c" -DVALUE=9 \
+			-Wl,-soname,"$lib.so.1"
+	done
+	LDCONF_OURS=1
+	echo "$dir" >"$LDCONF"
+	ldconfig
+	ldconfig -p | grep -qF "$dir/libfdgtest-ldcache.so.1" || fail "ldconfig did not register $dir"
+	fidelity "$DT" open libfdgtest-ldcache.so.1 # an ordinary load finds it
+
+	dl '' "$DT" emfile libc.so.6 libfdgtest-ldcache.so.1 libfdgtest-ldcache2.so.1
+	ran
+	has "free descriptors at the lowered limit: none (Too many open files)"
+	has "at the limit: error=libfdgtest-ldcache.so.1: cannot open shared object file: Too many open files"
+	# glibc gave up its cache for good: no more loads through it.
+	has "limit restored: error=libfdgtest-ldcache.so.1: cannot open shared object file: No such file or directory"
+	has "limit restored, another library: error=libfdgtest-ldcache2.so.1: cannot open shared object file: No such file or directory"
+	local st=$BATS_TEST_TMPDIR/stats
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		FDGUARD_STATS=$st dl "$lib" "$DT" emfile libc.so.6 libfdgtest-ldcache.so.1 libfdgtest-ldcache2.so.1
+		ran
+		has "free descriptors at the lowered limit: none (Too many open files)"
+		has "at the limit: value=9 path=$dir/libfdgtest-ldcache.so.1"
+		has "limit restored: value=9 path=$dir/libfdgtest-ldcache.so.1"
+		has "limit restored, another library: value=9 path=$dir/libfdgtest-ldcache2.so.1"
+		[[ $(counter "$st" dlopen_fd_lends) -ge 1 ]]
+	done
+}

@@ -1,0 +1,52 @@
+/* A test plugin for tests/dlopen.bats, compiled at test time:
+ *   -DVALUE=N       what plug_value() returns (tells copies apart)
+ *   -DBIG=BYTES     a zero-filled array of that size (a large mapping, for
+ *                   the RLIMIT_AS test)
+ * plug_call() calls plug_value() through the PLT (an interposable call, as
+ * -fPIC code makes it), so the global scope decides which definition runs.
+ * Its constructor and destructor count themselves in the host's counters,
+ * whose address dltest passes in DLTEST_HOOK (hexadecimal): the counts must
+ * outlive the plugin, and the helper exports no symbols to it. */
+#include <stdint.h>
+#include <stdlib.h>
+
+#ifndef VALUE
+#define VALUE 0
+#endif
+
+static long *hook(int which)
+{
+    const char *s = getenv("DLTEST_HOOK");
+    if (!s || !*s) return NULL;
+    return (long *)(uintptr_t)strtoull(s, NULL, 16) + which;
+}
+
+__attribute__((constructor)) static void plug_ctor(void)
+{
+    long *n = hook(0);
+    if (n) ++*n;
+}
+
+__attribute__((destructor)) static void plug_dtor(void)
+{
+    long *n = hook(1);
+    if (n) ++*n;
+}
+
+#ifdef BIG
+char plug_big[BIG];
+#endif
+
+int plug_value(void)
+{
+#ifdef BIG
+    return VALUE + plug_big[BIG - 1];
+#else
+    return VALUE;
+#endif
+}
+
+int plug_call(void)
+{
+    return plug_value();
+}

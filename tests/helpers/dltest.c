@@ -1,0 +1,737 @@
+/* dltest: dlopen scenarios for tests/dlopen.bats.
+ *
+ *   dltest SCENARIO ARGS...
+ *
+ * Every scenario prints stable result lines (key=value, one per line) on
+ * stdout, so that the suite can compare a run under the shim with a run
+ * without it, line for line. Exit 0 when the scenario ran (whatever its
+ * result), 2 on a usage or setup error.
+ *
+ * The test plugins (tests/dlplug/plug.c) count their constructors and
+ * destructors in this program's `events`, whose address travels to them in
+ * DLTEST_HOOK. Plugins export plug_value(); tests/dlplug/caller.c exports
+ * caller_open() so that a library, not this program, calls dlopen.
+ *
+ * The loader resolves a dlopen from its return address, and the shim keys its
+ * cache on it: every dlopen below is made from a known site. open_a is the
+ * site of every repeated open/close cycle; open_b is another site in the same
+ * object. Neither may be inlined, merged or turned into a tail call. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static long events[2]; /* constructors, destructors of test plugins */
+#define CTORS events[0]
+#define DTORS events[1]
+
+__attribute__((noreturn)) static void die(const char *what)
+{
+    fprintf(stderr, "dltest: %s\n", what);
+    exit(2);
+}
+
+__attribute__((noinline)) static void *open_a(const char *name, int mode)
+{
+    void *handle = dlopen(name, mode);
+    __asm__ volatile("" ::: "memory");
+    return handle;
+}
+
+__attribute__((noinline)) static void *open_b(const char *name, int mode)
+{
+    __asm__ volatile("" ::: "memory");
+    void *handle = dlopen(name, mode);
+    __asm__ volatile("" ::: "memory");
+    return handle;
+}
+
+/* A site used once per scenario: it never opened anything before. */
+__attribute__((noinline)) static void *open_c(const char *name, int mode)
+{
+    __asm__ volatile("nop" ::: "memory");
+    void *handle = dlopen(name, mode);
+    __asm__ volatile("" ::: "memory");
+    return handle;
+}
+
+static void close_or_die(void *handle)
+{
+    if (dlclose(handle) != 0) {
+        fprintf(stderr, "dltest: dlclose: %s\n", dlerror());
+        exit(2);
+    }
+}
+
+/* The pending dlerror() text, consumed, or "NULL". */
+static const char *error_text(void)
+{
+    const char *msg = dlerror();
+    return msg ? msg : "NULL";
+}
+
+static int plug_value(void *handle)
+{
+    int (*fn)(void) = (int (*)(void))dlsym(handle, "plug_value");
+    if (!fn) die("plug_value not found in the opened object");
+    return fn();
+}
+
+static long lmid_of(void *handle)
+{
+    Lmid_t lmid = -1;
+    if (dlinfo(handle, RTLD_DI_LMID, &lmid) != 0) die("dlinfo(RTLD_DI_LMID) failed");
+    return (long)lmid;
+}
+
+static const char *path_of(void *handle)
+{
+    struct link_map *map = NULL;
+    if (dlinfo(handle, RTLD_DI_LINKMAP, &map) != 0 || !map) die("dlinfo(RTLD_DI_LINKMAP) failed");
+    return map->l_name;
+}
+
+/* One result: the value and the file the loader picked, or its message. */
+static void report(const char *label, void *handle)
+{
+    if (handle)
+        printf("%s: value=%d path=%s\n", label, plug_value(handle), path_of(handle));
+    else
+        printf("%s: error=%s\n", label, error_text());
+}
+
+static const char *null_or_handle(const void *handle)
+{
+    return handle ? "handle" : "NULL";
+}
+
+/* Lines of /proc/self/maps, and how many of them map `path`. */
+static void maps(const char *path, long *lines, long *mapping)
+{
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (!f) die("cannot read /proc/self/maps");
+    char buf[4096];
+    size_t plen = path ? strlen(path) : 0;
+    *lines = 0;
+    if (mapping) *mapping = 0;
+    while (fgets(buf, sizeof buf, f)) {
+        ++*lines;
+        char *at = path ? strstr(buf, path) : NULL;
+        if (at && mapping && (at[plen] == '\n' || at[plen] == ' ')) ++*mapping;
+    }
+    fclose(f);
+}
+
+static long mapped(const char *path)
+{
+    long lines, n;
+    maps(path, &lines, &n);
+    return n;
+}
+
+/* An absolute path, as /proc/self/maps shows the file. */
+static const char *absolute(const char *path)
+{
+    static char buf[8][4096];
+    static int next;
+    char *out = buf[next++ % 8];
+    if (!realpath(path, out)) die("realpath failed");
+    return out;
+}
+
+static long parse_num(const char *s, long min, long max)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < min || v > max) die("bad number");
+    return v;
+}
+
+/* ---- resolution: who calls decides where the loader looks ---------------- */
+
+/* open NAME...: this program calls dlopen(NAME, RTLD_NOW) for each. */
+static int sc_open(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        void *h = open_a(argv[i], RTLD_NOW);
+        report(argv[i], h);
+    }
+    return 0;
+}
+
+typedef void *(*caller_open_fn)(const char *, int);
+typedef int (*caller_close_fn)(void *);
+
+static void *load_caller(const char *path, caller_open_fn *open_fn, caller_close_fn *close_fn)
+{
+    void *lib = open_b(path, RTLD_NOW);
+    if (!lib) {
+        fprintf(stderr, "dltest: %s: %s\n", path, dlerror());
+        exit(2);
+    }
+    *open_fn = (caller_open_fn)dlsym(lib, "caller_open");
+    if (close_fn) *close_fn = (caller_close_fn)dlsym(lib, "caller_close");
+    if (!*open_fn || (close_fn && !*close_fn)) die("caller_open/caller_close not found");
+    return lib;
+}
+
+/* via CALLER NAME...: the library CALLER calls dlopen(NAME, RTLD_NOW). */
+static int sc_via(int argc, char **argv)
+{
+    if (argc < 2) die("usage: via CALLER NAME...");
+    caller_open_fn copen;
+    load_caller(argv[0], &copen, NULL);
+    for (int i = 1; i < argc; i++)
+        report(argv[i], copen(argv[i], RTLD_NOW));
+    return 0;
+}
+
+/* who CALLER NAME [after]: this program, then the library CALLER, then
+ * this program again while the library holds the object; with `after`, once
+ * more after the library closed it. Only the library's search path finds
+ * NAME. */
+static int sc_who(int argc, char **argv)
+{
+    if (argc != 2 && !(argc == 3 && !strcmp(argv[2], "after")))
+        die("usage: who CALLER NAME [after]");
+    caller_open_fn copen;
+    caller_close_fn cclose;
+    load_caller(argv[0], &copen, &cclose);
+    const char *name = argv[1];
+    void *h = open_a(name, RTLD_NOW);
+    report("main", h);
+    if (h) close_or_die(h);
+    h = copen(name, RTLD_NOW);
+    report("library", h);
+    void *again = open_a(name, RTLD_NOW);
+    printf("main while the library holds it: %s\n", null_or_handle(again));
+    if (again)
+        close_or_die(again);
+    else
+        error_text();
+    if (h && cclose(h) != 0) die("caller_close failed");
+    if (argc == 3) {
+        h = open_a(name, RTLD_NOW);
+        report("main after the library closed it", h);
+        if (h) close_or_die(h);
+    }
+    return 0;
+}
+
+typedef void *(*caller_open_with_fn)(void *(*)(const char *, int), const char *, int);
+
+/* ns CALLER NAME [fp]: CALLER loaded with dlmopen(LM_ID_NEWLM) calls
+ * dlopen(NAME): the object must land in CALLER's namespace. CALLER calls
+ * its own namespace's dlopen, or with `fp` this program's (the shim's when
+ * it is preloaded) through a function pointer. */
+static int sc_ns(int argc, char **argv)
+{
+    if (argc != 2 && !(argc == 3 && !strcmp(argv[2], "fp"))) die("usage: ns CALLER NAME [fp]");
+    void *lib = dlmopen(LM_ID_NEWLM, argv[0], RTLD_NOW);
+    if (!lib) {
+        fprintf(stderr, "dltest: dlmopen %s: %s\n", argv[0], dlerror());
+        return 2;
+    }
+    caller_open_fn copen = (caller_open_fn)dlsym(lib, "caller_open");
+    caller_open_with_fn copen_with = (caller_open_with_fn)dlsym(lib, "caller_open_with");
+    if (!copen || !copen_with) die("caller_open/caller_open_with not found");
+    long caller_ns = lmid_of(lib);
+    printf("caller namespace: %s\n", caller_ns == LM_ID_BASE ? "base" : "new");
+    void *h = argc == 3 ? copen_with(dlopen, argv[1], RTLD_NOW) : copen(argv[1], RTLD_NOW);
+    if (!h) {
+        printf("opened: error=%s\n", error_text());
+        return 0;
+    }
+    long ns = lmid_of(h);
+    printf("opened: value=%d path=%s\n", plug_value(h), path_of(h));
+    printf("opened object's namespace: %s\n", ns == caller_ns    ? "the caller's"
+                                              : ns == LM_ID_BASE ? "base"
+                                                                 : "another");
+    /* The same file is not loaded in the base namespace. */
+    void *base = open_a(path_of(h), RTLD_NOW | RTLD_NOLOAD);
+    printf("in the base namespace too: %s\n", null_or_handle(base));
+    return 0;
+}
+
+/* null: dlopen(NULL) is the main program. */
+static int sc_null(void)
+{
+    void *h1 = open_a(NULL, RTLD_NOW);
+    void *h2 = open_b(NULL, RTLD_LAZY);
+    if (!h1 || !h2) {
+        printf("dlopen(NULL): error=%s\n", error_text());
+        return 0;
+    }
+    printf("dlopen(NULL) twice: %s\n", h1 == h2 ? "same handle" : "different handles");
+    printf("its link map: %s, namespace %ld\n", path_of(h1)[0] ? path_of(h1) : "the main program",
+           lmid_of(h1));
+    printf("dlsym(it, \"dlopen\"): %s\n", dlsym(h1, "dlopen") ? "found" : "NULL");
+    printf("dlclose: %d %d\n", dlclose(h1), dlclose(h2));
+    return 0;
+}
+
+/* ---- loader state: RTLD_GLOBAL, RTLD_NODELETE, RTLD_NOLOAD, counts ------- */
+
+static const char *visible(void)
+{
+    dlerror();
+    return dlsym(RTLD_DEFAULT, "plug_value") ? "visible" : "not visible";
+}
+
+/* global PLUG: RTLD_LOCAL, then a reopen with RTLD_GLOBAL (and one with
+ * RTLD_NOLOAD|RTLD_GLOBAL from the other site) promotes. */
+static int sc_global(int argc, char **argv)
+{
+    if (argc != 1) die("usage: global PLUG");
+    void *h = open_a(argv[0], RTLD_NOW | RTLD_LOCAL);
+    if (!h) die(dlerror());
+    printf("RTLD_LOCAL: plug_value %s to dlsym(RTLD_DEFAULT)\n", visible());
+    void *g = open_a(argv[0], RTLD_NOW | RTLD_GLOBAL);
+    printf("reopen RTLD_GLOBAL: %s, plug_value %s\n", h == g ? "same handle" : "other handle",
+           visible());
+    void *n = open_b(argv[0], RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
+    printf("RTLD_NOLOAD|RTLD_GLOBAL: %s\n", n == h ? "same handle" : null_or_handle(n));
+    if (n) close_or_die(n);
+    close_or_die(g);
+    printf("after one close: plug_value %s\n", visible());
+    close_or_die(h);
+    return 0;
+}
+
+/* global2 PLUG: promotion by RTLD_NOLOAD|RTLD_GLOBAL (the idiom), from the
+ * open's own site. */
+static int sc_global2(int argc, char **argv)
+{
+    if (argc != 1) die("usage: global2 PLUG");
+    void *h = open_a(argv[0], RTLD_NOW);
+    if (!h) die(dlerror());
+    printf("RTLD_LOCAL: plug_value %s\n", visible());
+    void *n = open_a(argv[0], RTLD_LAZY | RTLD_NOLOAD | RTLD_GLOBAL);
+    printf("RTLD_NOLOAD|RTLD_GLOBAL: %s, plug_value %s\n", n == h ? "same handle" : "other",
+           visible());
+    if (n) close_or_die(n);
+    close_or_die(h);
+    return 0;
+}
+
+/* nodelete PLUG: open, reopen with RTLD_NODELETE, close both: the object
+ * stays (no destructor, still mapped, RTLD_NOLOAD finds it). */
+static int sc_nodelete(int argc, char **argv)
+{
+    if (argc != 1) die("usage: nodelete PLUG");
+    const char *abs = absolute(argv[0]);
+    void *h = open_a(argv[0], RTLD_NOW);
+    if (!h) die(dlerror());
+    void *k = open_a(argv[0], RTLD_NOW | RTLD_NODELETE);
+    printf("reopen RTLD_NODELETE: %s\n", k == h ? "same handle" : null_or_handle(k));
+    close_or_die(k);
+    close_or_die(h);
+    printf("after both closes: ctors=%ld dtors=%ld mapped=%s\n", CTORS, DTORS,
+           mapped(abs) ? "yes" : "no");
+    void *n = open_a(argv[0], RTLD_NOW | RTLD_NOLOAD);
+    printf("RTLD_NOLOAD: %s\n", n == h ? "same handle" : null_or_handle(n));
+    if (n) close_or_die(n);
+    n = open_c(argv[0], RTLD_NOW | RTLD_NOLOAD);
+    printf("RTLD_NOLOAD (a site that never opened it): %s\n",
+           n == h ? "same handle" : null_or_handle(n));
+    if (n) close_or_die(n);
+    return 0;
+}
+
+/* noload PLUG: RTLD_NOLOAD before any open, while held, after the last
+ * close (from both sites); of a library the program always has (libc). */
+static int sc_noload(int argc, char **argv)
+{
+    if (argc != 1) die("usage: noload PLUG");
+    void *n = open_a(argv[0], RTLD_NOW | RTLD_NOLOAD);
+    printf("before any open: %s, dlerror %s\n", null_or_handle(n), error_text());
+    void *h = open_a(argv[0], RTLD_NOW);
+    if (!h) die(dlerror());
+    n = open_a(argv[0], RTLD_NOW | RTLD_NOLOAD);
+    printf("while held (same site): %s\n", n == h ? "same handle" : null_or_handle(n));
+    if (n) close_or_die(n);
+    n = open_b(argv[0], RTLD_NOW | RTLD_NOLOAD);
+    printf("while held (other site): %s\n", n == h ? "same handle" : null_or_handle(n));
+    if (n) close_or_die(n);
+    close_or_die(h);
+    n = open_a(argv[0], RTLD_NOW | RTLD_NOLOAD);
+    printf("after the last close (same site): %s, dlerror %s\n", null_or_handle(n), error_text());
+    if (n) close_or_die(n);
+    n = open_b(argv[0], RTLD_NOW | RTLD_NOLOAD);
+    printf("after the last close (other site): %s\n", null_or_handle(n));
+    if (n) close_or_die(n);
+    n = open_c(argv[0], RTLD_NOW | RTLD_NOLOAD);
+    printf("after the last close (a site that never opened it): %s\n", null_or_handle(n));
+    if (n) close_or_die(n);
+    printf("ctors=%ld\n", CTORS);
+    return 0;
+}
+
+/* noload_global PLUG: open RTLD_LOCAL, close, then the promotion idiom
+ * RTLD_NOLOAD|RTLD_GLOBAL: nothing is loaded any more. */
+static int sc_noload_global(int argc, char **argv)
+{
+    if (argc != 1) die("usage: noload_global PLUG");
+    void *h = open_a(argv[0], RTLD_NOW);
+    if (!h) die(dlerror());
+    close_or_die(h);
+    void *n = open_a(argv[0], RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
+    printf("RTLD_NOLOAD|RTLD_GLOBAL after the last close: %s\n", null_or_handle(n));
+    printf("plug_value %s\n", visible());
+    if (n) close_or_die(n);
+    return 0;
+}
+
+/* global_leak A B: A opened RTLD_GLOBAL and closed; then B, whose
+ * plug_call() calls plug_value() through its PLT: the global scope comes
+ * first, so while A is in it, B's call binds to A's definition. After A's
+ * last close it must be B's own. (No dlsym(RTLD_DEFAULT) here: a lookup from
+ * the main program that binds to A would make A undeletable.) */
+static int sc_global_leak(int argc, char **argv)
+{
+    if (argc != 2) die("usage: global_leak A B");
+    void *a = open_a(argv[0], RTLD_NOW | RTLD_GLOBAL);
+    if (!a) die(dlerror());
+    close_or_die(a);
+    void *b = open_b(argv[1], RTLD_NOW);
+    if (!b) die(dlerror());
+    int (*call)(void) = (int (*)(void))dlsym(b, "plug_call");
+    if (!call) die("plug_call not found");
+    printf("B's plug_value() as B's own code calls it: %d (B's own: %d)\n", call(), plug_value(b));
+    close_or_die(b);
+    return 0;
+}
+
+/* noload_libc: libc is loaded for the life of the program; the app opening
+ * and closing it does not change that. */
+static int sc_noload_libc(void)
+{
+    void *h = open_a("libc.so.6", RTLD_NOW);
+    if (!h) die(dlerror());
+    close_or_die(h);
+    void *n = open_a("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+    printf("libc.so.6 RTLD_NOLOAD after open+close: %s\n", null_or_handle(n));
+    if (n) close_or_die(n);
+    return 0;
+}
+
+/* refs PLUG N [OTHER]: N opens (alternating sites), N closes; then, if
+ * OTHER is given, one open and close of OTHER (with FDGUARD_DLOPEN_KEEP=1
+ * that evicts PLUG from a keep cache: only balanced counts unload it). */
+static int sc_refs(int argc, char **argv)
+{
+    if (argc != 2 && argc != 3) die("usage: refs PLUG N [OTHER]");
+    const char *abs = absolute(argv[0]);
+    long n = parse_num(argv[1], 1, 1000000);
+    void **h = calloc((size_t)n, sizeof *h);
+    if (!h) die("out of memory");
+    for (long i = 0; i < n; i++)
+        if (!(h[i] = (i % 2 ? open_b : open_a)(argv[0], RTLD_NOW))) die(dlerror());
+    for (long i = 1; i < n; i++)
+        if (h[i] != h[0]) die("different handles for one object");
+    printf("opened %ld times: ctors=%ld\n", n, CTORS);
+    for (long i = 0; i < n; i++) {
+        close_or_die(h[i]);
+        if (i == n - 2)
+            printf("one reference left: dtors=%ld mapped=%s\n", DTORS, mapped(abs) ? "yes" : "no");
+    }
+    printf("closed %ld times: dtors=%ld mapped=%s\n", n, DTORS, mapped(abs) ? "yes" : "no");
+    if (argc == 3) {
+        void *o = open_b(argv[2], RTLD_NOW);
+        if (!o) die(dlerror());
+        close_or_die(o);
+        printf("after another object's open+close: dtors=%ld mapped=%s\n", DTORS,
+               mapped(abs) ? "yes" : "no");
+    }
+    free(h);
+    return 0;
+}
+
+/* ---- errors ---------------------------------------------------------------- */
+
+/* dlerror NAME...: each fails; the message is read twice. */
+static int sc_dlerror(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        void *h = open_a(argv[i], RTLD_NOW);
+        printf("%s: %s\n", argv[i], null_or_handle(h));
+        printf("  first dlerror: %s\n", error_text());
+        printf("  second dlerror: %s\n", error_text());
+        if (h) close_or_die(h);
+    }
+    return 0;
+}
+
+/* dlerror_clear PLUG BAD: a failure whose message nobody reads, then a
+ * successful dlopen: glibc clears the pending message at the start of every
+ * dlopen, so dlerror() then returns NULL. The second open is of an object the
+ * program already holds (a cache hit under the shim). */
+static int sc_dlerror_clear(int argc, char **argv)
+{
+    if (argc != 2) die("usage: dlerror_clear PLUG BAD");
+    void *held = open_a(argv[0], RTLD_NOW);
+    if (!held) die("PLUG failed");
+    for (int round = 1; round <= 2; round++) {
+        if (open_b(argv[1], RTLD_NOW)) die("BAD opened");
+        void *h = open_a(argv[0], RTLD_NOW);
+        if (!h) die("PLUG failed");
+        printf("round %d: dlerror after a successful dlopen: %s\n", round, error_text());
+        close_or_die(h);
+    }
+    close_or_die(held);
+    return 0;
+}
+
+/* ---- churn and hot reload -------------------------------------------------- */
+
+/* churn PLUG N: N cycles of open, call, close at one site; /proc/self/maps
+ * is counted after the first cycle, every 20th and the last. */
+static int sc_churn(int argc, char **argv)
+{
+    if (argc != 2) die("usage: churn PLUG N");
+    long n = parse_num(argv[1], 1, 10000000);
+    long first = 0, last = 0, max = 0, sum = 0;
+    for (long i = 0; i < n; i++) {
+        void *h = open_a(argv[0], RTLD_NOW);
+        if (!h) {
+            printf("cycle %ld: error=%s\n", i, error_text());
+            return 0;
+        }
+        sum += plug_value(h);
+        close_or_die(h);
+        if (i % 20 == 0 || i == n - 1) {
+            maps(NULL, &last, NULL);
+            if (i == 0) first = last;
+            if (last > max) max = last;
+        }
+    }
+    printf("cycles=%ld value_sum=%ld\n", n, sum);
+    printf("ctors=%ld dtors=%ld\n", CTORS, DTORS);
+    printf("maps_first=%ld maps_last=%ld maps_max=%ld\n", first, last, max);
+    return 0;
+}
+
+/* reload PATH NEW...: open, call, close PATH; then for each NEW, rename it
+ * over PATH (an atomic replacement, as deploy tools do) and cycle again. */
+static int sc_reload(int argc, char **argv)
+{
+    if (argc < 2) die("usage: reload PATH NEW...");
+    const char *abs = absolute(argv[0]);
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && rename(argv[i], argv[0]) != 0) die("rename failed");
+        void *h = open_a(argv[0], RTLD_NOW);
+        if (!h) {
+            printf("cycle %d: error=%s\n", i, error_text());
+            return 0;
+        }
+        printf("cycle %d: value=%d\n", i, plug_value(h));
+        close_or_die(h);
+    }
+    long lines, deleted = 0;
+    char gone[4200];
+    snprintf(gone, sizeof gone, "%s (deleted)", abs);
+    maps(gone, &lines, &deleted);
+    printf("replaced copies still mapped: %ld\n", deleted);
+    return 0;
+}
+
+/* reload_global PATH NEW: open and close PATH (RTLD_LOCAL), rename NEW
+ * over it, reopen with RTLD_GLOBAL: the new file is what runs. */
+static int sc_reload_global(int argc, char **argv)
+{
+    if (argc != 2) die("usage: reload_global PATH NEW");
+    void *h = open_a(argv[0], RTLD_NOW);
+    if (!h) die(dlerror());
+    printf("RTLD_LOCAL: value=%d\n", plug_value(h));
+    close_or_die(h);
+    if (rename(argv[1], argv[0]) != 0) die("rename failed");
+    h = open_a(argv[0], RTLD_NOW | RTLD_GLOBAL);
+    if (!h) die(dlerror());
+    printf("replaced, reopened RTLD_GLOBAL: value=%d\n", plug_value(h));
+    close_or_die(h);
+    return 0;
+}
+
+/* reuse HOSTA HOSTB OTHER: HOSTA and HOSTB are plugins whose dependency
+ * libcaller.so (each its own copy, with its own RUNPATH) calls dlopen. Open
+ * HOSTA, have its libcaller open libplug.so, close both; open and close
+ * OTHER (with FDGUARD_DLOPEN_KEEP=2 that evicts HOSTA, and its libcaller goes
+ * with it); then HOSTB, mapped where HOSTA was, has its libcaller open
+ * libplug.so: it must get its own. */
+static int sc_reuse(int argc, char **argv)
+{
+    if (argc != 3) die("usage: reuse HOSTA HOSTB OTHER");
+    void *a = open_a(argv[0], RTLD_NOW);
+    if (!a) die(dlerror());
+    caller_open_fn open_in_a = (caller_open_fn)dlsym(a, "caller_open");
+    if (!open_in_a) die("caller_open not found");
+    void *p = open_in_a("libplug.so", RTLD_NOW);
+    report("A's libcaller opens libplug.so", p);
+    close_or_die(a);
+    if (p) close_or_die(p);
+    void *o = open_b(argv[2], RTLD_NOW);
+    if (!o) die(dlerror());
+    close_or_die(o);
+    void *b = open_c(argv[1], RTLD_NOW);
+    if (!b) die(dlerror());
+    caller_open_fn open_in_b = (caller_open_fn)dlsym(b, "caller_open");
+    if (!open_in_b) die("caller_open not found");
+    printf("B's libcaller where A's was: %s\n", open_in_b == open_in_a ? "yes" : "no");
+    report("B's libcaller opens libplug.so", open_in_b("libplug.so", RTLD_NOW));
+    return 0;
+}
+
+/* ---- transient failure: RLIMIT_AS ------------------------------------------ */
+
+static sem_t go;
+static long raise_after_ms;
+static struct rlimit as_saved;
+
+static void *raiser(void *arg)
+{
+    (void)arg;
+    while (sem_wait(&go) != 0)
+        ;
+    struct timespec ts = {raise_after_ms / 1000, (raise_after_ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    if (setrlimit(RLIMIT_AS, &as_saved) != 0) die("setrlimit(RLIMIT_AS) back failed");
+    return NULL;
+}
+
+static long vm_size_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f) die("cannot read /proc/self/status");
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %ld kB", &kb) == 1) break;
+    fclose(f);
+    if (kb < 0) die("no VmSize");
+    return kb;
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* transient BIG DELAY_MS: RLIMIT_AS just above what the process maps, so
+ * mapping BIG fails; another thread restores the limit DELAY_MS later. */
+static int sc_transient(int argc, char **argv)
+{
+    if (argc != 2) die("usage: transient BIG DELAY_MS");
+    raise_after_ms = parse_num(argv[1], 0, 60000);
+    if (getrlimit(RLIMIT_AS, &as_saved) != 0) die("getrlimit failed");
+    if (sem_init(&go, 0, 0) != 0) die("sem_init failed");
+    pthread_t t;
+    if (pthread_create(&t, NULL, raiser, NULL) != 0) die("pthread_create failed");
+    /* Everything the attempt needs besides the mapping exists already: the
+     * error string's allocations come from a warm heap. */
+    free(malloc(1 << 20));
+    fflush(stdout);
+    struct rlimit low = as_saved;
+    low.rlim_cur = (rlim_t)(vm_size_kb() + 16 * 1024) * 1024;
+    if (setrlimit(RLIMIT_AS, &low) != 0) die("setrlimit(RLIMIT_AS) failed");
+    double t0 = now_ms();
+    sem_post(&go);
+    void *h = open_a(argv[0], RTLD_NOW);
+    double took = now_ms() - t0;
+    const char *msg = h ? NULL : strdup(error_text());
+    pthread_join(t, NULL);
+    if (h) {
+        printf("result: loaded value=%d\n", plug_value(h));
+        printf("dlerror after: %s\n", error_text());
+    } else {
+        printf("result: error=%s\n", msg);
+    }
+    fprintf(stderr, "dltest: the attempt took %.1f ms\n", took);
+    if (!h) {
+        void *later = open_a(argv[0], RTLD_NOW);
+        printf("once the limit is back: %s\n", later ? "loaded" : error_text());
+    }
+    return 0;
+}
+
+/* ---- descriptor exhaustion and /etc/ld.so.cache ---------------------------- */
+
+/* emfile WARM NAME [NAME2]: dlopen(WARM) (the shim arms its spare on first
+ * need), then a soft RLIMIT_NOFILE at the lowest free number (no free
+ * descriptor at all), dlopen(NAME) (a library only /etc/ld.so.cache knows);
+ * once the limit is back, NAME again and NAME2 (another such library, never
+ * opened before: does the loader still read its cache?). */
+static int sc_emfile(int argc, char **argv)
+{
+    if (argc != 2 && argc != 3) die("usage: emfile WARM NAME [NAME2]");
+    void *w = open_b(argv[0], RTLD_NOW);
+    if (!w) die(dlerror());
+    fflush(stdout);
+    int lowest = open("/", O_PATH | O_CLOEXEC);
+    if (lowest < 0) die("open / failed");
+    close(lowest);
+    struct rlimit saved, low;
+    if (getrlimit(RLIMIT_NOFILE, &saved) != 0) die("getrlimit failed");
+    low = saved;
+    low.rlim_cur = (rlim_t)lowest;
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0) die("setrlimit(RLIMIT_NOFILE) failed");
+    int probe = open("/", O_PATH | O_CLOEXEC);
+    int probe_errno = errno;
+    void *h = open_a(argv[1], RTLD_NOW);
+    const char *msg = h ? NULL : strdup(error_text());
+    if (setrlimit(RLIMIT_NOFILE, &saved) != 0) die("setrlimit back failed");
+    if (probe >= 0) die("a descriptor was still free at the lowered limit");
+    printf("free descriptors at the lowered limit: none (%s)\n", strerror(probe_errno));
+    if (h)
+        printf("at the limit: value=%d path=%s\n", plug_value(h), path_of(h));
+    else
+        printf("at the limit: error=%s\n", msg);
+    report("limit restored", open_b(argv[1], RTLD_NOW));
+    if (argc == 3) report("limit restored, another library", open_c(argv[2], RTLD_NOW));
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    char hook[32];
+    snprintf(hook, sizeof hook, "%lx", (unsigned long)(uintptr_t)events);
+    if (setenv("DLTEST_HOOK", hook, 1) != 0) die("setenv failed");
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 2) die("usage: dltest SCENARIO ARGS...");
+    const char *sc = argv[1];
+    int n = argc - 2;
+    char **a = argv + 2;
+    if (!strcmp(sc, "open")) return sc_open(n, a);
+    if (!strcmp(sc, "via")) return sc_via(n, a);
+    if (!strcmp(sc, "who")) return sc_who(n, a);
+    if (!strcmp(sc, "ns")) return sc_ns(n, a);
+    if (!strcmp(sc, "null")) return sc_null();
+    if (!strcmp(sc, "global")) return sc_global(n, a);
+    if (!strcmp(sc, "global2")) return sc_global2(n, a);
+    if (!strcmp(sc, "nodelete")) return sc_nodelete(n, a);
+    if (!strcmp(sc, "noload")) return sc_noload(n, a);
+    if (!strcmp(sc, "noload_global")) return sc_noload_global(n, a);
+    if (!strcmp(sc, "global_leak")) return sc_global_leak(n, a);
+    if (!strcmp(sc, "noload_libc")) return sc_noload_libc();
+    if (!strcmp(sc, "refs")) return sc_refs(n, a);
+    if (!strcmp(sc, "dlerror")) return sc_dlerror(n, a);
+    if (!strcmp(sc, "dlerror_clear")) return sc_dlerror_clear(n, a);
+    if (!strcmp(sc, "churn")) return sc_churn(n, a);
+    if (!strcmp(sc, "reload")) return sc_reload(n, a);
+    if (!strcmp(sc, "reload_global")) return sc_reload_global(n, a);
+    if (!strcmp(sc, "reuse")) return sc_reuse(n, a);
+    if (!strcmp(sc, "transient")) return sc_transient(n, a);
+    if (!strcmp(sc, "emfile")) return sc_emfile(n, a);
+    die("unknown scenario");
+}
