@@ -140,7 +140,7 @@ stale_then_clean() {
 	has "vfork_close_range (parent closes): OK"
 }
 
-# 4 seeds x 5000 steps of ADD, MOD, DEL, dup/F_DUPFD, dup2, dup3, close,
+# 4 seeds x 3000 steps of ADD, MOD, DEL, dup/F_DUPFD, dup2, dup3, close,
 # close_range, fork-and-close-in-child, vfork-and-close_range, creation,
 # duplication and close of epoll fds, checked against /proc/self/fdinfo after
 # every step. Sanitizer builds
@@ -152,7 +152,7 @@ if [[ -n ${FDG_SANITIZE:-} ]]; then
 	MODEL_MIN=2000
 else
 	MODEL_SEEDS="11 23 37 101"
-	MODEL_STEPS=5000
+	MODEL_STEPS=3000
 	MODEL_MIN=10000
 fi
 
