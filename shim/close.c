@@ -26,7 +26,7 @@ static void range_closing(unsigned lo, unsigned hi)
 {
     if (!fdg_active() || lo > hi) return;
     fdg_owned_closing(lo, hi);
-    if (fdg_cfg.epoll) fdg_ept_closing_range(lo, hi);
+    fdg_ept_closing_range(lo, hi);
 }
 
 /* Will dup2/dup3(oldfd, newfd, flags) replace newfd? A call that fails

@@ -47,15 +47,15 @@ EXPORT int epoll_create1(int flags)
     return created(fdg_next.epoll_create1(flags));
 }
 
-static bool exclusive_wanted(int fd, const struct epoll_event *ev)
+static bool exclusive_wanted(int epfd, int fd, const struct epoll_event *ev)
 {
     return fdg_active() && fdg_cfg.epollexclusive && ev && !(ev->events & ~EXCLUSIVE_OK) &&
-           is_listener(fd);
+           is_listener(fd) && fdg_owner_process() && fdg_ept_recordable(epfd, fd);
 }
 
 static int add(int epfd, int fd, struct epoll_event *ev)
 {
-    bool exclusive = exclusive_wanted(fd, ev);
+    bool exclusive = exclusive_wanted(epfd, fd, ev);
     int r;
     if (exclusive) {
         struct epoll_event xev = *ev;

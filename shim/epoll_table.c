@@ -119,7 +119,9 @@ static void closing_owned(unsigned fd, uint64_t word)
     if (mask) {
         word = clear_bits(s, FDG_EPT_MASK | FDG_EPT_EXCLUSIVE);
         mask = word & FDG_EPT_MASK;
-        if (current_epoch(word)) {
+        /* With FDGUARD_EPOLL=off the only records are those that keep MOD
+         * working on exclusive registrations: forget them, delete nothing. */
+        if (current_epoch(word) && fdg_cfg.epoll) {
             for (unsigned i = 0; mask; i++, mask >>= 1) {
                 int epfd = (mask & 1) ? atomic_load(&instance_fd[i]) : -1;
                 if (epfd >= 0) epoll_del(epfd, (int)fd);
@@ -237,6 +239,11 @@ void fdg_ept_duplicated(int oldfd, int newfd)
     if (!s) return;
     clear_bits(s, FDG_EPT_IS_INSTANCE | FDG_EPT_INDEX_MASK);
     atomic_fetch_or(s, FDG_EPT_IS_INSTANCE | (w & FDG_EPT_INDEX_MASK));
+}
+
+bool fdg_ept_recordable(int epfd, int fd)
+{
+    return instance_index(epfd, true) >= 0 && slot((unsigned)fd, true) != NULL;
 }
 
 void fdg_ept_after_fork(void)

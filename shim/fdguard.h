@@ -283,6 +283,10 @@ void fdg_ept_instance_created(int epfd);
 /* After a successful EPOLL_CTL_ADD / DEL (or DEL that found nothing). */
 void fdg_ept_added(int epfd, int fd, bool exclusive_added);
 void fdg_ept_removed(int epfd, int fd);
+/* Could a registration of fd in epfd be recorded (an instance index free,
+ * memory for the fd's chunk)? Asked before making a registration exclusive,
+ * which only a record lets MOD undo. */
+bool fdg_ept_recordable(int epfd, int fd);
 void fdg_ept_after_fork(void);
 /* After a successful dup of any kind: if oldfd is an epoll instance, newfd
  * names it too (an epoll fd moved to another number keeps its records). */
@@ -300,5 +304,5 @@ static inline void fdg_fd_closing(unsigned fd)
 {
     fdg_owned_closing(fd, fd);
     uint64_t word = fdg_ept_word(fd);
-    if (FDG_UNLIKELY(word) && fdg_cfg.epoll) fdg_ept_closing(fd, word);
+    if (FDG_UNLIKELY(word)) fdg_ept_closing(fd, word);
 }

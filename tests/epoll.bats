@@ -274,7 +274,6 @@ signal_storm() {
 }
 
 @test "EPOLLEXCLUSIVE: MOD works with more than 48 instances, alive or over time" {
-	skip "shim bug: EPOLLEXCLUSIVE is added to registrations in untracked instances (beyond 48, or slots leaked under FDGUARD_EPOLL=off), so their MOD gets EINVAL"
 	bare exclusive_many
 	expect 0
 	FDGUARD_EPOLLEXCLUSIVE=on shim exclusive_many
