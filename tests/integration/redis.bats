@@ -119,7 +119,7 @@ redis_idle() {
 # shared with the parent: had the shim deleted the parent's registration from
 # the child, the parent would stop accepting for good.
 fork_storm() {
-    local mode=$1 lfd i info
+    local mode=$1 lfd i info e
     redis_up "$mode"
     [[ $(redis-cli -p "$PORT" set key value) == OK ]]
     clients HELD 5 --send 'PING\r\n' --reject -ERR --probe 'PING\r\n' --wait-ms 2000
@@ -141,9 +141,9 @@ fork_storm() {
 
     # The listening socket is still in the parent's epoll set, new clients
     # are accepted and served, the held ones still answered.
-    echo "listening fd $lfd; epoll sets: $(for e in /proc/"$PID"/fd/*; do
-        [[ $(readlink "$e") == 'anon_inode:[eventpoll]' ]] && grep '^tfd:' "/proc/$PID/fdinfo/${e##*/}" | tr -s ' ' | tr '\n' ';'
-    done)"
+    for e in $(epoll_fds "$PID"); do
+        echo "epoll fd $e: $(grep '^tfd:' "/proc/$PID/fdinfo/$e" | tr -s ' ' | tr '\n' ';')"
+    done
     in_epoll "$PID" "$lfd"
     clients AFTER 5 --send 'PING\r\n' --reject -ERR --wait-ms 2000
     [[ $(get served AFTER) == 5 ]]
