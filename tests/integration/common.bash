@@ -242,6 +242,15 @@ probe() {
     grep '^flood-probe:' "$T/$1.out" | tail -n 1
 }
 
+# no_line PATTERN FILE: fails (showing the lines) if FILE has a line matching
+# the extended regular expression PATTERN (case-insensitive).
+no_line() {
+    if grep -Ei "$1" "$2"; then
+        echo "unexpected line(s) matching '$1'" >&2
+        return 1
+    fi
+}
+
 # below MS LIMIT: true when the (fractional) MS is below LIMIT.
 below() {
     awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "none" && a + 0 < b + 0) }'

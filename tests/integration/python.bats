@@ -140,3 +140,19 @@ exhaustion() {
 @test "asyncio with the shim: shed clients get 503 fast, no spin, held client served, 200 after the limit is raised" {
     exhaustion shim asyncio
 }
+
+# With FDGUARD_LOG naming a file, the file must be open before the table
+# fills, or its first line (written while shedding) takes the slot the shed
+# connection just freed, and the spare can never be re-armed at exhaustion.
+@test "http.server with the shim and FDGUARD_LOG=FILE: every shed client answered, the line in the file" {
+    skip "shim bug: the log file is opened at its first line, in the spare's slot, when dlopen armed the spare before the first accept"
+    SRV_ENV+=("FDGUARD_REJECT_MSG=$HTTP_503" "FDGUARD_LOG=$T/fdguard.log")
+    http_server_up shim
+    exhaust
+    clients NEW1 5 --send "$GET" --reject 'HTTP/1.0 503' --wait-ms 300
+    clients NEW2 5 --send "$GET" --reject 'HTTP/1.0 503' --wait-ms 300
+    echo "descriptors: $(fd_list "$PID")"
+    [[ $(get rejected NEW1) == 5 ]]
+    [[ $(get rejected NEW2) == 5 ]]
+    grep -q 'shed a pending connection' "$T/fdguard.log"
+}

@@ -184,7 +184,7 @@ churn() {
     for t in PING_INLINE PING_MBULK SET GET; do
         grep -q "^$t: " <<<"$out"
     done
-    ! tr '\r' '\n' <"$T/bench.out" | grep -Eiq 'error|could not|refused|reset'
+    no_line 'error|could not|refused|reset' <(tr '\r' '\n' <"$T/bench.out")
 
     # Every request reached redis and was executed; none was refused.
     stats=$(redis-cli -p "$PORT" info commandstats | tr -d '\r')
