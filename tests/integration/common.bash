@@ -72,13 +72,23 @@ note() {
     echo "$*"
 }
 
+# TCP_TABLES: the kernel's TCP socket tables that exist here (no tcp6 without
+# IPv6; mawk stops at a missing file).
+TCP_TABLES=()
+for _t in /proc/net/tcp /proc/net/tcp6; do
+    if [[ -r $_t ]]; then
+        TCP_TABLES+=("$_t")
+    fi
+done
+unset _t
+
 # port_used PORT: true when some TCP socket (any state, IPv4 or IPv6) has PORT
 # as its local port.
 port_used() {
     local hex
     hex=$(printf ':%04X' "$1")
     awk -v p="$hex" 'FNR > 1 && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
-        /proc/net/tcp /proc/net/tcp6 2>/dev/null
+        "${TCP_TABLES[@]}"
 }
 
 # free_port: a TCP port nothing uses, below the ephemeral range (so that no
@@ -102,7 +112,7 @@ listen_fd() {
     local pid=$1 hex inode fd
     hex=$(printf ':%04X' "$2")
     inode=$(awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { print $10; exit }' \
-        /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+        "${TCP_TABLES[@]}")
     [[ -n $inode ]] || return 1
     fd=$(find "/proc/$pid/fd" -lname "socket:\[$inode\]" -printf '%f\n' 2>/dev/null | head -n 1)
     [[ -n $fd ]] && echo "$fd"
