@@ -10,12 +10,16 @@
  * address of a `ret` instruction (byte 0xc3) in one of its executable
  * segments, with our continuation pushed beneath it. The loader sees the
  * caller's object; the `ret` then brings control back to us. This does not
- * depend on how the shim is compiled. Architectures without the trampoline
- * call straight through and the cache stays off (fdg_dlcaller_faithful). */
+ * depend on how the shim is compiled. The caller's object is found with
+ * _dl_find_object (glibc 2.35, lock-free, every namespace). Without it, or
+ * on other architectures, we call straight through and the cache stays off
+ * (fdg_dlcaller_faithful). */
 #include "fdguard.h"
 
+#include <dlfcn.h>
+#include <elf.h>
 #include <link.h>
-#include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__)
 /* fdg_call_via(fn, a0, a1, via): fn(a0, a1), returning through `via`. */
@@ -46,91 +50,71 @@ __asm__(".text\n"
         "    ret\n"
         ".cfi_endproc\n"
         ".size fdg_call_via, .-fdg_call_via\n");
-const bool fdg_dlcaller_faithful = true;
+#define HAVE_TRAMPOLINE 1
 #else
-const bool fdg_dlcaller_faithful = false;
+#define HAVE_TRAMPOLINE 0
 #endif
 
-struct gadget_search {
-    uintptr_t addr;  /* the caller's return address */
-    uintptr_t found; /* a ret in the object containing addr */
-    uintptr_t first; /* a ret in the main program: glibc's choice for unknown callers */
-};
+bool fdg_dlcaller_faithful;
 
-static uintptr_t find_ret(const struct dl_phdr_info *info)
+void fdg_dlcaller_bind(void)
 {
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
-        const unsigned char *p = (const unsigned char *)(info->dlpi_addr + ph->p_vaddr);
-        for (size_t off = 0; off < ph->p_filesz; off++)
-            if (p[off] == 0xc3) return (uintptr_t)(p + off);
+    fdg_next.dl_find_object =
+        (int (*)(void *, struct dl_find_object *))dlsym(RTLD_DEFAULT, "_dl_find_object");
+    fdg_dlcaller_faithful = HAVE_TRAMPOLINE && fdg_next.dl_find_object;
+}
+
+bool fdg_dlcaller_object(void *addr, struct fdg_caller *out)
+{
+    struct dl_find_object found;
+    if (!fdg_next.dl_find_object || fdg_next.dl_find_object(addr, &found) != 0) return false;
+    out->map = found.dlfo_link_map;
+    out->start = found.dlfo_map_start;
+    return true;
+}
+
+/* A `ret` byte in an executable segment of an object. */
+static uintptr_t find_ret(ElfW(Addr) base, const ElfW(Phdr) * ph, int phnum)
+{
+    for (int i = 0; i < phnum; i++) {
+        if (ph[i].p_type != PT_LOAD || !(ph[i].p_flags & PF_X)) continue;
+        const unsigned char *p = (const unsigned char *)(base + ph[i].p_vaddr);
+        const unsigned char *ret = memchr(p, 0xc3, ph[i].p_filesz);
+        if (ret) return (uintptr_t)ret;
     }
     return 0;
 }
 
-static bool contains(const struct dl_phdr_info *info, uintptr_t addr)
+/* The object's program headers are in its first segment, which maps the
+ * ELF header (file offset 0) at the start of its mapping. */
+static uintptr_t caller_ret(const struct fdg_caller *caller)
 {
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-        if (ph->p_type == PT_LOAD && addr >= lo && addr < lo + ph->p_memsz) return true;
-    }
-    return false;
+    const ElfW(Ehdr) *eh = caller->start;
+    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0) return 0;
+    return find_ret(caller->map->l_addr, (const ElfW(Phdr) *)((const char *)eh + eh->e_phoff),
+                    eh->e_phnum);
 }
 
-static int search_one(struct dl_phdr_info *info, size_t size, void *arg)
+/* glibc takes a caller outside every object (JIT code) for the main
+ * program, which dl_iterate_phdr lists first. */
+static int main_ret(struct dl_phdr_info *info, size_t size, void *arg)
 {
     (void)size;
-    struct gadget_search *s = arg;
-    if (!s->first) s->first = find_ret(info);
-    if (contains(info, s->addr)) {
-        s->found = find_ret(info);
-        return 1;
-    }
-    return 0;
+    *(uintptr_t *)arg = find_ret(info->dlpi_addr, info->dlpi_phdr, info->dlpi_phnum);
+    return 1;
 }
 
 void *fdg_dlopen_as(void *caller, const char *file, int mode)
 {
-#if defined(__x86_64__)
-    struct gadget_search s = {.addr = (uintptr_t)caller};
-    dl_iterate_phdr(search_one, &s);
-    uintptr_t via = s.found ? s.found : s.first;
+#if HAVE_TRAMPOLINE
+    struct fdg_caller obj;
+    uintptr_t via = 0;
+    if (fdg_dlcaller_faithful && fdg_dlcaller_object(caller, &obj))
+        via = caller_ret(&obj);
+    else if (fdg_dlcaller_faithful)
+        dl_iterate_phdr(main_ret, &via);
     if (via) return fdg_call_via((void *)fdg_next.dlopen, file, mode, via);
 #endif
     (void)caller;
     return fdg_next.dlopen(file, mode);
-}
-
-/* The address range of a loaded object's segments, for forgetting cache
- * entries whose caller lived in it once it is unloaded. */
-struct range_search {
-    struct link_map *map;
-    uintptr_t lo, hi;
-};
-
-static int range_one(struct dl_phdr_info *info, size_t size, void *arg)
-{
-    (void)size;
-    struct range_search *s = arg;
-    if (info->dlpi_addr != s->map->l_addr || !info->dlpi_name || !s->map->l_name ||
-        __builtin_strcmp(info->dlpi_name, s->map->l_name) != 0)
-        return 0;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD) continue;
-        uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
-        if (!s->lo || lo < s->lo) s->lo = lo;
-        if (hi > s->hi) s->hi = hi;
-    }
-    return 1;
-}
-
-void fdg_object_range(struct link_map *map, uintptr_t *lo, uintptr_t *hi)
-{
-    struct range_search s = {.map = map};
-    dl_iterate_phdr(range_one, &s);
-    *lo = s.lo;
-    *hi = s.hi;
 }

@@ -34,19 +34,27 @@ struct object {
     void *handle;
     unsigned app_refs; /* 0: idle (keep mode) */
     bool global, nodelete;
-    bool idle; /* on the LRU list */
+    bool preloaded; /* loaded before the cache first saw it: resident anyway */
+    bool idle;      /* on the LRU list */
     bool has_id;
     dev_t dev;
     ino_t ino;
     off_t size;
     struct timespec mtime;
-    uintptr_t lo, hi; /* its segments: callers inside it go when it goes */
     struct object *next;
     struct object *lru_prev, *lru_next; /* idle objects, most recent first */
 };
 
 struct entry {
     void *caller;
+    /* Checked on a hit: the object at that address may have been unloaded
+     * and another one mapped there (same link map memory, even). */
+    struct fdg_caller caller_object;
+    const char *caller_path; /* its l_name, stored after name */
+    /* The object was loaded by this call: the caller's own search found the
+     * file. Otherwise the loader matched an object already loaded, which an
+     * idle copy must not stand in for (without us it would be gone). */
+    bool searched;
     uint32_t hash;
     struct object *object;
     struct entry *next;
@@ -84,6 +92,16 @@ static struct entry *find_entry(const void *caller, const char *name, uint32_t h
     return NULL;
 }
 
+static void drop_entry(struct entry *gone)
+{
+    for (struct entry **p = &buckets[gone->hash % BUCKETS]; *p; p = &(*p)->next)
+        if (*p == gone) {
+            *p = gone->next;
+            free(gone);
+            return;
+        }
+}
+
 static struct object *find_object(const void *handle)
 {
     for (struct object *o = objects; o; o = o->next)
@@ -111,7 +129,7 @@ static void lru_push(struct object *o)
     idle_count++;
 }
 
-/* Unlinks o with every entry that leads to it or whose caller lives in it. */
+/* Unlinks o with every entry that leads to it. */
 static void forget_object(struct object *o)
 {
     lru_unlink(o);
@@ -123,8 +141,7 @@ static void forget_object(struct object *o)
     for (unsigned b = 0; b < BUCKETS; b++)
         for (struct entry **p = &buckets[b]; *p;) {
             struct entry *e = *p;
-            uintptr_t at = (uintptr_t)e->caller;
-            if (e->object == o || (at >= o->lo && at < o->hi)) {
+            if (e->object == o) {
                 *p = e->next;
                 free(e);
             } else {
@@ -163,17 +180,26 @@ static const char *object_path(void *handle)
     return map->l_name;
 }
 
-static struct object *new_object(void *handle, int mode)
+/* Linked with -z nodelete: the loader never unloads it. */
+static bool flagged_nodelete(const struct link_map *map)
+{
+    for (const ElfW(Dyn) *d = map->l_ld; d && d->d_tag != DT_NULL; d++)
+        if (d->d_tag == DT_FLAGS_1) return d->d_un.d_val & DF_1_NODELETE;
+    return false;
+}
+
+static struct object *new_object(void *handle, int mode, bool preloaded)
 {
     struct object *o = calloc(1, sizeof *o);
     if (!o) return NULL;
     o->handle = handle;
     o->global = mode & RTLD_GLOBAL;
     o->nodelete = mode & RTLD_NODELETE;
+    o->preloaded = preloaded;
     struct link_map *map = NULL;
     struct stat st;
     if (dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map) {
-        fdg_object_range(map, &o->lo, &o->hi);
+        o->nodelete |= flagged_nodelete(map);
         if (map->l_name && map->l_name[0] && stat(map->l_name, &st) == 0) {
             o->has_id = true;
             o->dev = st.st_dev;
@@ -187,7 +213,8 @@ static struct object *new_object(void *handle, int mode)
 
 /* A loaded handle enters the cache. Returns true if the loader now holds a
  * second reference that the caller must drop (the object was cached). */
-static bool remember(void *caller, const char *name, uint32_t hash, void *handle, int mode)
+static bool remember(void *caller, const struct fdg_caller *caller_object, const char *name,
+                     uint32_t hash, void *handle, int mode, bool preloaded)
 {
     /* Prepared outside the lock: it stats and walks the link maps. */
     struct object *fresh = NULL;
@@ -195,7 +222,7 @@ static bool remember(void *caller, const char *name, uint32_t hash, void *handle
     struct object *o = find_object(handle);
     if (!o) {
         pthread_mutex_unlock(&lock);
-        fresh = new_object(handle, mode);
+        fresh = new_object(handle, mode, preloaded);
         if (!fresh) return false; /* not cached: the app's reference is the loader's */
         pthread_mutex_lock(&lock);
         o = find_object(handle);
@@ -215,15 +242,24 @@ static bool remember(void *caller, const char *name, uint32_t hash, void *handle
         fdg_count(FDG_C_dlopen_loads, 1);
     }
     size_t len = strlen(name);
+    const char *path = caller_object->map->l_name ? caller_object->map->l_name : "";
+    size_t path_len = strlen(path);
     struct entry *e = find_entry(caller, name, hash);
-    if (!e && (e = malloc(sizeof *e + len + 1))) {
+    if (!e && (e = malloc(sizeof *e + len + 1 + path_len + 1))) {
         e->caller = caller;
+        e->caller_object = *caller_object;
         e->hash = hash;
         memcpy(e->name, name, len + 1);
+        e->caller_path = memcpy(e->name + len + 1, path, path_len + 1);
+        e->searched = false;
         e->next = buckets[hash % BUCKETS];
         buckets[hash % BUCKETS] = e;
     }
-    if (e) e->object = o;
+    if (e) {
+        if (e->object != o) e->searched = false;
+        e->object = o;
+        e->searched |= !extra && !preloaded;
+    }
     pthread_mutex_unlock(&lock);
     return extra;
 }
@@ -234,22 +270,32 @@ static void *lookup(void *caller, const char *name, uint32_t hash, int mode, boo
 {
     struct object *stale = NULL;
     void *handle = NULL;
+    struct fdg_caller now;
     pthread_mutex_lock(&lock);
     struct entry *e = find_entry(caller, name, hash);
+    /* The code at that address may belong to another object by now. */
+    if (e && (!fdg_dlcaller_object(caller, &now) || now.map != e->caller_object.map ||
+              now.start != e->caller_object.start ||
+              strcmp(now.map->l_name ? now.map->l_name : "", e->caller_path) != 0)) {
+        drop_entry(e);
+        e = NULL;
+    }
     struct object *o = e ? e->object : NULL;
-    if (o && ((mode & RTLD_GLOBAL) && !o->global)) o = NULL;
-    if (o && ((mode & RTLD_NODELETE) && !o->nodelete)) o = NULL;
-    if (o && !o->app_refs) {
+    if (o && o->idle) {
         /* Idle: without the shim it would have been unloaded. */
         if (mode & RTLD_NOLOAD) {
             *noload_idle = true;
             o = NULL;
+        } else if (!e->searched) {
+            o = NULL; /* a real search must decide: see load() in dlopen() */
         } else if (file_changed(o, object_path(o->handle))) {
             forget_object(o);
             stale = o;
             o = NULL;
         }
     }
+    if (o && (((mode & RTLD_GLOBAL) && !o->global) || ((mode & RTLD_NODELETE) && !o->nodelete)))
+        o = NULL;
     if (o) {
         lru_unlink(o);
         o->app_refs++;
@@ -308,22 +354,82 @@ static void *load(void *caller, const char *file, int mode)
     }
 }
 
+/* Objects the loader has added so far (dl_iterate_phdr's dlpi_adds). */
+static int adds_one(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    *(unsigned long long *)arg = info->dlpi_adds;
+    return 1;
+}
+
+static unsigned long long loader_adds(void)
+{
+    unsigned long long adds = 0;
+    dl_iterate_phdr(adds_one, &adds);
+    return adds;
+}
+
+static void drop_idle(void *handle)
+{
+    pthread_mutex_lock(&lock);
+    struct object *o = find_object(handle);
+    if (o && o->idle)
+        forget_object(o);
+    else
+        o = NULL;
+    pthread_mutex_unlock(&lock);
+    if (o) unload(o);
+}
+
+static bool idle_in_cache(void *handle, bool *cached)
+{
+    pthread_mutex_lock(&lock);
+    struct object *o = find_object(handle);
+    bool idle = o && o->idle;
+    *cached = o != NULL;
+    pthread_mutex_unlock(&lock);
+    return idle;
+}
+
 EXPORT void *dlopen(const char *file, int mode)
 {
     void *caller = __builtin_return_address(0);
-    if (!file || !fdg_active() || fdg_cfg.dlopen == FDG_DLOPEN_OFF || !fdg_dlcaller_faithful)
+    struct fdg_caller caller_object;
+    if (!file || !fdg_active() || fdg_cfg.dlopen == FDG_DLOPEN_OFF || !fdg_dlcaller_faithful ||
+        !fdg_dlcaller_object(caller, &caller_object))
         return fdg_dlopen_as(caller, file, mode);
     uint32_t hash = key_hash(caller, file);
     bool noload_idle = false;
     void *handle = lookup(caller, file, hash, mode, &noload_idle);
-    if (handle) {
-        fdg_count(FDG_C_dlopen_hits, 1);
-        return handle;
+    if (handle || noload_idle) {
+        /* Every dlopen clears the error a previous call left unread. */
+        fdg_next.dlerror();
+        if (handle) fdg_count(FDG_C_dlopen_hits, 1);
+        return handle; /* NULL: as after a real unload, RTLD_NOLOAD finds nothing */
     }
-    if (noload_idle) return NULL; /* as after a real unload: no error either */
     fdg_count(FDG_C_dlopen_misses, 1);
+    unsigned long long adds = loader_adds();
     handle = load(caller, file, mode);
-    if (handle && remember(caller, file, hash, handle, mode))
+    if (!handle) return NULL;
+    bool cached;
+    if (idle_in_cache(handle, &cached)) {
+        /* The loader matched a copy that is resident only because we kept
+         * it. For the application it is gone: RTLD_NOLOAD finds nothing, and
+         * whether this caller would find the file at all is for a real
+         * search to say. */
+        fdg_next.dlclose(handle);
+        if (mode & RTLD_NOLOAD) {
+            fdg_next.dlerror();
+            return NULL;
+        }
+        drop_idle(handle);
+        adds = loader_adds();
+        handle = load(caller, file, mode);
+        if (!handle) return NULL;
+        idle_in_cache(handle, &cached);
+    }
+    bool preloaded = !cached && loader_adds() == adds;
+    if (remember(caller, &caller_object, file, hash, handle, mode, preloaded))
         fdg_next.dlclose(handle); /* the loader keeps one reference per object */
     return handle;
 }
@@ -339,7 +445,10 @@ EXPORT int dlclose(void *handle)
         return fdg_next.dlclose(handle); /* not ours: the loader answers */
     }
     if (--o->app_refs == 0) {
-        if (fdg_cfg.dlopen == FDG_DLOPEN_CACHE) {
+        /* Kept idle only if that changes something and nothing else: an
+         * RTLD_GLOBAL object would stay in the global scope, a NODELETE or
+         * preloaded one stays resident anyway. */
+        if (fdg_cfg.dlopen == FDG_DLOPEN_CACHE || o->global || o->nodelete || o->preloaded) {
             forget_object(o);
             gone = o;
         } else {
@@ -357,7 +466,7 @@ EXPORT int dlclose(void *handle)
         unload(gone);
         return 0;
     }
-    /* cache mode: the application's last close is the loader's. */
+    /* Not kept: the application's last close is the loader's. */
     int r = fdg_next.dlclose(handle);
     fdg_count(FDG_C_dlopen_unloads, 1);
     free(gone);

@@ -18,6 +18,8 @@
 
 /* ---- next.c: the definitions our wrappers forward to ---------------------- */
 
+struct dl_find_object;
+
 struct fdg_next {
     int (*accept)(int, struct sockaddr *, socklen_t *);
     int (*accept4)(int, struct sockaddr *, socklen_t *, int);
@@ -38,6 +40,7 @@ struct fdg_next {
     int (*msgget)(key_t, int);
     void *(*dlopen)(const char *, int);
     int (*dlclose)(void *);
+    int (*dl_find_object)(void *, struct dl_find_object *); /* glibc 2.35, optional */
     char *(*dlerror)(void);
 };
 extern struct fdg_next fdg_next;
@@ -225,10 +228,18 @@ long fdg_raw_fcntl(int fd, int cmd, long arg);
 /* ---- dlcaller.c, dlopen.c -------------------------------------------------- */
 
 struct link_map;
-extern const bool fdg_dlcaller_faithful;
+/* The object a caller's code lives in: its link map and mapping start. */
+struct fdg_caller {
+    struct link_map *map;
+    void *start;
+};
+/* True when misses can be resolved for the caller (the trampoline exists and
+ * _dl_find_object too): only then is the cache used. */
+extern bool fdg_dlcaller_faithful;
+void fdg_dlcaller_bind(void);
+bool fdg_dlcaller_object(void *addr, struct fdg_caller *out);
 /* The real dlopen, resolved as if called from `caller` (a return address). */
 void *fdg_dlopen_as(void *caller, const char *file, int mode);
-void fdg_object_range(struct link_map *map, uintptr_t *lo, uintptr_t *hi);
 void fdg_dlopen_atfork_prepare(void);
 void fdg_dlopen_atfork_release(void);
 

@@ -67,6 +67,7 @@ void fdg_bind_next(void)
     BIND(dlopen, true);
     BIND(dlclose, true);
     fdg_next.dlerror = dlerror; /* not interposed */
+    fdg_dlcaller_bind();
     /* close_range and closefrom appeared in glibc 2.34: optional. */
     BIND(close_range, false);
     BIND(closefrom, false);
