@@ -166,7 +166,7 @@ fork_storm() {
 # redis-benchmark with a new connection per request: every request executed,
 # and the descriptor table back to its size afterwards.
 churn() {
-    local mode=$1 base out err t0 secs rps stats
+    local mode=$1 base out err t0 secs rps stats t
     redis_up "$mode"
     base=$(fd_count "$PID")
     t0=$SECONDS
@@ -192,7 +192,9 @@ churn() {
     grep -q '^cmdstat_set:calls=20000,' <<<"$stats"
     grep -q '^cmdstat_get:calls=20000,' <<<"$stats"
     [[ $(sed -n 's/^cmdstat_ping:calls=\([0-9]*\),.*/\1/p' <<<"$stats") -ge 40000 ]]
-    redis-cli -p "$PORT" info stats | tr -d '\r' | grep -qx 'rejected_connections:0'
+    stats=$(redis-cli -p "$PORT" info stats | tr -d '\r')
+    grep -qx 'rejected_connections:0' <<<"$stats"
+    [[ $(sed -n 's/^total_connections_received://p' <<<"$stats") -ge 80000 ]]
 
     wait_until "(( \$(fd_count $PID) == $base ))" 10
     rps=$(sed -E 's/^([A-Z_]+): ([0-9.]+) requests per second.*/\1 \2/' <<<"$out" | tr '\n' ' ')
