@@ -4,7 +4,8 @@
  *   tool_ipc --ready FILE --use shm:ID|sem:ID|msg:ID
  *
  * Create mode: one object of each kind in --kinds (default all three), with
- * key K, K+1, K+2 (default IPC_PRIVATE), mode 0600. The segment is attached
+ * key K, K+1, K+2 (default IPC_PRIVATE; a key already in use is an error),
+ * mode 0600. The segment is attached
  * and detached again (nattch 0, lpid = us) unless --attach keeps it attached;
  * the semaphore set gets one semop and the queue one message, so their last
  * user is us too. --setuid drops to UID (and its gid) first, so the objects
@@ -81,7 +82,7 @@ int main(int argc, char **argv)
 {
     const char *ready = NULL, *kinds = "shm,sem,msg", *use_spec = NULL;
     long key = IPC_PRIVATE, uid = -1;
-    int attach = 0;
+    int attach = 0, flags = IPC_CREAT | 0600;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -105,6 +106,7 @@ int main(int argc, char **argv)
             usage();
     }
     if (ready == NULL) usage();
+    if (key != IPC_PRIVATE) flags |= IPC_EXCL;
 
     sigset_t sigs;
     sigemptyset(&sigs);
@@ -127,7 +129,7 @@ int main(int argc, char **argv)
         len = (size_t)snprintf(text, sizeof text, "%.3s %d\n", use_spec, id);
     } else {
         if (strstr(kinds, "shm") != NULL) {
-            int id = shmget((key_t)key, 4096, IPC_CREAT | 0600);
+            int id = shmget((key_t)key, 4096, flags);
             if (id < 0) fail("shmget");
             created[0] = id;
             void *p = shmat(id, NULL, 0);
@@ -136,8 +138,7 @@ int main(int argc, char **argv)
             len += (size_t)snprintf(text + len, sizeof text - len, "shm %d\n", id);
         }
         if (strstr(kinds, "sem") != NULL) {
-            int id =
-                semget(key == IPC_PRIVATE ? IPC_PRIVATE : (key_t)(key + 1), 2, IPC_CREAT | 0600);
+            int id = semget(key == IPC_PRIVATE ? IPC_PRIVATE : (key_t)(key + 1), 2, flags);
             if (id < 0) fail("semget");
             created[1] = id;
             struct sembuf op = {.sem_num = 0, .sem_op = 1, .sem_flg = 0};
@@ -145,7 +146,7 @@ int main(int argc, char **argv)
             len += (size_t)snprintf(text + len, sizeof text - len, "sem %d\n", id);
         }
         if (strstr(kinds, "msg") != NULL) {
-            int id = msgget(key == IPC_PRIVATE ? IPC_PRIVATE : (key_t)(key + 2), IPC_CREAT | 0600);
+            int id = msgget(key == IPC_PRIVATE ? IPC_PRIVATE : (key_t)(key + 2), flags);
             if (id < 0) fail("msgget");
             created[2] = id;
             struct msgbuf1 m = {.mtype = 1, .mtext = "left"};
