@@ -221,12 +221,7 @@ static int relieve(const struct call *call, int conn, int err)
 
 static int guarded_accept(struct call *call)
 {
-    /* First need: the spare and the log destination are opened before the
-     * table can fill; after a loss, re-armed at the next accept. */
-    if (FDG_UNLIKELY(!fdg_spare_held())) {
-        fdg_spare_arm();
-        fdg_log_prepare();
-    }
+    if (FDG_UNLIKELY(fdg_engage_needed())) fdg_engage();
     int conn = real_accept(call);
     if (FDG_LIKELY(conn >= 0)) {
         if (FDG_UNLIKELY(fdg_cfg.headroom) && headroom_short(conn)) return relieve(call, conn, 0);

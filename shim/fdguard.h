@@ -220,6 +220,17 @@ static inline void fdg_owned_closing(unsigned lo, unsigned hi)
     }
 }
 
+/* First need of a process (its first accept or dlopen), and after a loss:
+ * the spare and the log destination are opened while descriptors are free. */
+void fdg_engage(void);
+
+static inline bool fdg_engage_needed(void)
+{
+    return atomic_load_explicit(&fdg_owned[FDG_OWNED_SPARE], memory_order_relaxed) < 0 ||
+           (fdg_cfg.log_target != FDG_LOG_STDERR &&
+            atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed) < 0);
+}
+
 /* ---- raw.c: syscalls that bypass every wrapper ----------------------------- */
 
 int fdg_raw_close(int fd);

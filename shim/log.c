@@ -137,14 +137,27 @@ static int open_log_fd(void)
     return fdg_fd_above_stdio(fd);
 }
 
+static uint64_t monotonic_s(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    return (uint64_t)now.tv_sec;
+}
+
 void fdg_log_prepare(void)
 {
+    /* A destination that cannot be opened (no /dev/log, an unwritable path)
+     * is tried again every few seconds, not on every accept. */
+    static _Atomic uint64_t retry_at;
     if (fdg_cfg.log_target == FDG_LOG_STDERR ||
-        atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed) >= 0)
+        atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed) >= 0 ||
+        monotonic_s() < atomic_load_explicit(&retry_at, memory_order_relaxed))
         return;
     int saved = errno;
     int fd = open_log_fd();
-    if (fd >= 0 && !fdg_owned_claim(FDG_OWNED_LOG, fd))
+    if (fd < 0)
+        atomic_store_explicit(&retry_at, monotonic_s() + WINDOW_S, memory_order_relaxed);
+    else if (!fdg_owned_claim(FDG_OWNED_LOG, fd))
         fdg_raw_close(fd); /* another thread opened it first */
     errno = saved;
 }
@@ -154,9 +167,7 @@ void fdg_log_prepare(void)
 static bool rate_allows(enum fdg_event kind, uint64_t *suppressed)
 {
     struct rate *r = &rates[kind];
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-    uint64_t window = (uint64_t)now.tv_sec / WINDOW_S;
+    uint64_t window = monotonic_s() / WINDOW_S;
     uint64_t seen = atomic_load_explicit(&r->window, memory_order_relaxed);
     if (seen != window &&
         atomic_compare_exchange_strong_explicit(&r->window, &seen, window, memory_order_relaxed,
@@ -175,7 +186,10 @@ static void emit(enum fdg_log_level level, const char *line, size_t len)
 {
     int fd = 2;
     if (fdg_cfg.log_target != FDG_LOG_STDERR) {
-        fdg_log_prepare();
+        /* Not in a slot the shim just freed for a connection or a load (the
+         * spare is out then): that would take the room meant for the spare.
+         * Until the next fdg_engage the line goes to stderr. */
+        if (fdg_spare_held() || atomic_load(&fdg_state) != FDG_READY) fdg_log_prepare();
         int owned = atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed);
         if (owned >= 0) fd = owned;
     }

@@ -35,3 +35,9 @@ int fdg_fd_above_stdio(int fd)
     fdg_raw_close(fd);
     return moved;
 }
+
+void fdg_engage(void)
+{
+    fdg_spare_arm();
+    fdg_log_prepare();
+}
