@@ -1,0 +1,64 @@
+/* dlchurn LIB CYCLES: dlopen + dlsym + dlclose of LIB, CYCLES times.
+ * Prints cycles_per_s, maps_after (lines of /proc/self/maps after the
+ * cycles) and reopen_ns (a dlopen while the object is held, then dlclose). */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int maps_lines(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    int n = 0, c;
+    if (!f) return -1;
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+static void *open_or_die(const char *lib)
+{
+    void *h = dlopen(lib, RTLD_NOW);
+    if (!h) {
+        fprintf(stderr, "dlchurn: %s\n", dlerror());
+        exit(1);
+    }
+    return h;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: dlchurn LIB CYCLES\n");
+        return 2;
+    }
+    const char *lib = argv[1];
+    long cycles = atol(argv[2]);
+    double t0 = now_s();
+    for (long i = 0; i < cycles; i++) {
+        void *h = open_or_die(lib);
+        dlsym(h, "no_such_symbol_either_way");
+        dlclose(h);
+    }
+    double t1 = now_s();
+    printf("cycles_per_s=%.0f\n", (double)cycles / (t1 - t0));
+    printf("maps_after=%d\n", maps_lines());
+
+    void *held = open_or_die(lib);
+    long reopens = 100000;
+    t0 = now_s();
+    for (long i = 0; i < reopens; i++)
+        dlclose(open_or_die(lib));
+    t1 = now_s();
+    printf("reopen_ns=%.1f\n", (t1 - t0) * 1e9 / (double)reopens);
+    dlclose(held);
+    return 0;
+}
