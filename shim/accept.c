@@ -261,3 +261,17 @@ __attribute__((visibility("default"))) int accept4(int fd, struct sockaddr *addr
     struct call call = {fd, addr, len, len ? *len : 0, flags, true};
     return guarded_accept(&call);
 }
+
+/* A program that listens is about to accept: the first need of the spare.
+ * Arming it here, while descriptors are free, means a server squeezed to
+ * its limit before its first connection is relieved as well. */
+__attribute__((visibility("default"))) int listen(int fd, int backlog)
+{
+    int r = fdg_next.listen(fd, backlog);
+    if (r == 0 && fdg_active() && fdg_cfg.accept && fdg_engage_needed()) {
+        int saved = errno;
+        fdg_engage();
+        errno = saved;
+    }
+    return r;
+}

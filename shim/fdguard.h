@@ -23,6 +23,7 @@ struct dl_find_object;
 struct fdg_next {
     int (*accept)(int, struct sockaddr *, socklen_t *);
     int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+    int (*listen)(int, int);
     int (*close)(int);
     int (*dup2)(int, int);
     int (*dup3)(int, int, int);

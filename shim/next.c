@@ -14,6 +14,7 @@
  * the library preloaded twice, or a broken link order). */
 extern int accept(int, struct sockaddr *, socklen_t *);
 extern int accept4(int, struct sockaddr *, socklen_t *, int);
+extern int listen(int, int);
 extern int close(int);
 extern int dup2(int, int);
 extern int dup3(int, int, int);
@@ -51,6 +52,7 @@ void fdg_bind_next(void)
 {
     BIND(accept, true);
     BIND(accept4, true);
+    BIND(listen, true);
     BIND(close, true);
     BIND(dup2, true);
     BIND(dup3, true);

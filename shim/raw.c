@@ -46,6 +46,11 @@ static int raw_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     return (int)syscall(SYS_accept4, fd, addr, len, flags);
 }
 
+static int raw_listen(int fd, int backlog)
+{
+    return (int)syscall(SYS_listen, fd, backlog);
+}
+
 static int raw_dup2(int oldfd, int newfd)
 {
     /* dup2(fd, fd) validates fd instead of failing like dup3. */
@@ -121,6 +126,7 @@ static int raw_msgget(key_t key, int flg)
 struct fdg_next fdg_next = {
     .accept = raw_accept,
     .accept4 = raw_accept4,
+    .listen = raw_listen,
     .close = fdg_raw_close,
     .dup2 = raw_dup2,
     .dup3 = raw_dup3,
