@@ -156,6 +156,33 @@ cpu_over() {
     echo $((t1 - t0))
 }
 
+# spin_probe PID SECONDS: "TICKS RUNNABLE_PCT" over a window of SECONDS:
+# the CPU ticks PID burned, and the share of ~10 ms samples in which one of
+# its threads was runnable (state R). A spinning loop is always runnable even
+# when a loaded machine gives it little CPU, so the share tells a spin from an
+# idle loop where ticks alone could not. Like cpu_over, the window is a
+# measurement, not a synchronisation.
+spin_probe() {
+    local pid=$1 window=$2 t0 t1 end samples=0 running=0 task stat
+    t0=$(cpu_ticks "$pid") || return 1
+    # EPOCHREALTIME without its dot: microseconds, fit for integer arithmetic.
+    end=$((${EPOCHREALTIME/./} + $(awk -v w="$window" 'BEGIN { printf "%d", w * 1e6 }')))
+    while ((${EPOCHREALTIME/./} < end)); do
+        samples=$((samples + 1))
+        for task in "/proc/$pid/task"/*; do
+            stat=$(cat "$task/stat" 2>/dev/null) || continue
+            stat=${stat##*) }
+            if [[ ${stat%% *} == R ]]; then
+                running=$((running + 1))
+                break
+            fi
+        done
+        sleep 0.01
+    done
+    t1=$(cpu_ticks "$pid") || return 1
+    echo "$((t1 - t0)) $((samples ? running * 100 / samples : 0))"
+}
+
 # fd_count PID: descriptors PID has open.
 fd_count() {
     local fds
@@ -173,6 +200,20 @@ sock_count() {
         fi
     done
     echo "$n"
+}
+
+# fd_table PID: one line with PID's descriptors and what they are, and the
+# system call each of its threads is in (diagnostics for failing tests).
+fd_table() {
+    local fd t out=
+    for fd in "/proc/$1/fd"/*; do
+        out+=" ${fd##*/}=$(readlink "$fd" 2>/dev/null | cut -d: -f1)"
+    done
+    out+=" | syscalls:"
+    for t in "/proc/$1/task"/*; do
+        out+=" $(cut -d' ' -f1 "$t/syscall" 2>/dev/null)"
+    done
+    echo "fds:$out"
 }
 
 # fd_limit PID: its soft RLIMIT_NOFILE.
