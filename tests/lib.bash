@@ -112,16 +112,19 @@ stop_bg() {
 }
 
 # wait_until 'COMMAND' [TIMEOUT_S]: polls COMMAND (evaluated) every 20 ms until
-# it succeeds; fails with a message after TIMEOUT_S (default 5). A readiness
-# check with a hard timeout, never a fixed sleep.
+# it succeeds; fails with a message after TIMEOUT_S (default 5, fractions
+# allowed) of wall-clock time. A readiness check with a hard timeout, never a
+# fixed sleep.
 wait_until() {
-    local cmd=$1 timeout=${2:-5} deadline
-    deadline=$((SECONDS + timeout + 1))
-    # SECONDS has 1 s granularity; count polls too for sub-second precision.
-    local polls=$((timeout * 50)) i
-    for ((i = 0; i <= polls && SECONDS < deadline; i++)); do
+    local cmd=$1 timeout=${2:-5} end
+    # EPOCHREALTIME without its dot: microseconds, fit for integer arithmetic.
+    end=$((${EPOCHREALTIME/./} + $(awk -v t="$timeout" 'BEGIN { printf "%d", t * 1e6 }')))
+    while :; do
         if eval "$cmd"; then
             return 0
+        fi
+        if ((${EPOCHREALTIME/./} >= end)); then
+            break
         fi
         sleep 0.02
     done
