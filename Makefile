@@ -41,7 +41,7 @@ endif
 
 BATS      ?= bats
 SUITES    ?= $(wildcard tests/*.bats tests/integration/*.bats)
-SAN_SUITES ?= tests/accept.bats tests/epoll.bats tests/dlopen.bats
+SAN_SUITES ?= tests/accept.bats tests/accept_blocking.bats tests/epoll.bats tests/dlopen.bats
 # Leak checks would report the uninstrumented programs the tests also run.
 SAN_ENV   := ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
              TSAN_OPTIONS=halt_on_error=1
