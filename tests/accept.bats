@@ -75,16 +75,6 @@ clients() {
     echo "$name: $(grep -v '^flood-probe:' "$T/$name.out" | tr '\n' ' ')"
 }
 
-# get KEY NAME: the value of KEY in the summary of the flood called NAME.
-get() {
-    sed -n "s/^flood:.* $1=\([^ ]*\).*/\1/p" "$T/$2.out"
-}
-
-# below MS LIMIT: true when the (fractional) MS is below LIMIT.
-below() {
-    awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "none" && a + 0 < b + 0) }'
-}
-
 # exhaust: lowers the server's soft limit to the descriptors it has open, then
 # connects held clients until two single clients in a row are not served: no
 # descriptor is free. Why not stop at the limit: a thread blocked in accept()
@@ -120,24 +110,6 @@ exhaust() {
     fi
     LIMIT=$(fd_limit "$SRV")
     echo "exhausted at limit $LIMIT; $(fd_table "$SRV")"
-}
-
-# probe NAME: asks the holding flood NAME to send a line on each connection it
-# holds and prints its report (held=, echoed=, dead=).
-probe() {
-    local pid=${!1} n
-    n=$(grep -c '^flood-probe:' "$T/$1.out" || true)
-    kill -USR1 "$pid"
-    wait_until "[[ \$(grep -c '^flood-probe:' '$T/$1.out') -gt $n ]]" 10
-    grep '^flood-probe:' "$T/$1.out" | tail -n 1
-}
-
-# no_line PATTERN FILE: fails (showing the lines) if FILE has a matching line.
-no_line() {
-    if grep -E "$1" "$2"; then
-        echo "unexpected line(s) matching '$1' in $2" >&2
-        return 1
-    fi
 }
 
 # one_warning VAR: exactly one line of srv's stderr names VAR, and it is a

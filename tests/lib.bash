@@ -250,3 +250,34 @@ fd_free() {
 set_nofile() {
     prlimit --pid "$1" --nofile="$2":
 }
+
+# ---- flood results (files $T/NAME.out written by a flood run called NAME) ----
+
+# get KEY NAME: the value of KEY in the summary of the flood called NAME.
+get() {
+    sed -n "s/^flood:.* $1=\([^ ]*\).*/\1/p" "$T/$2.out"
+}
+
+# below MS LIMIT: true when the (fractional) MS is below LIMIT ("none" never is).
+below() {
+    awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "none" && a + 0 < b + 0) }'
+}
+
+# probe NAME: asks the holding flood NAME to send its --probe on each
+# connection it holds; prints its report (held=, echoed=, dead=).
+probe() {
+    local pid=${!1} n
+    n=$(grep -c '^flood-probe:' "$T/$1.out" || true)
+    kill -USR1 "$pid"
+    wait_until "[[ \$(grep -c '^flood-probe:' '$T/$1.out') -gt $n ]]" 10
+    grep '^flood-probe:' "$T/$1.out" | tail -n 1
+}
+
+# no_line PATTERN FILE: fails (showing the lines) if FILE has a line matching
+# the extended regular expression PATTERN (case-insensitive).
+no_line() {
+    if grep -Ei "$1" "$2"; then
+        echo "unexpected line(s) matching '$1' in $2" >&2
+        return 1
+    fi
+}

@@ -237,35 +237,6 @@ clients() {
     echo "$name: $(grep -v '^flood-probe:' "$T/$name.out" | tr '\n' ' ')"
 }
 
-# get KEY NAME: the value of KEY in the summary of the flood called NAME.
-get() {
-    sed -n "s/^flood:.* $1=\([^ ]*\).*/\1/p" "$T/$2.out"
-}
-
-# probe NAME: asks the holding flood NAME to send its --probe on each
-# connection it holds; prints its report (held=, echoed=, dead=).
-probe() {
-    local pid=${!1} n
-    n=$(grep -c '^flood-probe:' "$T/$1.out" || true)
-    kill -USR1 "$pid"
-    wait_until "[[ \$(grep -c '^flood-probe:' '$T/$1.out') -gt $n ]]" 10
-    grep '^flood-probe:' "$T/$1.out" | tail -n 1
-}
-
-# no_line PATTERN FILE: fails (showing the lines) if FILE has a line matching
-# the extended regular expression PATTERN (case-insensitive).
-no_line() {
-    if grep -Ei "$1" "$2"; then
-        echo "unexpected line(s) matching '$1'" >&2
-        return 1
-    fi
-}
-
-# below MS LIMIT: true when the (fractional) MS is below LIMIT.
-below() {
-    awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "none" && a + 0 < b + 0) }'
-}
-
 # exhaust: takes every free descriptor from the server (PID): its soft limit
 # becomes its lowest unused descriptor number plus one, and one idle client
 # (the flood FILL, held) takes that last number. Every number below the limit
