@@ -1,4 +1,4 @@
-/* dlchurn LIB CYCLES: dlopen + dlsym + dlclose of LIB, CYCLES times.
+/* dlchurn LIB CYCLES SYMBOL: dlopen + dlsym(SYMBOL) + dlclose of LIB, CYCLES times.
  * Prints cycles_per_s, maps_after (lines of /proc/self/maps after the
  * cycles) and reopen_ns (a dlopen while the object is held, then dlclose). */
 #include <dlfcn.h>
@@ -36,8 +36,8 @@ static void *open_or_die(const char *lib)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: dlchurn LIB CYCLES\n");
+    if (argc != 4) {
+        fprintf(stderr, "usage: dlchurn LIB CYCLES SYMBOL\n");
         return 2;
     }
     const char *lib = argv[1];
@@ -45,7 +45,10 @@ int main(int argc, char **argv)
     double t0 = now_s();
     for (long i = 0; i < cycles; i++) {
         void *h = open_or_die(lib);
-        dlsym(h, "no_such_symbol_either_way");
+        if (!dlsym(h, argv[3])) {
+            fprintf(stderr, "dlchurn: %s\n", dlerror());
+            return 1;
+        }
         dlclose(h);
     }
     double t1 = now_s();
