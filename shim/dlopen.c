@@ -440,9 +440,15 @@ EXPORT int dlclose(void *handle)
     struct object *gone = NULL;
     pthread_mutex_lock(&lock);
     struct object *o = find_object(handle);
-    if (!o || !o->app_refs) {
+    if (!o) {
         pthread_mutex_unlock(&lock);
         return fdg_next.dlclose(handle); /* not ours: the loader answers */
+    }
+    if (!o->app_refs) {
+        /* One close too many of an idle object: forwarding it would drop the
+         * reference the cache lives on (and leave a dangling handle). */
+        pthread_mutex_unlock(&lock);
+        return 0;
     }
     if (--o->app_refs == 0) {
         /* Kept idle only if that changes something and nothing else: an
