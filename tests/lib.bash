@@ -45,25 +45,29 @@ fdg_preload() {
     fi
 }
 
-# start_bg VAR CMD [ARGS...]: runs CMD in the background, stores its pid in
-# VAR and registers it for stop_all. Redirections given to start_bg apply to
-# CMD. Descriptors other than 0-2 are closed first: bats' own (fd 3 would
-# make bats wait for the process) and whatever the caller inherited, so that
-# a server's descriptor table holds exactly what the server opened.
+# exec_clean CMD [ARGS...]: closes descriptors other than 0-2 (bats' own: fd 3
+# would make bats wait for a background process; and whatever the caller
+# inherited, so that CMD's table holds exactly what it opens), then execs CMD.
+# It replaces the shell it runs in: call it in a subshell or with &.
+exec_clean() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        fd=${fd##*/}
+        if ((fd > 2)); then
+            # The glob's own directory descriptor is gone by now: quiet.
+            { eval "exec $fd>&-"; } 2>/dev/null || true
+        fi
+    done
+    exec "$@"
+}
+
+# start_bg VAR CMD [ARGS...]: runs CMD (through exec_clean) in the background,
+# stores its pid in VAR and registers it for stop_all. Redirections given to
+# start_bg apply to CMD.
 start_bg() {
     local var=$1 pid
     shift
-    (
-        local fd
-        for fd in /proc/"$BASHPID"/fd/*; do
-            fd=${fd##*/}
-            if ((fd > 2)); then
-                # The glob's own directory descriptor is gone by now: quiet.
-                { eval "exec $fd>&-"; } 2>/dev/null || true
-            fi
-        done
-        exec "$@"
-    ) &
+    exec_clean "$@" &
     pid=$!
     FDG_PIDS+=("$pid")
     printf -v "$var" '%s' "$pid"
@@ -77,27 +81,21 @@ fdg_alive() {
     [[ ${stat%% *} != Z ]]
 }
 
-# Stops every process started with start_bg: SIGTERM, up to 2 s of grace
-# (polled), then SIGKILL; reaps them. Safe to call more than once.
+# Stops every process started with start_bg: SIGTERM to all, then each one
+# as stop_bg does. Safe to call more than once.
 stop_all() {
-    local pid i
+    local pid
     for pid in "${FDG_PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
     for pid in "${FDG_PIDS[@]}"; do
-        for ((i = 0; i < 100; i++)); do
-            fdg_alive "$pid" || break
-            sleep 0.02
-        done
-        if fdg_alive "$pid"; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
+        stop_bg "$pid"
     done
     FDG_PIDS=()
 }
 
-# stop_bg PID: stops one process started with start_bg, now.
+# stop_bg PID: stops one process started with start_bg, now: SIGTERM, up to
+# 2 s of grace (polled), then SIGKILL; reaps it.
 stop_bg() {
     local pid=$1 i
     kill -TERM "$pid" 2>/dev/null || true

@@ -25,18 +25,7 @@ fd_table_or_text() {
 
 # bare CMD...: runs CMD with descriptors 0-2 only (bats' own and whatever the
 # caller inherited would blur the listings).
-bare() {
-    (
-        local fd
-        for fd in /proc/"$BASHPID"/fd/*; do
-            fd=${fd##*/}
-            if ((fd > 2)); then
-                { eval "exec $fd>&-"; } 2>/dev/null || true
-            fi
-        done
-        exec "$@"
-    )
-}
+bare() { (exec_clean "$@"); }
 
 PIPELINE='ls -l /proc/self/fd; ls /proc/self/fd | wc -l; echo hi | tr a-z A-Z | cat'
 
