@@ -89,7 +89,8 @@ static bool program_listed(const char *list)
     return false;
 }
 
-bool fdg_unescape(const char *in, char *out, size_t cap, size_t *outlen, const char **err)
+/* Decodes FDGUARD_REJECT_MSG escapes; false (and *err set) on a bad one. */
+static bool unescape(const char *in, char *out, size_t cap, size_t *outlen, const char **err)
 {
     size_t n = 0;
     for (const char *p = in; *p; p++) {
@@ -174,8 +175,8 @@ void fdg_config_load(void)
 
     const char *msg = getenv("FDGUARD_REJECT_MSG");
     const char *why;
-    if (msg && !fdg_unescape(msg, fdg_cfg.reject_msg, sizeof fdg_cfg.reject_msg,
-                             &fdg_cfg.reject_len, &why)) {
+    if (msg &&
+        !unescape(msg, fdg_cfg.reject_msg, sizeof fdg_cfg.reject_msg, &fdg_cfg.reject_len, &why)) {
         fdg_cfg.reject_len = 0;
         bad_value("FDGUARD_REJECT_MSG", msg, why, "no message");
     }

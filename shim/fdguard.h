@@ -105,8 +105,6 @@ extern struct fdg_config fdg_cfg;
 
 /* Reads every FDGUARD_* variable; reports bad values (once) through fdg_log. */
 void fdg_config_load(void);
-/* Decodes FDGUARD_REJECT_MSG escapes; false (and *err set) on a bad escape. */
-bool fdg_unescape(const char *in, char *out, size_t cap, size_t *outlen, const char **err);
 
 /* ---- log.c ----------------------------------------------------------------- */
 
