@@ -1,12 +1,20 @@
-/* Configuration: every FDGUARD_* variable is read and validated here, once.
- * A bad value is reported in one line and the default is used: the host
- * process must run whatever its environment says. */
+/* Configuration: every FDGUARD_* variable is read and validated here, once,
+ * at load. A bad value is reported in one line and the default is used: the
+ * host process must run whatever its environment says. The line is not
+ * written now but when the process engages (log.c keeps it until then), so
+ * that sh, env and every other child that inherits the environment and
+ * never needs the shim says nothing.
+ *
+ * Secure execution (AT_SECURE: setuid, setgid, file capabilities) means the
+ * environment was chosen by a less privileged caller: paths from it are not
+ * used (no log file, no stats file; the IPC registry is not written). */
 #include "fdguard.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 
 struct fdg_config fdg_cfg = {
     .enabled = true,
@@ -23,7 +31,7 @@ struct fdg_config fdg_cfg = {
 
 static void bad_value(const char *var, const char *value, const char *expected, const char *dflt)
 {
-    fdg_logf(FDG_LVL_WARN, FDG_EV_CONFIG, "%s=\"%s\" is invalid (expected %s); using %s", var,
+    fdg_logf(FDG_LVL_WARN, FDG_EV_CONFIG, "%-s=\"%s\" is invalid (expected %-s); using %-s", var,
              value, expected, dflt);
 }
 
@@ -141,6 +149,14 @@ static bool unescape(const char *in, char *out, size_t cap, size_t *outlen, cons
     return true;
 }
 
+static void ignored_in_secure_mode(const char *var, const char *value, const char *instead)
+{
+    fdg_logf(FDG_LVL_WARN, FDG_EV_CONFIG,
+             "%-s=\"%s\" is ignored: this is a secure-execution process (setuid, setgid or "
+             "capabilities), whose environment another user chose; %-s",
+             var, value, instead);
+}
+
 static void load_log(void)
 {
     static const char *const levels[] = {"quiet", "error", "warn", "info", "debug", NULL};
@@ -149,6 +165,8 @@ static void load_log(void)
     if (!log || strcmp(log, "stderr") == 0) return;
     if (strcmp(log, "syslog") == 0)
         fdg_cfg.log_target = FDG_LOG_SYSLOG;
+    else if (log[0] == '/' && strlen(log) < FDG_PATH_MAX && fdg_cfg.secure)
+        ignored_in_secure_mode("FDGUARD_LOG", log, "logging to stderr");
     else if (log[0] == '/' && strlen(log) < FDG_PATH_MAX)
         fdg_cfg.log_target = FDG_LOG_FILE, strcpy(fdg_cfg.log_path, log);
     else
@@ -160,13 +178,14 @@ void fdg_config_load(void)
     /* Whether we guard at all comes first: an unguarded program must not
      * even be told about bad values meant for another one. */
     const char *only = getenv("FDGUARD_ONLY");
-    if (only && *only && !program_listed(only)) {
+    const char *on = getenv("FDGUARD");
+    if ((only && *only && !program_listed(only)) || (on && strcmp(on, "off") == 0)) {
         fdg_cfg.enabled = false;
         return;
     }
+    fdg_cfg.secure = getauxval(AT_SECURE) != 0;
     load_log();
     fdg_cfg.enabled = parse_switch("FDGUARD", true);
-    if (!fdg_cfg.enabled) return;
 
     fdg_cfg.accept = parse_switch("FDGUARD_ACCEPT", true);
     static const char *const accept_errnos[] = {"EAGAIN", "EMFILE", NULL};
@@ -191,5 +210,8 @@ void fdg_config_load(void)
     fdg_cfg.backoff_max_ms = parse_uint("FDGUARD_BACKOFF_MAX_MS", 1, 60000, 100);
 
     const char *stats = getenv("FDGUARD_STATS");
-    if (stats && *stats) copy_path("FDGUARD_STATS", stats, fdg_cfg.stats_path);
+    if (stats && *stats && fdg_cfg.secure)
+        ignored_in_secure_mode("FDGUARD_STATS", stats, "counters stay private");
+    else if (stats && *stats)
+        copy_path("FDGUARD_STATS", stats, fdg_cfg.stats_path);
 }

@@ -335,7 +335,7 @@ static bool transient(const char *msg)
  * (cheap and deterministic) to leave the message in place for it. */
 static void *load(void *caller, const char *file, int mode)
 {
-    if (fdg_engage_needed()) fdg_engage();
+    fdg_engage_load();
     for (unsigned attempt = 0;; attempt++) {
         bool lent = fdg_spare_lend_if_full();
         void *handle = fdg_dlopen_as(caller, file, mode);

@@ -73,6 +73,7 @@ static int add(int epfd, int fd, struct epoll_event *ev)
         int saved = errno;
         fdg_ept_added(epfd, fd, ours_exclusive);
         errno = saved;
+        fdg_engage_once(); /* a registration we record engages the process */
     }
     return r;
 }

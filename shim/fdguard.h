@@ -100,10 +100,12 @@ struct fdg_config {
     enum fdg_log_level log_level;
     char log_path[FDG_PATH_MAX];
     char stats_path[FDG_PATH_MAX]; /* empty: no stats file */
+    bool secure;                   /* AT_SECURE: no path from the environment is used */
 };
 extern struct fdg_config fdg_cfg;
 
-/* Reads every FDGUARD_* variable; reports bad values (once) through fdg_log. */
+/* Reads every FDGUARD_* variable; reports bad values (once) through fdg_log,
+ * which keeps them until the process engages. */
 void fdg_config_load(void);
 
 /* ---- log.c ----------------------------------------------------------------- */
@@ -123,16 +125,38 @@ enum fdg_event {
     FDG_EV_COUNT
 };
 
+/* Before the process engages the line is kept (static memory) and written by
+ * fdg_log_flush_deferred, or never. */
 void fdg_logf(enum fdg_log_level level, enum fdg_event kind, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Opens the log destination ahead of need (a file or syslog socket cannot be
  * opened once descriptors are exhausted). */
 void fdg_log_prepare(void);
+void fdg_log_flush_deferred(void);
+/* Records what fd 2 is at initialisation: later lines go to fd 2 only while
+ * it is still that file (or a terminal, pipe or appended file). */
+void fdg_log_note_stderr(void);
 const char *fdg_prog_name(void);
-/* Async-signal-safe formatting: %s %d %u %ld %lu %lld %llu %zu %x %c %% only. */
+/* Async-signal-safe formatting: %s %d %u %ld %lu %lld %llu %zu %x %c %% only.
+ * %s escapes bytes outside 0x20..0x7e and the backslash as \xHH (whole
+ * escapes only, even when cut); %-s inserts the string as is (our own text,
+ * or text escaped already). */
 size_t fdg_format(char *buf, size_t cap, const char *fmt, __builtin_va_list ap);
 size_t fdg_formatf(char *buf, size_t cap, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A short description of an errno value (strerror is not async-signal-safe). */
+const char *fdg_errno_text(int err);
+
+/* ---- safefile.c: the shim's own files -------------------------------------- */
+
+/* Opens an absolute path without following a symbolic link of another user
+ * in any component, without blocking, O_CLOEXEC; flags may add O_CREAT
+ * (mode 0600). The result is a regular file of the effective uid with one
+ * link; otherwise -1 and *why says why, in a few words. */
+int fdg_safe_open(const char *path, int flags, const char **why);
+/* Creates (0700) or opens a directory that must be ours alone: owned by the
+ * effective uid, no group or other access. O_RDONLY|O_DIRECTORY descriptor. */
+int fdg_safe_private_dir(const char *path, const char **why);
 
 /* ---- stats.c --------------------------------------------------------------- */
 
@@ -179,8 +203,13 @@ static inline void fdg_count(enum fdg_counter c, uint64_t n)
     atomic_fetch_add_explicit(&fdg_counters[c], n, memory_order_relaxed);
 }
 
-/* Maps FDGUARD_STATS (if set) so fdguard stat can read the counters live. */
+/* Maps FDGUARD_STATS (if set) so fdguard stat can read the counters live:
+ * once per process, when it engages. */
 void fdg_stats_open(void);
+/* In a fork child: the parent's file is unmapped, counters restart at 0. */
+void fdg_stats_after_fork(void);
+/* Field 22 of /proc/PID/stat (clock ticks since boot), or 0. */
+unsigned long long fdg_start_time(pid_t pid);
 
 /* ---- backoff.c ------------------------------------------------------------- */
 
@@ -195,6 +224,13 @@ bool fdg_spare_arm(void);
 /* Closes the spare so that one descriptor slot is free; false if none held. */
 bool fdg_spare_lend(void);
 bool fdg_spare_held(void);
+/* For a process that only loads libraries: arms the spare only if the table
+ * is near the soft limit; true if a spare is held afterwards. */
+bool fdg_spare_arm_if_near(void);
+/* A spare numbered at or above the soft limit frees nothing the kernel can
+ * hand out: moves the spare to the lowest free number (above 2) if that is
+ * lower, drops it if it is useless where it is and cannot move. */
+void fdg_spare_rehome(void);
 
 /* ---- owned.c: descriptors the shim itself holds (spare, log) ------------- */
 
@@ -219,16 +255,45 @@ static inline void fdg_owned_closing(unsigned lo, unsigned hi)
     }
 }
 
-/* First need of a process (its first accept or dlopen), and after a loss:
- * the spare and the log destination are opened while descriptors are free. */
+/* ---- engage.c: the first guarded action of a process ----------------------- */
+
+/* The pid that engaged (-1: none yet). A fork child has another pid, so it
+ * engages on its own first guarded action. */
+extern _Atomic pid_t fdg_engaged_pid;
+
+static inline bool fdg_engaged(void)
+{
+    return atomic_load_explicit(&fdg_engaged_pid, memory_order_relaxed) ==
+           atomic_load_explicit(&fdg_self_pid, memory_order_relaxed);
+}
+
+/* Once per process, at its first guarded action (listen, accept, a recorded
+ * epoll registration, a dlopen cache miss, a recorded IPC creation): the log
+ * destination is opened, the lines kept since load are written, the stats
+ * file is created. Until then the shim has no descriptor, no file, no line. */
+void fdg_engage_slow(void);
+
+static inline void fdg_engage_once(void)
+{
+    if (FDG_UNLIKELY(!fdg_engaged())) fdg_engage_slow();
+}
+
+/* Accept side (listen, accept), and after a loss: engagement, then the spare
+ * and the log destination are opened while descriptors are free. */
 void fdg_engage(void);
 
 static inline bool fdg_engage_needed(void)
 {
     return atomic_load_explicit(&fdg_owned[FDG_OWNED_SPARE], memory_order_relaxed) < 0 ||
            (fdg_cfg.log_target != FDG_LOG_STDERR &&
-            atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed) < 0);
+            atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed) < 0) ||
+           !fdg_engaged();
 }
+
+/* Loader side (a dlopen cache miss): engagement; the spare only when the
+ * table is near its soft limit (a process that only loads libraries must
+ * not show an extra descriptor), kept below the limit once held. */
+void fdg_engage_load(void);
 
 /* ---- raw.c: syscalls that bypass every wrapper ----------------------------- */
 

@@ -1,9 +1,11 @@
 /* Lifecycle: one initialisation (constructor, or the first wrapper that runs
  * before it), fork awareness, and whether this process is guarded at all.
  *
- * Initialisation binds symbols and reads the environment; it opens nothing,
- * allocates nothing and starts no thread, so a program that never reaches
- * a guarded call (sh, ls: every child inherits LD_PRELOAD) never notices us. */
+ * Initialisation binds symbols, reads the environment and, in a guarded
+ * process, looks at what fd 2 is (one fstat); it opens nothing, writes
+ * nothing, allocates nothing and starts no thread, so a program that never
+ * reaches a guarded call (sh, ls: every child inherits LD_PRELOAD) never
+ * notices us. Everything visible waits for engagement (engage.c). */
 #include "fdguard.h"
 
 #include <pthread.h>
@@ -29,6 +31,7 @@ static pid_t raw_getpid(void)
 static void after_fork_in_child(void)
 {
     atomic_store_explicit(&fdg_self_pid, raw_getpid(), memory_order_relaxed);
+    fdg_stats_after_fork();
     fdg_ept_after_fork();
     fdg_dlopen_atfork_release();
 }
@@ -50,7 +53,7 @@ bool fdg_init_slow(void)
         if (fdg_guarding) {
             pthread_atfork(fdg_dlopen_atfork_prepare, fdg_dlopen_atfork_release,
                            after_fork_in_child);
-            fdg_stats_open();
+            fdg_log_note_stderr();
         }
         initializing_here = false;
         atomic_store_explicit(&fdg_state, FDG_READY, memory_order_release);

@@ -7,12 +7,15 @@
  * through shmget, semget or msgget, the creator's pid and start time (to
  * tell a dead creator from a reused pid) in a registry directory:
  *   /tmp/fdguard-ipc-UID/{shm,sem,msg}.ID
- * created 0700, never through a symbolic link; entries are 0600 files. */
+ * created 0700 and opened without following another user's links
+ * (safefile.c); entries are 0600 files of exactly four lines:
+ *   pid N\nstart N\nkey N\nprog NAME\n   (NAME escaped: one line whatever it holds)
+ * Under secure execution (setuid and the like) nothing is written: the
+ * directory would be chosen by the caller's uid and environment. */
 #include "fdguard.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
@@ -22,53 +25,41 @@
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
-
-/* Field 22 of /proc/self/stat: start time in clock ticks since boot. */
-static unsigned long long start_time(void)
-{
-    char buf[1024];
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    fdg_raw_close(fd);
-    if (n <= 0) return 0;
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')'); /* the command name may contain anything */
-    for (int field = 2; p && field < 22; field++)
-        p = strchr(p + 1, ' ');
-    return p ? strtoull(p + 1, NULL, 10) : 0;
-}
+#define ENTRY_MAX 1024
 
 /* The registry directory, if it is ours: a directory (not a link), owned by
- * us, not writable by anyone else. */
+ * us, with no group or other access. Said once when it is not. */
 static int open_registry(void)
 {
+    static _Atomic bool refusal_reported;
     char dir[64];
+    const char *why;
     fdg_formatf(dir, sizeof dir, "/tmp/fdguard-ipc-%u", (unsigned)geteuid());
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) return -1;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    struct stat st;
-    if (fd >= 0 && (fstat(fd, &st) != 0 || st.st_uid != geteuid() || (st.st_mode & 0077))) {
-        fdg_logf(FDG_LVL_WARN, FDG_EV_IPC, "%s is not a private directory of ours; not recording",
-                 dir);
-        fdg_raw_close(fd);
-        return -1;
-    }
+    int fd = fdg_safe_private_dir(dir, &why);
+    if (fd < 0 && !atomic_exchange(&refusal_reported, true))
+        fdg_logf(FDG_LVL_WARN, FDG_EV_IPC, "IPC registry %s: %-s; creators are not recorded", dir,
+                 why);
     return fd;
 }
 
 static void record(const char *kind, int id, key_t key)
 {
     int saved = errno;
-    int dir = open_registry();
+    fdg_engage_once();
+    int dir = fdg_cfg.secure ? -1 : open_registry();
     if (dir >= 0) {
-        char name[32], text[160];
+        char name[32], text[ENTRY_MAX];
         fdg_formatf(name, sizeof name, "%s.%d", kind, id);
         /* An entry left by an earlier object with the same id is stale. */
         unlinkat(dir, name, 0);
         int fd = openat(dir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        size_t len = fdg_formatf(text, sizeof text, "pid %d\nstart %llu\nkey %d\nprog %s\n",
-                                 (int)getpid(), start_time(), (int)key, fdg_prog_name());
+        size_t len =
+            fdg_formatf(text, sizeof text, "pid %d\nstart %llu\nkey %d\nprog %s\n", (int)getpid(),
+                        fdg_start_time(getpid()), (int)key, fdg_prog_name());
+        if (text[len - 1] != '\n') { /* a name too long: cut (escapes stay whole) */
+            if (len > sizeof text - 2) len = sizeof text - 2;
+            text[len++] = '\n';
+        }
         if (fd >= 0 && write(fd, text, len) == (ssize_t)len) fdg_count(FDG_C_ipc_recorded, 1);
         if (fd >= 0) fdg_raw_close(fd);
         fdg_raw_close(dir);
@@ -76,12 +67,19 @@ static void record(const char *kind, int id, key_t key)
     errno = saved;
 }
 
-/* Did this call create the object? IPC_CREAT alone also opens an existing
+/* Did this call create the object? IPC_PRIVATE always creates one (the
+ * kernel ignores IPC_CREAT for it). IPC_CREAT alone also opens an existing
  * one, so it is first tried with IPC_EXCL: same outcome for the caller. */
 #define CREATE_AND_RECORD(kind, next_call, key, flg)                                               \
     do {                                                                                           \
-        if (!fdg_active() || !((flg)&IPC_CREAT)) return next_call(flg);                            \
-        bool created = (key) == IPC_PRIVATE || ((flg)&IPC_EXCL);                                   \
+        if (!fdg_active()) return next_call(flg);                                                  \
+        if ((key) == IPC_PRIVATE) {                                                                \
+            int id = next_call(flg);                                                               \
+            if (id >= 0) record(kind, id, key);                                                    \
+            return id;                                                                             \
+        }                                                                                          \
+        if (!((flg)&IPC_CREAT)) return next_call(flg);                                             \
+        bool created = ((flg)&IPC_EXCL);                                                           \
         int id = next_call((flg) | IPC_EXCL);                                                      \
         if (id >= 0)                                                                               \
             created = true;                                                                        \

@@ -4,20 +4,41 @@
  * line goes out with one write(2), and a file or syslog socket is opened ahead
  * of need because it cannot be opened once descriptors run out. Each event
  * kind is rate limited separately; suppressed lines are counted and the count
- * is reported on the next line that gets through. */
+ * is reported on the next line that gets through.
+ *
+ * We write into someone else's process, so a line must never hurt it:
+ *   - nothing before the process engages (fdg_engage_once): lines are kept in
+ *     static memory and reported then, or never (sh, ls, every child that
+ *     inherits LD_PRELOAD and never needs us);
+ *   - never a signal: a write to a pipe whose reader is gone raises SIGPIPE,
+ *     whose default action kills; we block it for the write and consume the
+ *     one our write raised. Sockets get MSG_NOSIGNAL;
+ *   - never the host's data: fd 2 is written only while it is the stderr the
+ *     process started with, or a terminal, a pipe or an appended file (a
+ *     daemon that closed stderr gets its next connection, or data file, on
+ *     fd 2);
+ *   - never a block: a full pipe makes the write fail (RWF_NOWAIT), not wait;
+ *   - every string argument is escaped (%s), so a newline in a value or a
+ *     program name cannot split a line or forge a field. */
 #include "fdguard.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #define BURST 5     /* lines per kind per window */
 #define WINDOW_S 10 /* seconds */
-#define LINE_MAX 1024
+#define LOG_LINE_MAX 1024
+#define DEFERRED_MAX 16 /* lines kept until the process engages */
 
 struct rate {
     _Atomic uint64_t window; /* window number: monotonic seconds / WINDOW_S */
@@ -25,6 +46,29 @@ struct rate {
     _Atomic uint64_t suppressed;
 };
 static struct rate rates[FDG_EV_COUNT];
+
+/* Lines logged before the process engaged: formatted (without the prefix,
+ * which names the pid that finally reports them), kept here, not allocated. */
+struct deferred {
+    _Atomic bool ready;
+    enum fdg_log_level level;
+    enum fdg_event kind;
+    char body[LOG_LINE_MAX];
+};
+static struct deferred deferred[DEFERRED_MAX];
+static _Atomic unsigned deferred_count;
+
+/* What fd 2 was when the shim initialised (fdg_log_note_stderr). */
+static struct {
+    bool open;
+    dev_t dev;
+    ino_t ino;
+} stderr0;
+
+/* Identity of the log file we opened, checked before each write: a raw
+ * close by the application and a reuse of the number must not make us write
+ * into its file. */
+static _Atomic uint64_t log_dev, log_ino;
 
 const char *fdg_prog_name(void)
 {
@@ -38,6 +82,27 @@ static size_t put_str(char *buf, size_t cap, size_t n, const char *s)
 {
     while (*s && n < cap)
         buf[n++] = *s++;
+    return n;
+}
+
+/* Bytes outside 0x20..0x7e and the backslash become \xHH; an escape is
+ * written whole or not at all. */
+static size_t put_escaped(char *buf, size_t cap, size_t n, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c <= 0x7e && c != '\\') {
+            if (n >= cap) break;
+            buf[n++] = (char)c;
+            continue;
+        }
+        if (n + 4 > cap) break;
+        buf[n++] = '\\';
+        buf[n++] = 'x';
+        buf[n++] = hex[c >> 4];
+        buf[n++] = hex[c & 15];
+    }
     return n;
 }
 
@@ -66,8 +131,10 @@ size_t fdg_format(char *buf, size_t cap, const char *fmt, va_list ap)
             continue;
         }
         int longs = 0;
-        bool size = false;
-        for (p++; *p == 'l' || *p == 'z'; p++)
+        bool size = false, raw = false;
+        for (p++; *p == '-'; p++)
+            raw = true;
+        for (; *p == 'l' || *p == 'z'; p++)
             *p == 'l' ? longs++ : (size = true);
         long long sv;
         unsigned long long uv;
@@ -91,7 +158,8 @@ size_t fdg_format(char *buf, size_t cap, const char *fmt, va_list ap)
             break;
         case 's': {
             const char *s = va_arg(ap, const char *);
-            n = put_str(buf, cap, n, s ? s : "(null)");
+            if (!s) s = "(null)";
+            n = raw ? put_str(buf, cap, n, s) : put_escaped(buf, cap, n, s);
             break;
         }
         case 'c':
@@ -119,13 +187,68 @@ size_t fdg_formatf(char *buf, size_t cap, const char *fmt, ...)
     return n;
 }
 
+const char *fdg_errno_text(int err)
+{
+    switch (err) {
+    case ENOENT:
+        return "no such file or directory";
+    case EACCES:
+        return "permission denied";
+    case EPERM:
+        return "operation not permitted";
+    case ENOTDIR:
+        return "a path component is not a directory";
+    case ELOOP:
+        return "a symbolic link";
+    case EEXIST:
+        return "exists";
+    case EISDIR:
+        return "is a directory";
+    case EMFILE:
+        return "descriptor limit reached";
+    case ENFILE:
+        return "system file table full";
+    case ENOSPC:
+        return "no space left on device";
+    case EROFS:
+        return "read-only file system";
+    case ENXIO:
+        return "no such device or address";
+    case ENAMETOOLONG:
+        return "name too long";
+    case ENOMEM:
+        return "out of memory";
+    default:
+        return "system error";
+    }
+}
+
+void fdg_log_note_stderr(void)
+{
+    struct stat st;
+    int saved = errno;
+    stderr0.open = fstat(2, &st) == 0;
+    if (stderr0.open) {
+        stderr0.dev = st.st_dev;
+        stderr0.ino = st.st_ino;
+    }
+    errno = saved;
+}
+
 /* Keeps our descriptors out of 0..2, which daemons close and re-open
- * expecting to get those numbers back. */
-static int open_log_fd(void)
+ * expecting to get those numbers back. A log file is opened as every file of
+ * ours is (safefile.c); *why says why not. */
+static int open_log_fd(const char **why)
 {
     int fd = -1;
+    *why = NULL;
     if (fdg_cfg.log_target == FDG_LOG_FILE) {
-        fd = open(fdg_cfg.log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        fd = fdg_safe_open(fdg_cfg.log_path, O_WRONLY | O_APPEND | O_CREAT, why);
+        struct stat st;
+        if (fd >= 0 && fstat(fd, &st) == 0) {
+            atomic_store(&log_dev, (uint64_t)st.st_dev);
+            atomic_store(&log_ino, (uint64_t)st.st_ino);
+        }
     } else {
         fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         struct sockaddr_un sun = {.sun_family = AF_UNIX, .sun_path = "/dev/log"};
@@ -149,16 +272,25 @@ void fdg_log_prepare(void)
     /* A destination that cannot be opened (no /dev/log, an unwritable path)
      * is tried again every few seconds, not on every accept. */
     static _Atomic uint64_t retry_at;
+    static _Atomic bool refusal_reported;
     if (fdg_cfg.log_target == FDG_LOG_STDERR ||
         atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed) >= 0 ||
         monotonic_s() < atomic_load_explicit(&retry_at, memory_order_relaxed))
         return;
     int saved = errno;
-    int fd = open_log_fd();
-    if (fd < 0)
-        atomic_store_explicit(&retry_at, monotonic_s() + WINDOW_S, memory_order_relaxed);
-    else if (!fdg_owned_claim(FDG_OWNED_LOG, fd))
-        fdg_raw_close(fd); /* another thread opened it first */
+    /* Set first: the warning below is itself a line, whose emit() comes back
+     * here and must not recurse. */
+    atomic_store_explicit(&retry_at, monotonic_s() + WINDOW_S, memory_order_relaxed);
+    const char *why;
+    int fd = open_log_fd(&why);
+    if (fd >= 0) {
+        atomic_store_explicit(&retry_at, 0, memory_order_relaxed);
+        if (!fdg_owned_claim(FDG_OWNED_LOG, fd)) fdg_raw_close(fd); /* another thread's won */
+    } else if (why && !atomic_exchange(&refusal_reported, true)) {
+        fdg_logf(FDG_LVL_WARN, FDG_EV_CONFIG,
+                 "FDGUARD_LOG: cannot use the file (%-s); logging to stderr: %s", why,
+                 fdg_cfg.log_path);
+    }
     errno = saved;
 }
 
@@ -182,26 +314,40 @@ static bool rate_allows(enum fdg_event kind, uint64_t *suppressed)
     return true;
 }
 
-static void emit(enum fdg_log_level level, const char *line, size_t len)
+/* write(2) to a pipe or FIFO: never blocks (RWF_NOWAIT: a full pipe fails
+ * with EAGAIN; the line is dropped), never raises SIGPIPE. With SIGPIPE
+ * blocked, the signal a write to a reader-less pipe raises stays pending on
+ * this thread; we take it back with sigtimedwait unless one was pending
+ * before (that one is not ours to swallow). All async-signal-safe. */
+static void write_pipe(int fd, const char *line, size_t len)
 {
-    int fd = 2;
-    if (fdg_cfg.log_target != FDG_LOG_STDERR) {
-        /* Not in a slot the shim just freed for a connection or a load (the
-         * spare is out then): that would take the room meant for the spare.
-         * Until the next fdg_engage the line goes to stderr. */
-        if (fdg_spare_held() || atomic_load(&fdg_state) != FDG_READY) fdg_log_prepare();
-        int owned = atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed);
-        if (owned >= 0) fd = owned;
+    sigset_t pipe_set, old, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    if (pthread_sigmask(SIG_BLOCK, &pipe_set, &old) != 0) return;
+    bool was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    struct iovec iov = {.iov_base = (void *)line, .iov_len = len};
+    ssize_t w = pwritev2(fd, &iov, 1, -1, RWF_NOWAIT);
+    if (w < 0 && errno == EOPNOTSUPP) {
+        /* A kernel without RWF_NOWAIT on pipes: write only if the line fits
+         * comfortably in what the pipe holds now (a line is at most 1 KiB,
+         * below PIPE_BUF, so the write is atomic). */
+        int used = 0, size = (int)fdg_raw_fcntl(fd, F_GETPIPE_SZ, 0);
+        int fl = (int)fdg_raw_fcntl(fd, F_GETFL, 0);
+        if ((fl >= 0 && (fl & O_NONBLOCK)) ||
+            (size > 0 && ioctl(fd, FIONREAD, &used) == 0 && used + (int)len + PIPE_BUF <= size))
+            w = write(fd, line, len);
     }
-    if (fd != 2 && fdg_cfg.log_target == FDG_LOG_SYSLOG) {
-        /* LOG_DAEMON facility; RFC 3164 framing without a timestamp (syslogd adds it). */
-        static const int severity[] = {7, 3, 4, 6, 7};
-        char framed[LINE_MAX + 8];
-        size_t n = fdg_formatf(framed, sizeof framed, "<%d>", 24 + severity[level]);
-        memcpy(framed + n, line, len - 1); /* without the newline */
-        if (send(fd, framed, n + len - 1, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return;
-        fd = 2;
+    if (w < 0 && errno == EPIPE && !was_pending) {
+        static const struct timespec zero;
+        sigtimedwait(&pipe_set, NULL, &zero);
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Regular files and terminals: no signal, no indefinite wait. */
+static void write_all(int fd, const char *line, size_t len)
+{
     while (len > 0) {
         ssize_t w = write(fd, line, len);
         if (w < 0 && errno == EINTR) continue;
@@ -211,23 +357,111 @@ static void emit(enum fdg_log_level level, const char *line, size_t len)
     }
 }
 
-void fdg_logf(enum fdg_log_level level, enum fdg_event kind, const char *fmt, ...)
+/* fd 2 only while it is the stderr we started with, or something that can
+ * only be a log: a terminal, a pipe, a file open for appending. Never a
+ * socket that is not the original (a client's connection reusing fd 2), and
+ * nothing but a terminal if fd 2 was closed when we started (whatever holds
+ * the number now, the application opened it for itself). */
+static bool stderr_writable(const struct stat *st)
 {
-    if (level > fdg_cfg.log_level || level == FDG_LVL_QUIET) return;
+    if (stderr0.open && st->st_dev == stderr0.dev && st->st_ino == stderr0.ino) return true;
+    if (S_ISCHR(st->st_mode)) return isatty(2);
+    if (!stderr0.open) return false;
+    if (S_ISFIFO(st->st_mode)) return true;
+    int fl = (int)fdg_raw_fcntl(2, F_GETFL, 0);
+    return S_ISREG(st->st_mode) && fl >= 0 && (fl & O_APPEND) && (fl & O_ACCMODE) != O_RDONLY;
+}
+
+static void write_stderr(const char *line, size_t len)
+{
+    struct stat st;
+    if (fstat(2, &st) != 0 || !stderr_writable(&st)) return;
+    if (S_ISSOCK(st.st_mode))
+        send(2, line, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    else if (S_ISFIFO(st.st_mode))
+        write_pipe(2, line, len);
+    else
+        write_all(2, line, len);
+}
+
+static bool log_file_still_ours(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && (uint64_t)st.st_dev == atomic_load(&log_dev) &&
+           (uint64_t)st.st_ino == atomic_load(&log_ino);
+}
+
+static void emit(enum fdg_log_level level, const char *line, size_t len)
+{
+    if (fdg_cfg.log_target != FDG_LOG_STDERR) {
+        /* Not in a slot the shim just freed for a connection or a load (the
+         * spare is out then): that would take the room meant for the spare.
+         * Until the next fdg_engage the line goes to stderr. */
+        if (fdg_spare_held() || atomic_load(&fdg_state) != FDG_READY) fdg_log_prepare();
+        int fd = atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed);
+        if (fd >= 0 && fdg_cfg.log_target == FDG_LOG_SYSLOG) {
+            /* LOG_DAEMON facility; RFC 3164 framing without a timestamp (syslogd adds it). */
+            static const int severity[] = {7, 3, 4, 6, 7};
+            char framed[LOG_LINE_MAX + 8];
+            size_t n = fdg_formatf(framed, sizeof framed, "<%d>", 24 + severity[level]);
+            memcpy(framed + n, line, len - 1); /* without the newline */
+            if (send(fd, framed, n + len - 1, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return;
+        } else if (fd >= 0 && log_file_still_ours(fd)) {
+            write_all(fd, line, len);
+            return;
+        }
+    }
+    write_stderr(line, len);
+}
+
+static void emit_body(enum fdg_log_level level, enum fdg_event kind, const char *body)
+{
     uint64_t suppressed = 0;
     if (!rate_allows(kind, &suppressed)) return;
-    int saved = errno;
-    char line[LINE_MAX];
-    size_t n = fdg_formatf(line, sizeof line, "fdguard[%s:%d]: ", fdg_prog_name(), (int)getpid());
-    va_list ap;
-    va_start(ap, fmt);
-    n += fdg_format(line + n, sizeof line - n, fmt, ap);
-    va_end(ap);
+    char line[LOG_LINE_MAX];
+    size_t n =
+        fdg_formatf(line, sizeof line, "fdguard[%s:%d]: %-s", fdg_prog_name(), (int)getpid(), body);
     if (suppressed)
         n += fdg_formatf(line + n, sizeof line - n, " (%llu similar lines suppressed)",
                          (unsigned long long)suppressed);
     if (n > sizeof line - 2) n = sizeof line - 2;
     line[n++] = '\n';
     emit(level, line, n);
+}
+
+void fdg_logf(enum fdg_log_level level, enum fdg_event kind, const char *fmt, ...)
+{
+    if (level > fdg_cfg.log_level || level == FDG_LVL_QUIET) return;
+    int saved = errno;
+    char body[LOG_LINE_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    fdg_format(body, sizeof body, fmt, ap);
+    va_end(ap);
+    if (fdg_engaged()) {
+        emit_body(level, kind, body);
+    } else {
+        unsigned slot = atomic_fetch_add(&deferred_count, 1);
+        if (slot < DEFERRED_MAX) {
+            struct deferred *d = &deferred[slot];
+            d->level = level;
+            d->kind = kind;
+            memcpy(d->body, body, sizeof body);
+            atomic_store_explicit(&d->ready, true, memory_order_release);
+        }
+    }
+    errno = saved;
+}
+
+void fdg_log_flush_deferred(void)
+{
+    unsigned n = atomic_exchange(&deferred_count, 0);
+    if (n > DEFERRED_MAX) n = DEFERRED_MAX;
+    int saved = errno;
+    for (unsigned i = 0; i < n; i++) {
+        struct deferred *d = &deferred[i];
+        if (atomic_exchange_explicit(&d->ready, false, memory_order_acquire))
+            emit_body(d->level, d->kind, d->body);
+    }
     errno = saved;
 }

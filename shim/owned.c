@@ -35,9 +35,3 @@ int fdg_fd_above_stdio(int fd)
     fdg_raw_close(fd);
     return moved;
 }
-
-void fdg_engage(void)
-{
-    fdg_spare_arm();
-    fdg_log_prepare();
-}

@@ -2,9 +2,17 @@
  *
  * They live in static memory, or, with FDGUARD_STATS=PATH, in a shared mapping
  * of that file so `fdguard stat` can read them while the process runs: no
- * signal, no socket, no thread. Layout: a 4 KiB text header (magic, pid,
- * program, counter names one per line, NUL padded), then one little-endian
- * uint64 per counter in the header's order. */
+ * signal, no socket, no thread. The file is created when the process engages
+ * (its first guarded action), never at load: a shell pipeline under the shim
+ * leaves no files. Format 2 (README, "Logs and counters"):
+ *   fdguard-stats 2\n pid P\n start T\n prog NAME\n counters N\n NAME\n x N
+ *   NUL padding to 4096, then N little-endian uint64 counters and one uint64
+ *   "ended": 0 while the process runs, the CLOCK_REALTIME second of a normal
+ *   exit. pid and start (field 22 of /proc/PID/stat) identify the process
+ *   even after its pid is reused; a killed process leaves ended at 0.
+ * Each process publishes its own counters: a fork child unmaps its parent's
+ * file (so /proc/CHILD/maps does not name it), starts from zero, and creates
+ * its own file when it engages itself. */
 #include "fdguard.h"
 
 #include <errno.h>
@@ -14,13 +22,22 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HEADER_SIZE 4096
-#define MAGIC "fdguard-stats 1\n"
+#define MAGIC "fdguard-stats "
+#define VERSION "2"
+#define PROG_MAX 512 /* escaped program name in the header */
 
 static _Atomic uint64_t static_counters[FDG_C_COUNT];
 _Atomic uint64_t *fdg_counters = static_counters;
+
+/* The mapping this process publishes, and the pid that mapped it. */
+static void *map;
+static pid_t map_pid;
+
+#define MAP_SIZE (HEADER_SIZE + (FDG_C_COUNT + 1) * sizeof(uint64_t))
 
 static const char *const counter_names[] = {
 #define FDG_NAME(name, desc) #name,
@@ -28,71 +45,146 @@ static const char *const counter_names[] = {
 #undef FDG_NAME
 };
 
-/* FDGUARD_STATS with %p replaced by our pid. */
+unsigned long long fdg_start_time(pid_t pid)
+{
+    char path[32], buf[1024];
+    fdg_formatf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    fdg_raw_close(fd);
+    if (n <= 0) return 0;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may contain anything */
+    for (int field = 2; p && field < 22; field++)
+        p = strchr(p + 1, ' ');
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+/* FDGUARD_STATS with %p replaced by our pid; false if it does not fit. */
 static bool expand_path(char *out, size_t cap)
 {
     size_t n = 0;
+    char pid[16];
+    size_t pid_len = fdg_formatf(pid, sizeof pid, "%d", (int)getpid());
     for (const char *p = fdg_cfg.stats_path; *p; p++) {
         if (p[0] == '%' && p[1] == 'p') {
-            n += fdg_formatf(out + n, cap - n, "%d", (int)getpid());
+            if (n + pid_len >= cap) return false;
+            memcpy(out + n, pid, pid_len);
+            n += pid_len;
             p++;
-        } else if (n + 1 < cap) {
+        } else {
+            if (n + 1 >= cap) return false;
             out[n++] = *p;
         }
     }
     out[n] = '\0';
-    return n + 1 < cap;
+    return true;
 }
 
-/* Another live process (a parent that exec'd us, with a path without %p)
- * already publishes there: leave its file alone. */
-static bool owned_by_live_process(int fd)
+/* Another live process (a parent that exec'd us, or a sibling, with a path
+ * without %p) publishes there: leave its file alone. */
+static bool published_by_live_process(const char *head)
 {
-    char head[64] = "";
-    if (pread(fd, head, sizeof head - 1, 0) <= 0 || strncmp(head, MAGIC, strlen(MAGIC)) != 0)
-        return false;
-    long pid = strtol(head + strlen(MAGIC) + strlen("pid "), NULL, 10);
-    return pid > 0 && pid != getpid() && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+    const char *line = strchr(head, '\n');
+    if (!line || strncmp(line + 1, "pid ", 4) != 0) return false;
+    long pid = strtol(line + 5, NULL, 10);
+    if (pid <= 0 || pid == getpid() || (kill((pid_t)pid, 0) != 0 && errno != EPERM)) return false;
+    const char *start = strstr(head, "\nstart ");
+    if (!start) return true; /* format 1: no start time to compare */
+    return strtoull(start + 7, NULL, 10) == fdg_start_time((pid_t)pid);
 }
 
-static size_t header_text(char *hdr)
+/* Only an empty file or a stats file (ours: checked by the caller) may be
+ * rewritten; anything else is someone's data. */
+static const char *reusable(int fd)
 {
-    size_t n = fdg_formatf(hdr, HEADER_SIZE, MAGIC "pid %d\nprog %s\ncounters %d\n", (int)getpid(),
-                           fdg_prog_name(), (int)FDG_C_COUNT);
+    char head[256];
+    struct stat st;
+    if (fstat(fd, &st) != 0) return fdg_errno_text(errno);
+    if (st.st_size == 0) return NULL;
+    ssize_t n = pread(fd, head, sizeof head - 1, 0);
+    if (n < (ssize_t)strlen(MAGIC)) return "an existing file that is not an fdguard stats file";
+    head[n] = '\0';
+    if (strncmp(head, MAGIC, strlen(MAGIC)) != 0)
+        return "an existing file that is not an fdguard stats file";
+    if (published_by_live_process(head))
+        return "in use by another live process; put %p in the path";
+    return NULL;
+}
+
+static void write_header(char *hdr)
+{
+    char prog[PROG_MAX];
+    fdg_formatf(prog, sizeof prog, "%s", fdg_prog_name());
+    size_t n =
+        fdg_formatf(hdr, HEADER_SIZE, MAGIC VERSION "\npid %d\nstart %llu\nprog %-s\ncounters %d\n",
+                    (int)getpid(), fdg_start_time(getpid()), prog, (int)FDG_C_COUNT);
     for (int i = 0; i < FDG_C_COUNT; i++)
         n += fdg_formatf(hdr + n, HEADER_SIZE - n, "%s\n", counter_names[i]);
-    return n;
+}
+
+static void refuse(const char *path, const char *why)
+{
+    fdg_logf(FDG_LVL_WARN, FDG_EV_STATS,
+             "FDGUARD_STATS: cannot use the file (%-s); counters stay private: %s", why, path);
 }
 
 void fdg_stats_open(void)
 {
+    if (!fdg_cfg.stats_path[0] || map) return;
     char path[FDG_PATH_MAX];
-    if (!fdg_cfg.stats_path[0] || !expand_path(path, sizeof path)) return;
-    /* No symlink following: a stats path in a shared directory must not let
-     * another user redirect our writes. */
-    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    struct stat st;
-    const char *why = NULL;
-    if (fd < 0)
-        why = strerror(errno);
-    else if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid())
-        why = "not a regular file of ours";
-    else if (owned_by_live_process(fd))
-        why = "in use by another live process (put %p in the path)";
-    void *map = MAP_FAILED;
-    size_t size = HEADER_SIZE + FDG_C_COUNT * sizeof(uint64_t);
-    if (!why && ftruncate(fd, 0) == 0 && ftruncate(fd, (off_t)size) == 0)
-        map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (!why && map == MAP_FAILED) why = strerror(errno);
-    if (fd >= 0) fdg_raw_close(fd);
-    if (why) {
+    if (!expand_path(path, sizeof path)) {
         fdg_logf(FDG_LVL_WARN, FDG_EV_STATS,
-                 "FDGUARD_STATS: cannot use %s: %s; counters stay private", path, why);
+                 "FDGUARD_STATS: the path is longer than %d bytes once %%p is replaced by %d; "
+                 "counters stay private: %s",
+                 FDG_PATH_MAX - 1, (int)getpid(), fdg_cfg.stats_path);
         return;
     }
-    header_text(map);
-    _Atomic uint64_t *shared = (_Atomic uint64_t *)((char *)map + HEADER_SIZE);
+    const char *why;
+    int fd = fdg_safe_open(path, O_RDWR | O_CREAT, &why);
+    if (fd < 0) {
+        refuse(path, why);
+        return;
+    }
+    void *m = MAP_FAILED;
+    if (!(why = reusable(fd))) {
+        if (fchmod(fd, 0600) == 0 && ftruncate(fd, 0) == 0 && ftruncate(fd, (off_t)MAP_SIZE) == 0)
+            m = mmap(NULL, MAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED) why = fdg_errno_text(errno);
+    }
+    fdg_raw_close(fd);
+    if (why) {
+        refuse(path, why);
+        return;
+    }
+    write_header(m);
+    _Atomic uint64_t *shared = (_Atomic uint64_t *)((char *)m + HEADER_SIZE);
     for (int i = 0; i < FDG_C_COUNT; i++)
         atomic_store(&shared[i], atomic_load(&static_counters[i]));
+    map = m;
+    map_pid = getpid();
     fdg_counters = shared;
+}
+
+void fdg_stats_after_fork(void)
+{
+    /* Private counters first, so that nothing writes to the mapping while
+     * it goes away. */
+    fdg_counters = static_counters;
+    for (int i = 0; i < FDG_C_COUNT; i++)
+        atomic_store_explicit(&static_counters[i], 0, memory_order_relaxed);
+    if (map) munmap(map, MAP_SIZE);
+    map = NULL;
+}
+
+/* A normal exit (exit(), return from main) marks the file ended; _exit and
+ * signals leave 0, and readers tell a dead process from the pid/start pair. */
+__attribute__((destructor)) static void stats_ended(void)
+{
+    if (!map || map_pid != getpid()) return;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    _Atomic uint64_t *shared = (_Atomic uint64_t *)((char *)map + HEADER_SIZE);
+    atomic_store(&shared[FDG_C_COUNT], (uint64_t)now.tv_sec);
 }

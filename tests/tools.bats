@@ -433,13 +433,13 @@ children_of() {
 	[[ $output == "fdguard stat: $T/nothing: no such file" ]]
 	echo hello >"$T/notstats"
 	run -1 "$FDG" stat "$T/notstats"
-	[[ $output == "fdguard stat: $T/notstats: not an fdguard stats file (no 'fdguard-stats 1' header)" ]]
+	[[ $output == "fdguard stat: $T/notstats: not an fdguard stats file (no 'fdguard-stats 2' header)" ]]
 
 	# A file whose header names a live process that does not publish it.
 	srv_up shim lt "FDGUARD_STATS=$T/stats.%p"
 	wait_file "$T/stats.$SRV"
 	{
-		printf 'fdguard-stats 1\npid %s\n' "$P"
+		printf 'fdguard-stats 2\npid %s\n' "$P"
 		head -c 4096 "$T/stats.$SRV" | tr -d '\0' | tail -n +3
 	} >"$T/forged"
 	truncate -s 4096 "$T/forged"

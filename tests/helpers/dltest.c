@@ -667,23 +667,29 @@ static int sc_transient(int argc, char **argv)
 
 /* ---- descriptor exhaustion and /etc/ld.so.cache ---------------------------- */
 
-/* emfile WARM NAME [NAME2]: dlopen(WARM) (the shim arms its spare on first
- * need), then a soft RLIMIT_NOFILE at the lowest free number (no free
- * descriptor at all), dlopen(NAME) (a library only /etc/ld.so.cache knows);
- * once the limit is back, NAME again and NAME2 (another such library, never
- * opened before: does the loader still read its cache?). */
+/* emfile WARM NAME [NAME2]: dlopen(WARM) with 8 descriptors left (a process
+ * that only loads libraries gets the shim's spare on a load near its limit),
+ * then a soft RLIMIT_NOFILE at the lowest free number (no free descriptor at
+ * all), dlopen(NAME) (a library only /etc/ld.so.cache knows); once the limit
+ * is back, NAME again and NAME2 (another such library, never opened before:
+ * does the loader still read its cache?). */
 static int sc_emfile(int argc, char **argv)
 {
     if (argc != 2 && argc != 3) die("usage: emfile WARM NAME [NAME2]");
-    void *w = open_b(argv[0], RTLD_NOW);
-    if (!w) die(dlerror());
-    fflush(stdout);
+    struct rlimit saved, low;
+    if (getrlimit(RLIMIT_NOFILE, &saved) != 0) die("getrlimit failed");
     int lowest = open("/", O_PATH | O_CLOEXEC);
     if (lowest < 0) die("open / failed");
     close(lowest);
-    struct rlimit saved, low;
-    if (getrlimit(RLIMIT_NOFILE, &saved) != 0) die("getrlimit failed");
     low = saved;
+    low.rlim_cur = (rlim_t)lowest + 8;
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0) die("setrlimit(RLIMIT_NOFILE) failed");
+    void *w = open_b(argv[0], RTLD_NOW);
+    if (!w) die(dlerror());
+    fflush(stdout);
+    lowest = open("/", O_PATH | O_CLOEXEC);
+    if (lowest < 0) die("open / failed");
+    close(lowest);
     low.rlim_cur = (rlim_t)lowest;
     if (setrlimit(RLIMIT_NOFILE, &low) != 0) die("setrlimit(RLIMIT_NOFILE) failed");
     int probe = open("/", O_PATH | O_CLOEXEC);
