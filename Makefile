@@ -3,6 +3,7 @@
 #   make test             bats suites (SANITIZE=address|thread|undefined for sanitizer builds)
 #   make bench [QUICK=1]  side-by-side benchmarks
 #   make demo             the EMFILE spin, without and with the shim
+#   make fidelity         CPython's own test suites with the shim preloaded (TAP)
 #   make install          PREFIX=/usr/local DESTDIR=
 
 CC       ?= cc
@@ -46,7 +47,7 @@ SAN_SUITES ?= tests/accept.bats tests/accept_blocking.bats tests/epoll.bats test
 SAN_ENV   := ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
              TSAN_OPTIONS=halt_on_error=1
 
-.PHONY: all helpers benches test bench demo install clean format check-format lint
+.PHONY: all helpers benches test bench demo fidelity install clean format check-format lint
 
 all: $(LIB)
 
@@ -87,6 +88,14 @@ bench: $(LIB) helpers benches
 demo: $(LIB) helpers
 	FDG_BUILD=$(abspath $(BUILD)) scripts/demo
 
+# The system python3 (Debian's libpython3.X-testsuite matches it), not one
+# found on PATH: its suites must pass with the shim as they do without.
+FIDELITY_PYTHON ?= /usr/bin/python3
+FIDELITY_TESTS  ?= test_epoll test_selectors test_os test_subprocess test_ctypes test_poll \
+                   test_select test_asyncio
+fidelity: $(LIB)
+	FDG_BUILD=$(abspath $(BUILD)) PYTHON=$(FIDELITY_PYTHON) tests/fidelity/run $(FIDELITY_TESTS)
+
 # fdguard flood runs the flood client, installed next to the library.
 install: $(LIB) $(BUILD)/tests/flood
 	install -d $(DESTDIR)$(PREFIX)/lib/fdguard $(DESTDIR)$(PREFIX)/bin
@@ -101,7 +110,8 @@ check-format:
 	clang-format --dry-run -Werror shim/*.c shim/*.h tests/helpers/*.c tests/helpers/*.h
 
 lint:
-	shellcheck $(wildcard scripts/fdguard scripts/demo .ci/run tests/bench/run tests/*.bash)
+	shellcheck $(wildcard scripts/fdguard scripts/demo .ci/run tests/bench/run tests/fidelity/run \
+	    tests/*.bash)
 
 clean:
 	rm -rf build
