@@ -532,6 +532,39 @@ print("bad", bad)
     [[ $(stats_counter "$T/stats" spare_armed) == 2 ]]
 }
 
+# A documented limit (README, Limits), pinned: a server's spare is the lowest
+# free number when it is armed (listen, after each shed). A descriptor the
+# application frees below it afterwards, and a soft limit then lowered to that
+# number (fdguard squeeze --free 0 counts holes first), leave the spare above
+# the limit: closing it frees nothing the kernel hands out. Clients hang as
+# without the shim; the accept loop backs off instead of spinning.
+@test "limit: a hole below a server's spare and a limit lowered into it: no relief, but no spin" {
+    local mode port pid low ticks pct
+    for mode in plain shim; do
+        rm -f "$T/ready"
+        local -a env=(env)
+        [[ $mode == shim ]] && env+=(LD_PRELOAD="$PRE")
+        start_bg S "${env[@]}" "$H" listen --hole --serve --ready "$T/ready" 2>"$T/err"
+        wait_file "$T/ready"
+        read -r port pid <"$T/ready"
+        low=$(/usr/bin/python3 -c "import os
+fds = set(map(int, os.listdir('/proc/$pid/fd')))
+print(min(set(range(len(fds) + 1)) - fds))")
+        set_nofile "$pid" "$low"
+        run -0 "$FDG_BIN/flood" "127.0.0.1:$port" -n 3 --wait-ms 300
+        echo "$mode: limit $low; $output"
+        [[ $output =~ hanging=([0-9]+) ]] && ((BASH_REMATCH[1] >= 2))
+        read -r ticks pct < <(spin_probe "$pid" 1)
+        echo "$mode: $ticks ticks over 1 s, runnable in $pct% of samples"
+        if [[ $mode == shim ]]; then
+            ((ticks <= 20))
+        else
+            ((ticks > 50 || pct >= 90))
+        fi
+        stop_all
+    done
+}
+
 # ---- issue 12, case 12: IPC_PRIVATE without IPC_CREAT --------------------------------
 
 @test "IPC_PRIVATE without IPC_CREAT creates an object: its creator is recorded" {

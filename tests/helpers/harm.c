@@ -1,7 +1,10 @@
 /* harm: small programs for the do-no-harm suite (tests/harm.bats).
  *
- *   harm listen [--ready FILE] [--close-stderr] [--serve] [--wait FILE]
+ *   harm listen [--ready FILE] [--close-stderr] [--hole] [--serve] [--wait FILE]
  *       listen on 127.0.0.1 (port 0): the shim's first guarded action.
+ *       --hole: a descriptor opened before and closed after the listen (a
+ *       configuration file read at start) leaves a free number below the
+ *       shim's spare.
  *       FILE gets "PORT PID". --close-stderr closes fd 2 afterwards, as a
  *       daemon does (its next connection then gets fd 2). --serve accepts
  *       forever (blocking), greets each client with "HELLO\n" and keeps it.
@@ -114,7 +117,7 @@ static void register_pipe(void)
 static int sc_listen(int argc, char **argv)
 {
     const char *ready = NULL, *wait = NULL;
-    bool close_stderr = false, serve = false;
+    bool close_stderr = false, serve = false, hole = false;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--ready") && i + 1 < argc)
             ready = argv[++i];
@@ -124,10 +127,14 @@ static int sc_listen(int argc, char **argv)
             close_stderr = true;
         else if (!strcmp(argv[i], "--serve"))
             serve = true;
+        else if (!strcmp(argv[i], "--hole"))
+            hole = true;
         else
             usage();
     }
+    int early = hole ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
     int s = listen_local();
+    if (early >= 0) close(early);
     char line[64];
     snprintf(line, sizeof line, "%d %d\n", port_of(s), (int)getpid());
     if (close_stderr) close(2);
