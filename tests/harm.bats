@@ -143,6 +143,7 @@ plugins() {
     wait_file "$T/ready"
     local port pid
     read -r port pid <"$T/ready"
+    FDG_PIDS+=("$pid")
     set_nofile "$pid" "$(fd_count "$pid")"
     # A thread blocked in accept holds a reserved number: the first client may
     # still be served; the next ones are shed (and logged: into the pipe).
@@ -588,6 +589,7 @@ print(min(set(range(len(fds) + 1)) - fds))")
     wait_file "$T/ready"
     local parent child
     read -r parent child <"$T/ready"
+    FDG_PIDS+=("$child")
     [[ -f $T/st.$parent && -f $T/st.$child ]]
     grep -qF "$T/st.$child" "/proc/$child/maps"
     refute grep -qF "$T/st.$parent" "/proc/$child/maps"
@@ -606,6 +608,7 @@ print(min(set(range(len(fds) + 1)) - fds))")
         --ready "$T/ready" --wait "$T/go"
     wait_file "$T/ready"
     read -r parent child <"$T/ready"
+    FDG_PIDS+=("$child")
     [[ -f $T/st2.$parent && ! -e $T/st2.$child ]]
     refute grep -qF "$T/st2.$parent" "/proc/$child/maps"
     # A killed process leaves ended at 0.

@@ -48,6 +48,7 @@
 #include <sys/epoll.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
@@ -190,6 +191,7 @@ static int sc_fork(int argc, char **argv)
     pid_t child = fork();
     if (child < 0) die("fork");
     if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives a test that stops the parent */
         if (child_listen) listen_local();
         if (child_epoll) register_pipe();
         char line[64];
@@ -236,6 +238,7 @@ static int sc_broken_stderr(char **argv)
     pid_t pid = fork();
     if (pid < 0) die("fork");
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         signal(SIGPIPE, SIG_DFL);
         dup2(p[1], 2);
         close(p[1]);
@@ -268,6 +271,7 @@ static int sc_full_stderr(char **argv)
     pid_t pid = fork();
     if (pid < 0) die("fork");
     if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(p[1], 2);
         close(p[1]);
         close(p[0]);
