@@ -26,13 +26,13 @@ setup() {
 	FDG=$FDG_ROOT/scripts/fdguard
 	# The script finds the library and the flood client next to itself;
 	# the suite uses the build under test (sanitizer builds included).
-	export FDGUARD_LIB=$FDG_LIB FDGUARD_FLOOD=$FDG_BIN/flood
+	export FDGUARD_LIB=$FDG_LIB FDGUARD_FLOOD=$FDG_FLOOD
 	IPC_MADE=()
 	PUB=
 	local h
-	for h in tool_fds tool_ipc tool_stale srv flood; do
-		if [[ ! -x $FDG_BIN/$h ]]; then
-			echo "missing $FDG_BIN/$h: run make helpers" >&2
+	for h in "$FDG_BIN"/{tool_fds,tool_ipc,tool_stale,srv} "$FDG_FLOOD"; do
+		if [[ ! -x $h ]]; then
+			echo "missing $h: run make and make helpers" >&2
 			return 1
 		fi
 	done
@@ -585,13 +585,14 @@ children_of() {
 	# Installed layout: bin/fdguard finds lib/fdguard/flood.
 	mkdir -p "$T/inst/bin" "$T/inst/lib/fdguard"
 	cp "$FDG" "$T/inst/bin/fdguard"
-	cp "$FDG_BIN/flood" "$T/inst/lib/fdguard/flood"
-	unset FDGUARD_FLOOD
+	cp -r "$FDG_ROOT/scripts/tools" "$T/inst/lib/fdguard/tools"
+	cp "$FDG_FLOOD" "$T/inst/lib/fdguard/flood"
+	unset FDGUARD_FLOOD FDGUARD_LIB
 	run -0 "$T/inst/bin/fdguard" flood "$ADDR" -n 2
 	[[ $output =~ served\ +2 ]]
 	rm "$T/inst/lib/fdguard/flood"
 	run -1 "$T/inst/bin/fdguard" flood "$ADDR" -n 2
-	[[ $output == "fdguard flood: flood client not found"* ]]
+	[[ $output == "fdguard flood: flood not found (run make; looked in $T/inst/build and $T/inst/lib/fdguard)" ]]
 }
 
 # ---- ipc -------------------------------------------------------------------

@@ -32,15 +32,36 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
-
-#include "common.h"
 
 #define MAX_CONNS 10000
 #define MAX_HOLD_S 3600
 #define MAX_WAIT_MS 60000
 #define FIRST_CAP 256 /* bytes of the first answer kept per connection */
 #define MAX_TEXTS 16  /* distinct rejection texts / connect errors reported */
+
+/* Monotonic time in milliseconds, fractional: answers on loopback come in well
+ * under a millisecond. */
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* A whole decimal string in [min, max]: junk, signs out of range and empty
+ * strings are usage errors, not truncated. */
+static bool parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    if (s == NULL || *s == '\0') return false;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max) return false;
+    *out = v;
+    return true;
+}
 
 enum result { R_CONNECTING, R_WAITING, R_SERVED, R_REJECTED, R_CLOSED, R_HANGING, R_FAILED };
 
