@@ -9,15 +9,17 @@ FDG_COMMON_LOADED=1
 # The subcommand being run, for die_usage; empty at the top level.
 FDGUARD_SUB=${FDGUARD_SUB:-}
 
-# die MSG: error, exit 1.
+# die MSG: error, exit 1. MSG may carry names (programs, paths): it is
+# printed escaped (esc).
 die() {
-	printf 'fdguard%s: %s\n' "${FDGUARD_SUB:+ $FDGUARD_SUB}" "$1" >&2
-	exit 1
+	die_status 1 "$1"
 }
 
 # die_status STATUS MSG: error with a chosen exit status.
 die_status() {
-	printf 'fdguard%s: %s\n' "${FDGUARD_SUB:+ $FDGUARD_SUB}" "$2" >&2
+	local msg
+	esc msg "$2"
+	printf 'fdguard%s: %s\n' "${FDGUARD_SUB:+ $FDGUARD_SUB}" "$msg" >&2
 	exit "$1"
 }
 
@@ -277,23 +279,140 @@ is_unlimited() {
 	[[ -z $1 || $1 == unlimited || $1 == max || ${#1} -ge 19 ]]
 }
 
-# json_str STRING: prints STRING as a JSON string literal.
-json_str() {
-	local q
-	json_q q "$1"
-	printf '%s' "$q"
+# Names (programs, paths) are bytes chosen by whoever started the process: an
+# ESC sequence or a newline in one must not reach the terminal, shift a
+# column or break a JSON document. Text output shows them escaped (esc),
+# JSON carries them encoded (json_q). Both work byte by byte, in the C locale
+# (tools_init).
+
+# esc VAR STRING: sets VAR to STRING with every byte outside printable ASCII
+# (0x20..0x7e), and the backslash, written as \xHH: the escaping the shim uses
+# for program names in its files. The result is ASCII: one column per byte.
+# (Locals are prefixed: VAR names the caller's variable.)
+esc() {
+	local _es=$2 _eo='' _ec _en _ei
+	if [[ $_es != *[!\ -~]* && $_es != *\\* ]]; then
+		printf -v "$1" '%s' "$_es"
+		return
+	fi
+	for ((_ei = 0; _ei < ${#_es}; _ei++)); do
+		_ec=${_es:_ei:1}
+		if [[ $_ec == [\ -~] && $_ec != \\ ]]; then
+			_eo+=$_ec
+		else
+			printf -v _en '%d' "'$_ec"
+			printf -v _ec '\\x%02x' $((_en & 255))
+			_eo+=$_ec
+		fi
+	done
+	printf -v "$1" '%s' "$_eo"
 }
 
-# json_q VAR STRING: sets VAR to STRING as a JSON string literal (no subshell).
+# is_escaped STRING: STRING is in the shim's escaped form (printable ASCII,
+# a backslash only as \xHH).
+is_escaped() {
+	local _rest=${1//\\x[0-9a-fA-F][0-9a-fA-F]/}
+	[[ $1 != *[!\ -~]* && $_rest != *\\* ]]
+}
+
+# unesc VAR STRING: sets VAR to the bytes of STRING, in the shim's escaped
+# form (check it with is_escaped first). \x00 stays as the four characters:
+# a shell string cannot hold a NUL.
+unesc() {
+	local _us=$2 _uo='' _uh _ub
+	while [[ $_us == *\\x* ]]; do
+		_uo+=${_us%%\\x*}
+		_us=${_us#*\\x}
+		_uh=${_us:0:2} _us=${_us:2}
+		if [[ $_uh == 00 ]]; then
+			_uo+='\x00'
+		else
+			printf -v _ub %b "\\x$_uh"
+			_uo+=$_ub
+		fi
+	done
+	printf -v "$1" '%s' "$_uo$_us"
+}
+
+# json_str STRING: prints STRING as a JSON string literal.
+json_str() {
+	local _jq
+	json_q _jq "$1"
+	printf '%s' "$_jq"
+}
+
+# json_q VAR STRING: sets VAR to STRING as a JSON string literal (no subshell),
+# valid JSON whatever the bytes: well-formed UTF-8 is kept as it is (C1
+# controls U+0080..U+009F escaped); control bytes, and every byte that is not
+# part of well-formed UTF-8, become \u00XX with XX the byte's value (so
+# $'\xff' is "\u00ff": the byte read as Latin-1, not lost).
 json_q() {
-	local s=$2
-	s=${s//\\/\\\\}
-	s=${s//\"/\\\"}
-	s=${s//$'\n'/\\n}
-	s=${s//$'\r'/\\r}
-	s=${s//$'\t'/\\t}
-	s=${s//[[:cntrl:]]/?}
-	printf -v "$1" '\x22%s\x22' "$s"
+	local _js=$2 _jo='' _jc _jn _ji=0 _jk _jlen _jneed _jlo _jhi _jb _jok
+	if [[ $_js != *[!\ -~]* ]]; then
+		_js=${_js//\\/\\\\}
+		_js=${_js//\"/\\\"}
+		printf -v "$1" '\x22%s\x22' "$_js"
+		return
+	fi
+	_jlen=${#_js}
+	while ((_ji < _jlen)); do
+		_jc=${_js:_ji:1}
+		printf -v _jn '%d' "'$_jc"
+		_jn=$((_jn & 255))
+		if ((_jn >= 0x20 && _jn < 0x7f)); then
+			[[ $_jc == [\\\"] ]] && _jo+=$'\\'
+			_jo+=$_jc
+			_ji=$((_ji + 1))
+			continue
+		fi
+		case $_jn in
+		10) _jo+='\n' ;;
+		9) _jo+='\t' ;;
+		13) _jo+='\r' ;;
+		esac
+		if ((_jn == 9 || _jn == 10 || _jn == 13)); then
+			_ji=$((_ji + 1))
+			continue
+		fi
+		# The length of the UTF-8 sequence this byte starts, and the range
+		# allowed for its second byte (RFC 3629: no overlongs, no surrogates,
+		# at most U+10FFFF).
+		_jneed=0 _jlo=0x80 _jhi=0xbf
+		if ((_jn >= 0xc2 && _jn <= 0xdf)); then
+			_jneed=1
+		elif ((_jn == 0xe0)); then
+			_jneed=2 _jlo=0xa0
+		elif ((_jn == 0xed)); then
+			_jneed=2 _jhi=0x9f
+		elif ((_jn >= 0xe1 && _jn <= 0xef)); then
+			_jneed=2
+		elif ((_jn == 0xf0)); then
+			_jneed=3 _jlo=0x90
+		elif ((_jn >= 0xf1 && _jn <= 0xf3)); then
+			_jneed=3
+		elif ((_jn == 0xf4)); then
+			_jneed=3 _jhi=0x8f
+		fi
+		_jok=$((_jneed > 0 && _ji + _jneed < _jlen))
+		for ((_jk = 1; _jok && _jk <= _jneed; _jk++)); do
+			printf -v _jb '%d' "'${_js:_ji+_jk:1}"
+			_jb=$((_jb & 255))
+			((_jb >= (_jk == 1 ? _jlo : 0x80) && _jb <= (_jk == 1 ? _jhi : 0xbf))) || _jok=0
+		done
+		if ((_jok)) && ! ((_jn == 0xc2 && _jb < 0xa0)); then
+			_jo+=${_js:_ji:_jneed+1}
+			_ji=$((_ji + _jneed + 1))
+		elif ((_jok)); then
+			printf -v _jc '\\u%04x' "$_jb" # a C1 control
+			_jo+=$_jc
+			_ji=$((_ji + 2))
+		else
+			printf -v _jc '\\u%04x' "$_jn"
+			_jo+=$_jc
+			_ji=$((_ji + 1))
+		fi
+	done
+	printf -v "$1" '\x22%s\x22' "$_jo"
 }
 
 # json_num VALUE: VALUE if it is an integer below 10^18, otherwise null.
@@ -325,10 +444,17 @@ print_table() {
 	}'
 }
 
-# row FIELD...: one row for print_table.
+# row FIELD...: one row for print_table, each field escaped (esc): names and
+# notes are raw bytes until they are printed, and a field cannot hold the
+# separator.
 row() {
-	local IFS=$'\037'
-	printf '%s\n' "$*"
+	local IFS=$'\037' f
+	local -a out=()
+	for f in "$@"; do
+		esc f "$f"
+		out+=("$f")
+	done
+	printf '%s\n' "${out[*]}"
 }
 
 # limits_of PID NAME: "SOFT HARD" of a /proc/PID/limits line ("Max open files").

@@ -132,6 +132,7 @@ flood_report() {
 			done
 		} | print_table
 		for r in "${FL_TEXTS[@]}"; do
+			esc r "$r"
 			printf 'rejection text: %s\n' "$r"
 		done
 		for r in "${FL_ERRORS[@]}"; do
@@ -142,7 +143,7 @@ flood_report() {
 }
 
 cmd_flood() {
-	local arg addr='' n=10 hold=0 wait=1000 json='' bin line st reported='' name c a b
+	local arg addr='' n=10 hold=0 wait=1000 json='' bin line st reported='' name c a b text
 	local -a args=()
 	tools_init
 	while (($# > 0)); do
@@ -218,7 +219,12 @@ cmd_flood() {
 			case $line in
 			'conn '*) FL_CONNS+=("$line") ;;
 			'flood: '*) FL_SUMMARY=$line ;;
-			'rejected-text: '*) FL_TEXTS+=("${line#rejected-text: }") ;;
+			'rejected-text: '*)
+				# The client writes it escaped (\xHH): the bytes, for the JSON.
+				text=${line#rejected-text: }
+				is_escaped "$text" && unesc text "$text"
+				FL_TEXTS+=("$text")
+				;;
 			'failed-error: '*) FL_ERRORS+=("${line#failed-error: }") ;;
 			'flood-probe: '*)
 				read -r _ name c a b <<<"$line"
