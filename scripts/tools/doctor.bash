@@ -53,7 +53,9 @@ its limit, the use in percent, a status and the fix an operator applies.
   OK    below 80% of the limit
   WARN  over 80% of the limit (or an orphaned System V object)
   FAIL  at or over the limit, or a stale epoll registration
-  N/A   not measurable here (the line says why)
+  N/A   not measurable here (the line says why), or "cannot inspect": a
+        /proc file of the process is not readable (another user's process,
+        or one that is not dumpable); never reported as OK
 
 Host: open files (fs.file-nr / fs.file-max), threads (kernel.threads-max,
 kernel.pid_max), System V shared memory segments and pages (kernel.shmmni,
@@ -78,21 +80,26 @@ Options:
   --json      one JSON object: {"status", "host", "process", "checks": [...]}
   -h, --help  show this help
 
-Exit status: 0 all OK, 1 something is WARN or FAIL (or the process cannot be
-inspected), 2 usage error.
+Exit status: 0 all OK, 1 something is WARN or FAIL, or could not be
+inspected, 2 usage error.
 EOF
 }
 
-# The checks, in the order they are printed.
+# The checks, in the order they are printed. CK_BLIND: 1 when the check could
+# not read what it measures (never OK, and doctor exits 1).
 CK_ID=() CK_SCOPE=() CK_LABEL=() CK_VALUE=() CK_LIMIT=() CK_UNIT=() CK_STATUS=() CK_NOTE=() CK_FIX=()
+CK_BLIND=()
 
 # add_check ID SCOPE LABEL VALUE LIMIT UNIT NOTE FIX [STATUS]: STATUS, when
 # not given, comes from VALUE against LIMIT (FAIL at or over the limit, WARN
 # over 80%). UNIT is count or bytes. The fix is only kept for WARN and FAIL.
 add_check() {
-	local status=${9:-}
+	local status=${9:-} nodata=0
 	if [[ -z $status ]]; then
-		if is_unlimited "$5"; then
+		# A figure that could not be read is never judged (nor computed with).
+		if [[ ! $4 =~ ^[0-9]{1,18}$ ]] || ! { is_unlimited "$5" || [[ $5 =~ ^[0-9]{1,18}$ ]]; }; then
+			status=N/A nodata=1
+		elif is_unlimited "$5"; then
 			status=OK
 		elif (($4 >= $5 && ($5 > 0 || $4 > 0))); then
 			status=FAIL
@@ -103,12 +110,25 @@ add_check() {
 		fi
 	fi
 	CK_ID+=("$1") CK_SCOPE+=("$2") CK_LABEL+=("$3") CK_VALUE+=("$4") CK_LIMIT+=("$5")
-	CK_UNIT+=("$6") CK_NOTE+=("$7") CK_STATUS+=("$status")
+	CK_UNIT+=("$6") CK_NOTE+=("$7") CK_STATUS+=("$status") CK_BLIND+=("$nodata")
 	if [[ $status == WARN || $status == FAIL ]]; then
 		CK_FIX+=("$8")
 	else
 		CK_FIX+=("")
 	fi
+}
+
+# add_blind ID LABEL WHAT: a process check that cannot be made: WHAT (a /proc
+# file) cannot be read.
+add_blind() {
+	add_check "$1" process "$2" - "" count "cannot inspect: $3 is not readable (permission denied)" "" N/A
+	CK_BLIND[${#CK_BLIND[@]} - 1]=1
+}
+
+# readable FILE: FILE can be opened (for /proc/PID files that is the kernel's
+# ptrace check, which the mode bits do not show).
+readable() {
+	{ : <"$1"; } 2>/dev/null
 }
 
 # twice N [MIN]: sets TW to a suggested new limit: 2*N, at least MIN (no
@@ -268,20 +288,33 @@ doctor_host() {
 
 # doctor_epoll PID: one check per epoll instance of PID.
 doctor_epoll() {
-	local pid=$1 i line epfd watched stale tfd ino dev w n=0 path note status
+	local pid=$1 i line epfd watched stale tfd ino dev w n=0 path note status err
 	local -a epfds=() tfds=() inos=() devs=() paths=() why words
 	local -A now=()
 	# One ls for the whole table, one stat per 4096 registered numbers: a
 	# server with thousands of descriptors must not cost a process each.
+	# Which descriptor is an epoll instance is only in the link targets, which
+	# need the same access as fdinfo: without it nothing can be said.
+	# (C locale: ls and stat say "Permission denied".)
+	err=$(ls -l "/proc/$pid/fd/" 2>&1)
+	if [[ $err == *'ls: '*'Permission denied'* ]]; then
+		add_blind epoll "epoll instances" "/proc/$pid/fd (its link targets)"
+		return
+	fi
 	while IFS= read -r line; do
 		[[ $line == *' -> anon_inode:[eventpoll]' ]] || continue
 		line=${line% -> anon_inode:\[eventpoll\]}
 		line=${line##* }
 		[[ $line =~ ^[0-9]+$ ]] && epfds+=("$line")
-	done < <(ls -l "/proc/$pid/fd/" 2>/dev/null)
+	done <<<"$err"
 	for epfd in "${epfds[@]}"; do
 		n=$((n + 1))
 		tfds=() inos=() devs=() paths=() why=() now=()
+		if ! readable "/proc/$pid/fdinfo/$epfd"; then
+			[[ -e /proc/$pid/fdinfo/$epfd ]] || continue # closed meanwhile
+			add_blind "epoll_$epfd" "epoll fd $epfd: stale registrations" "/proc/$pid/fdinfo/$epfd"
+			continue
+		fi
 		while IFS= read -r line; do
 			[[ $line == tfd:* ]] || continue
 			read -r -a words <<<"$line"
@@ -295,11 +328,20 @@ doctor_epoll() {
 			done
 			tfds+=("${words[1]}") inos+=("$ino") devs+=("$dev") paths+=("/proc/$pid/fd/${words[1]}")
 		done 2>/dev/null <"/proc/$pid/fdinfo/$epfd"
+		err=''
 		for ((i = 0; i < ${#paths[@]}; i += 4096)); do
 			while read -r path ino dev; do
-				now[${path##*/}]="$ino $dev"
-			done < <(stat -L -c '%n %i %Hd:%Ld' -- "${paths[@]:i:4096}" 2>/dev/null)
+				if [[ $path == /proc/* ]]; then
+					now[${path##*/}]="$ino $dev"
+				elif [[ "$path $ino $dev" == *'Permission denied' ]]; then
+					err=1 # a number that cannot be looked at is not a closed one
+				fi
+			done < <(stat -L -c '%n %i %Hd:%Ld' -- "${paths[@]:i:4096}" 2>&1)
 		done
+		if [[ -n $err ]]; then
+			add_blind "epoll_$epfd" "epoll fd $epfd: stale registrations" "/proc/$pid/fd (the registered descriptors)"
+			continue
+		fi
 		watched=${#tfds[@]} stale=0
 		for ((i = 0; i < watched; i++)); do
 			tfd=${tfds[i]}
@@ -328,38 +370,54 @@ doctor_epoll() {
 	fi
 }
 
-# doctor_fdguard PID: is the shim loaded, enabled, and what do its counters say.
+# proc_env PID: sets ENV_VARS to the initial environment of PID (NAME=VALUE
+# each); fails when it cannot be read. (Only a hint: daemons rewrite it.)
+ENV_VARS=()
+proc_env() {
+	ENV_VARS=()
+	{ mapfile -d '' -t ENV_VARS <"/proc/$1/environ"; } 2>/dev/null
+}
+
+# doctor_fdguard PID: is the shim loaded, enabled, and what do its counters
+# say (the stats file it maps, as fdguard stat finds it).
 doctor_fdguard() {
-	local pid=$1 env loaded='' note stats i nz=()
-	if grep -q '/libfdguard\.so$' "/proc/$pid/maps" 2>/dev/null; then
-		loaded=$(grep -m1 '/libfdguard\.so$' "/proc/$pid/maps")
-		loaded=/${loaded#*/}
+	local pid=$1 env loaded note i rc nz=()
+	if ! sm_of "$pid"; then
+		add_blind fdguard "fdguard" "/proc/$pid/maps"
+		return
 	fi
+	loaded=${SM_SHIM[$pid]:-}
 	if [[ -z $loaded ]]; then
 		add_check fdguard process "fdguard" no "" count "not loaded (fdguard run -- CMD guards a program)" "" OK
 		return
 	fi
 	note="loaded ($loaded)"
-	proc_env "$pid"
-	for env in "${ENV_VARS[@]}"; do
-		case $env in
-		FDGUARD=off) note+=", disabled: FDGUARD=off" ;;
-		FDGUARD_ONLY=*) note+=", $env" ;;
-		esac
-	done
-	if stats_path_of "$pid" && stats=$STATS_PATH && stats_read "$stats"; then
-		for ((i = 0; i < ${#ST_NAMES[@]}; i++)); do
-			((ST_VALUES[i] > 0)) && nz+=("${ST_NAMES[i]}=${ST_VALUES[i]}")
+	if proc_env "$pid"; then
+		for env in "${ENV_VARS[@]}"; do
+			case $env in
+			FDGUARD=off) note+=", disabled: FDGUARD=off" ;;
+			FDGUARD_ONLY=*) note+=", $env" ;;
+			esac
 		done
-		note+=", counters in $stats: ${nz[*]:-all zero}"
-	elif [[ -n ${stats:-} ]]; then
+	fi
+	stats_find "$pid"
+	rc=$?
+	if ((rc == 0 || rc == 3)); then
+		for ((i = 0; i < ${#ST_NAMES[@]}; i++)); do
+			[[ ${ST_VALUES[i]} == 0 ]] || nz+=("${ST_NAMES[i]}=${ST_VALUES[i]}")
+		done
+		note+=", counters in $ST_PATH: ${nz[*]:-all zero}"
+		((rc == 0)) || note+=" ($STATS_WHY)"
+	elif ((rc == 2)); then
 		note+=", stats: $STATS_WHY"
+	else
+		note+=", no stats file (FDGUARD_STATS)"
 	fi
 	add_check fdguard process "fdguard" yes "" count "$note" "" OK
 }
 
 doctor_process() {
-	local pid=$1 soft hard count=0 below=0 above lowest suggest unit persist fd nropen
+	local pid=$1 soft hard count=0 below=0 above lowest suggest unit persist fd nropen fds
 	local maps mapmax threads tmax pidmax vmsize vmlck as_soft as_hard ml_soft ml_hard fix
 	local -A open=()
 	read -r soft hard < <(limits_of "$pid" "Max open files")
@@ -369,46 +427,57 @@ doctor_process() {
 	else
 		persist="persist: LimitNOFILE=%s in its unit, or ulimit -n %s where it is started"
 	fi
-	for fd in "/proc/$pid/fd"/*; do
-		fd=${fd##*/}
-		open[$fd]=1
-		count=$((count + 1))
-		if [[ $soft == unlimited ]] || ((fd < soft)); then
-			below=$((below + 1))
-		fi
-	done
-	lowest=0
-	while [[ -n ${open[$lowest]+1} ]]; do
-		lowest=$((lowest + 1))
-	done
-	above=$((count - below))
-	nropen=$(</proc/sys/fs/nr_open)
-	twice "$soft" 1024
-	suggest=$TW
-	((suggest < 2 * count)) && suggest=$((2 * count))
-	suggest=$(((suggest + 1023) / 1024 * 1024))
-	((suggest > nropen)) && suggest=$nropen
-	local note="$count open, lowest free number $lowest"
-	((above > 0)) && note+=", $above at or above the soft limit"
-	if [[ $hard == unlimited ]] || ((suggest <= hard)); then
-		fix="prlimit --pid $pid --nofile=$suggest:$hard"
+	# The table: listed (a glob would turn "not readable" into "empty").
+	if [[ ! $soft =~ ^([0-9]+|unlimited)$ ]]; then
+		add_blind nofile_soft "descriptors (soft RLIMIT_NOFILE)" "/proc/$pid/limits"
+		add_blind nofile_hard "descriptors (hard RLIMIT_NOFILE)" "/proc/$pid/limits"
+	elif ! fds=$(ls -U "/proc/$pid/fd" 2>/dev/null); then
+		add_blind nofile_soft "descriptors (soft RLIMIT_NOFILE)" "/proc/$pid/fd"
+		add_blind nofile_hard "descriptors (hard RLIMIT_NOFILE)" "/proc/$pid/fd"
 	else
-		fix="prlimit --pid $pid --nofile=$suggest:$suggest"
+		for fd in $fds; do
+			open[$fd]=1
+			count=$((count + 1))
+			if [[ $soft == unlimited ]] || ((fd < soft)); then
+				below=$((below + 1))
+			fi
+		done
+		lowest=0
+		while [[ -n ${open[$lowest]+1} ]]; do
+			lowest=$((lowest + 1))
+		done
+		above=$((count - below))
+		nropen=$(</proc/sys/fs/nr_open)
+		twice "$soft" 1024
+		suggest=$TW
+		((suggest < 2 * count)) && suggest=$((2 * count))
+		suggest=$(((suggest + 1023) / 1024 * 1024))
+		((suggest > nropen)) && suggest=$nropen
+		local note="$count open, lowest free number $lowest"
+		((above > 0)) && note+=", $above at or above the soft limit"
+		if [[ $hard == unlimited ]] || ((suggest <= hard)); then
+			fix="prlimit --pid $pid --nofile=$suggest:$hard"
+		else
+			fix="prlimit --pid $pid --nofile=$suggest:$suggest"
+		fi
+		# shellcheck disable=SC2059 # the format is ours
+		fix+="; $(printf "$persist" "$suggest" "$suggest")"
+		add_check nofile_soft process "descriptors (soft RLIMIT_NOFILE)" "$below" "$soft" count "$note" "$fix"
+		# shellcheck disable=SC2059
+		add_check nofile_hard process "descriptors (hard RLIMIT_NOFILE)" "$count" "$hard" count "fs.nr_open $nropen" \
+			"prlimit --pid $pid --nofile=$suggest:$suggest (as root); $(printf "$persist" "$suggest" "$suggest")"
 	fi
-	# shellcheck disable=SC2059 # the format is ours
-	fix+="; $(printf "$persist" "$suggest" "$suggest")"
-	add_check nofile_soft process "descriptors (soft RLIMIT_NOFILE)" "$below" "$soft" count "$note" "$fix"
-	# shellcheck disable=SC2059
-	add_check nofile_hard process "descriptors (hard RLIMIT_NOFILE)" "$count" "$hard" count "fs.nr_open $nropen" \
-		"prlimit --pid $pid --nofile=$suggest:$suggest (as root); $(printf "$persist" "$suggest" "$suggest")"
 
-	maps=$(wc -l <"/proc/$pid/maps")
 	mapmax=$(</proc/sys/vm/max_map_count)
-	twice "$mapmax" 262144
-	add_check maps process "memory mappings" "$maps" "$mapmax" count "vm.max_map_count" \
-		"sysctl -w vm.max_map_count=$TW; persist: vm.max_map_count in /etc/sysctl.d/"
+	if readable "/proc/$pid/maps" && maps=$(wc -l <"/proc/$pid/maps" 2>/dev/null); then
+		twice "$mapmax" 262144
+		add_check maps process "memory mappings" "$maps" "$mapmax" count "vm.max_map_count" \
+			"sysctl -w vm.max_map_count=$TW; persist: vm.max_map_count in /etc/sysctl.d/"
+	else
+		add_blind maps "memory mappings" "/proc/$pid/maps"
+	fi
 
-	threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status")
+	threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)
 	tmax=$(</proc/sys/kernel/threads-max)
 	pidmax=$(</proc/sys/kernel/pid_max)
 	twice "$tmax"
@@ -416,22 +485,44 @@ doctor_process() {
 		"sysctl -w kernel.threads-max=$TW"
 	add_check pid_max process "threads (kernel.pid_max)" "$threads" "$pidmax" count "" \
 		"sysctl -w kernel.pid_max=4194304"
-	cgroup_check cgroup_pids "cgroup tasks (pids.max)" pids "$pid" count
-	cgroup_check cgroup_memory "cgroup memory" memory "$pid" bytes
+	if readable "/proc/$pid/cgroup"; then
+		cgroup_check cgroup_pids "cgroup tasks (pids.max)" pids "$pid" count
+		cgroup_check cgroup_memory "cgroup memory" memory "$pid" bytes
+	else
+		add_blind cgroup_pids "cgroup tasks (pids.max)" "/proc/$pid/cgroup"
+		add_blind cgroup_memory "cgroup memory" "/proc/$pid/cgroup"
+	fi
 
-	vmsize=$(awk '/^VmSize:/ { print $2 }' "/proc/$pid/status")
-	vmlck=$(awk '/^VmLck:/ { print $2 }' "/proc/$pid/status")
-	vmsize=$((${vmsize:-0} * 1024)) vmlck=$((${vmlck:-0} * 1024))
+	# (A kernel thread has no VmSize: nothing mapped.)
+	vmsize='' vmlck=''
+	if readable "/proc/$pid/status"; then
+		vmsize=$(awk '/^VmSize:/ { print $2 }' "/proc/$pid/status")
+		vmlck=$(awk '/^VmLck:/ { print $2 }' "/proc/$pid/status")
+		vmsize=$((${vmsize:-0} * 1024)) vmlck=$((${vmlck:-0} * 1024))
+	fi
 	read -r as_soft as_hard < <(limits_of "$pid" "Max address space")
 	read -r ml_soft ml_hard < <(limits_of "$pid" "Max locked memory")
-	add_check rlimit_as process "address space (RLIMIT_AS)" "$vmsize" "$as_soft" bytes "hard $as_hard" \
+	add_check rlimit_as process "address space (RLIMIT_AS)" "$vmsize" "$as_soft" bytes "hard ${as_hard:-?}" \
 		"prlimit --pid $pid --as=unlimited:$as_hard; persist: LimitAS= in the unit"
 	twice "$ml_soft" 67108864
-	add_check rlimit_memlock process "locked memory (RLIMIT_MEMLOCK)" "$vmlck" "$ml_soft" bytes "hard $ml_hard" \
+	add_check rlimit_memlock process "locked memory (RLIMIT_MEMLOCK)" "$vmlck" "$ml_soft" bytes "hard ${ml_hard:-?}" \
 		"prlimit --pid $pid --memlock=$TW:$ml_hard; persist: LimitMEMLOCK= in the unit"
 
 	doctor_epoll "$pid"
 	doctor_fdguard "$pid"
+}
+
+# use_pct VALUE LIMIT: sets UP to VALUE in percent of LIMIT; fails when either
+# is not a (finite, non-zero) number.
+UP=''
+use_pct() {
+	[[ $1 =~ ^[0-9]{1,18}$ && $2 =~ ^[0-9]{1,18}$ ]] && (($2 > 0)) || return 1
+	# (Both below 10^18; the product would overflow above 10^16.)
+	if ((${#1} > 16)); then
+		UP=$(($1 / ($2 / 100 > 0 ? $2 / 100 : 1)))
+	else
+		UP=$(($1 * 100 / $2))
+	fi
 }
 
 # show_value VALUE UNIT
@@ -446,8 +537,8 @@ show_value() {
 }
 
 cmd_doctor() {
-	local arg json='' pid='' i worst=OK use limit note nfail=0 nwarn=0 nok=0 prog='' uid=''
-	local q_id q_label q_note q_fix q_value q_limit
+	local arg json='' pid='' i worst=OK use limit note nfail=0 nwarn=0 nok=0 nblind=0 prog='' uid=''
+	local q_id q_label q_note q_fix q_value q_limit e_prog
 	tools_init
 	while (($# > 0)); do
 		arg=$1
@@ -469,23 +560,29 @@ cmd_doctor() {
 	if [[ -n $pid ]]; then
 		prog=$(proc_name "$pid")
 		uid=$(proc_uid "$pid")
-		if ! ls "/proc/$pid/fd" >/dev/null 2>&1 || [[ ! -r /proc/$pid/maps ]]; then
-			die "cannot inspect process $pid ($prog, uid ${uid:-?}): permission denied; run as uid ${uid:-?} or as root"
-		fi
 		if ! proc_alive "$pid"; then
 			die "process $pid ($prog) has exited (zombie)"
 		fi
 	fi
+	SR_BIN=$(find_bin statsread) || exit 1
 	doctor_host
 	if [[ -n $pid ]]; then
 		doctor_process "$pid"
 		[[ -d /proc/$pid ]] || die "process $pid exited while being inspected"
 	fi
+	# What could not be inspected is never OK: FAIL, then WARN, then N/A.
 	for ((i = 0; i < ${#CK_ID[@]}; i++)); do
 		case ${CK_STATUS[i]} in
 		FAIL) nfail=$((nfail + 1)) worst=FAIL ;;
-		WARN) nwarn=$((nwarn + 1)) && [[ $worst == OK ]] && worst=WARN ;;
-		*) nok=$((nok + 1)) ;;
+		WARN) nwarn=$((nwarn + 1)) && [[ $worst != FAIL ]] && worst=WARN ;;
+		*)
+			if ((CK_BLIND[i])); then
+				nblind=$((nblind + 1))
+				[[ $worst == OK ]] && worst=N/A
+			else
+				nok=$((nok + 1))
+			fi
+			;;
 		esac
 	done
 
@@ -501,9 +598,7 @@ cmd_doctor() {
 		for ((i = 0; i < ${#CK_ID[@]}; i++)); do
 			((i > 0)) && printf ','
 			use=null
-			if ! is_unlimited "${CK_LIMIT[i]}" && ((CK_LIMIT[i] > 0)); then
-				use=$((CK_VALUE[i] * 100 / CK_LIMIT[i]))
-			fi
+			use_pct "${CK_VALUE[i]}" "${CK_LIMIT[i]}" && use=$UP
 			json_q q_id "${CK_ID[i]}"
 			json_q q_label "${CK_LABEL[i]}"
 			json_q q_note "${CK_NOTE[i]}"
@@ -511,25 +606,22 @@ cmd_doctor() {
 			q_value=null q_limit=null
 			[[ ${CK_VALUE[i]} =~ ^[0-9]+$ ]] && ((${#CK_VALUE[i]} < 19)) && q_value=${CK_VALUE[i]}
 			[[ ${CK_LIMIT[i]} =~ ^[0-9]+$ ]] && ((${#CK_LIMIT[i]} < 19)) && q_limit=${CK_LIMIT[i]}
-			printf '{"id":%s,"scope":"%s","check":%s,"value":%s,"limit":%s,"unit":"%s","use_pct":%s,"status":"%s","note":%s,"fix":%s}' \
+			printf '{"id":%s,"scope":"%s","check":%s,"value":%s,"limit":%s,"unit":"%s","use_pct":%s,"status":"%s","inspected":%s,"note":%s,"fix":%s}' \
 				"$q_id" "${CK_SCOPE[i]}" "$q_label" "$q_value" "$q_limit" "${CK_UNIT[i]}" "$use" \
-				"${CK_STATUS[i]}" "$q_note" "$q_fix"
+				"${CK_STATUS[i]}" "$( ((CK_BLIND[i])) && echo false || echo true)" "$q_note" "$q_fix"
 		done
-		printf ']}\n'
+		printf '],"not_inspected":%s}\n' "$nblind"
 	else
 		printf 'fdguard doctor: host %s (Linux %s)' "$(uname -n)" "$(uname -r)"
-		[[ -n $pid ]] && printf ', process %s (%s, uid %s)' "$pid" "$prog" "$uid"
+		esc e_prog "$prog"
+		[[ -n $pid ]] && printf ', process %s (%s, uid %s)' "$pid" "$e_prog" "$uid"
 		printf '\n\n'
 		{
 			row STATUS SCOPE CHECK USED LIMIT USE NOTE
 			for ((i = 0; i < ${#CK_ID[@]}; i++)); do
 				use=-
-				limit=${CK_LIMIT[i]}
-				if [[ -z $limit ]]; then
-					limit=-
-				elif ! is_unlimited "$limit" && ((limit > 0)); then
-					use="$((CK_VALUE[i] * 100 / limit))%"
-				fi
+				use_pct "${CK_VALUE[i]}" "${CK_LIMIT[i]}" && use=$UP%
+				limit=${CK_LIMIT[i]:--}
 				[[ $limit != - ]] && limit=$(show_value "$limit" "${CK_UNIT[i]}")
 				note=${CK_NOTE[i]}
 				[[ -n ${CK_FIX[i]} ]] && note+="${note:+; }fix: ${CK_FIX[i]}"
@@ -537,7 +629,12 @@ cmd_doctor() {
 					"$(show_value "${CK_VALUE[i]}" "${CK_UNIT[i]}")" "$limit" "$use" "$note"
 			done
 		} | print_table
-		printf '\n%s: %d FAIL, %d WARN, %d OK or N/A\n' "$worst" "$nfail" "$nwarn" "$nok"
+		printf '\n%s: %d FAIL, %d WARN, %d not inspected, %d OK or N/A\n' "$worst" "$nfail" "$nwarn" "$nblind" "$nok"
+		if ((nblind > 0 && EUID == 0)); then
+			printf 'process %s could not be fully inspected: it is not dumpable, or this root lacks CAP_SYS_PTRACE\n' "$pid"
+		elif ((nblind > 0)); then
+			printf 'process %s could not be fully inspected: run as uid %s or as root\n' "$pid" "${uid:-?}"
+		fi
 	fi
 	[[ $worst == OK ]]
 	exit $?
