@@ -1028,15 +1028,24 @@ CONF
 	shm=$(ipc_id "$T/ipc.ready" shm) sem=$(ipc_id "$T/ipc.ready" sem) msg=$(ipc_id "$T/ipc.ready" msg)
 	[[ -f /tmp/fdguard-ipc-$EUID/sem.$sem ]]
 	kill9 "$P"
+	# A queue may have waiters nobody can see while some task is hidden from
+	# us (a shielded pid 1 in some containers): then it is never an orphan.
+	local hidden
+	hidden=$(hidden_tasks 0)
 
-	run -1 "$FDG" ipc --pid "$P"
+	run -1 "$FDG" ipc --pid "$P" --all
 	echo "$output"
 	[[ $output =~ shm\ +$shm\ +0x00000000\ +root\ +$P\ tool_ipc\ \(dead\)\ +[0-9]+s\ +orphan\ +4096\ bytes,\ nattch\ 0 ]]
 	[[ $output =~ sem\ +$sem\ +0x00000000\ +root\ +$P\ tool_ipc\ \(dead\)\ +[0-9]+s\ +orphan\ +2\ semaphores ]]
-	[[ $output =~ msg\ +$msg\ +0x00000000\ +root\ +$P\ tool_ipc\ \(dead\)\ +[0-9]+s\ +orphan\ +qnum\ 1 ]]
-	[[ $output == *"uid 0: 3 orphaned (fdguard ipc --reap removes them)"* ]]
+	if ((hidden == 0)); then
+		[[ $output =~ msg\ +$msg\ +0x00000000\ +root\ +$P\ tool_ipc\ \(dead\)\ +[0-9]+s\ +orphan\ +qnum\ 1 ]]
+		[[ $output == *"uid 0: 3 orphaned (fdguard ipc --reap removes them)"* ]]
+	else
+		[[ $output =~ msg\ +$msg\ +0x00000000\ +root\ +$P\ tool_ipc\ \(dead\)\ +[0-9]+s\ +in-use\ +qnum\ 1,\ 5\ bytes\;\ $hidden\ tasks\ that\ may\ use\ it\ cannot\ be\ inspected ]]
+		[[ $output == *"uid 0: 2 orphaned (fdguard ipc --reap removes them)"* ]]
+	fi
 	run -1 "$FDG" ipc --pid "$P" --json
-	[[ $(json "sorted(o['kind'] for o in j['objects'] if o['state'] == 'orphan')") == "['msg', 'sem', 'shm']" ]]
+	[[ $(json "sorted(o['kind'] for o in j['objects'] if o['state'] == 'orphan')") == "$( ((hidden)) && echo "['sem', 'shm']" || echo "['msg', 'sem', 'shm']")" ]]
 
 	# Not old enough: nothing listed, nothing removed.
 	run -0 "$FDG" ipc --pid "$P" --min-age 3600 --reap --json
@@ -1047,9 +1056,16 @@ CONF
 	echo "$output"
 	[[ $output == *"removed: shm $shm (key 0x00000000, creator $P tool_ipc dead)"* ]]
 	[[ $output == *"removed: sem $sem (key 0x00000000, creator $P tool_ipc dead)"* ]]
-	[[ $output == *"removed: msg $msg (key 0x00000000, creator $P tool_ipc dead)"* ]]
-	! ipc_exists shm "$shm" && ! ipc_exists sem "$sem" && ! ipc_exists msg "$msg"
+	ipc_gone shm "$shm"
+	ipc_gone sem "$sem"
 	[[ ! -e /tmp/fdguard-ipc-$EUID/sem.$sem ]]
+	if ((hidden == 0)); then
+		[[ $output == *"removed: msg $msg (key 0x00000000, creator $P tool_ipc dead)"* ]]
+		ipc_gone msg "$msg"
+	else
+		[[ $output != *"removed: msg"* ]]
+		ipc_exists msg "$msg"
+	fi
 	run -0 "$FDG" ipc --pid "$P"
 }
 
@@ -1080,6 +1096,8 @@ CONF
 	helper_up U2 "$T/u2.ready" "$FDG_BIN/tool_ipc" --ready "$T/u2.ready" --use "sem:$sem"
 	helper_up U3 "$T/u3.ready" "$FDG_BIN/tool_ipc" --ready "$T/u3.ready" --use "msg:$msg"
 	kill9 "$P"
+	local hidden
+	hidden=$(hidden_tasks 0)
 	run -0 "$FDG" ipc --pid "$P" --all --reap
 	echo "$output"
 	[[ $output =~ shm\ +$shm\ .*\ in-use\ +4096\ bytes,\ nattch\ 1\;\ attached\ by\ 1,\ last\ user\ $U1\ \(tool_ipc\)\ alive ]]
@@ -1093,8 +1111,14 @@ CONF
 	stop_bg "$U3"
 	run -0 "$FDG" ipc --pid "$P" --reap
 	echo "$output"
-	[[ $output == *"removed: shm $shm "* && $output == *"removed: sem $sem "* && $output == *"removed: msg $msg "* ]]
-	! ipc_exists shm "$shm" && ! ipc_exists sem "$sem" && ! ipc_exists msg "$msg"
+	[[ $output == *"removed: shm $shm "* && $output == *"removed: sem $sem "* ]]
+	ipc_gone shm "$shm"
+	ipc_gone sem "$sem"
+	# (The queue: see "the objects of a process killed with SIGKILL".)
+	if ((hidden == 0)); then
+		[[ $output == *"removed: msg $msg "* ]]
+		ipc_gone msg "$msg"
+	fi
 }
 
 @test "ipc: semaphores and queues whose creator was not recorded are listed as unknown and kept" {
@@ -1190,4 +1214,129 @@ CONF
 	printf 'pid %s\nstart %s\nkey %s\nprog forged\n' "$$" "$start" $((key + 1)) >"$reg/sem.$sem"
 	run -0 "$FDG" ipc --key $((key + 1)) --all
 	[[ $output =~ sem\ +$sem\ .*\ $$\ forged\ \(alive\)\ .*\ in-use\ .*creator\ alive ]]
+}
+
+@test "ipc: a program name cannot forge its registry entry; malformed entries are reported, never used (3)" {
+	# Created under the shim by a program whose name holds "\npid 1\nstart 1".
+	local key=$((0x5d000000 + RANDOM * 8)) name=$'x\npid 1\nstart 1' sem msg entry
+	mkdir "$T/x"
+	cp "$FDG_BIN/tool_ipc" "$T/x/$name"
+	IPC_BIN=$T/x/$name ipc_up P "$T/ipc.ready" shim --key "$key"
+	sem=$(ipc_id "$T/ipc.ready" sem) msg=$(ipc_id "$T/ipc.ready" msg)
+	run -0 "$FDG" ipc --key $((key + 1)) --reap --all
+	echo "$output"
+	ipc_exists sem "$sem"
+	[[ $output != *removed:* ]]
+	entry=/tmp/fdguard-ipc-$EUID/sem.$sem
+	if [[ $(grep -c '^pid ' "$entry") == 1 ]]; then
+		# The name escaped by the shim: a valid entry, the creator alive.
+		[[ $output =~ sem\ +$sem\ .*\ $P\ x\\x0apid\ 1\\x0astart\ 1\ \(alive\)\ .*\ in-use ]]
+	else
+		# An unescaped name (an earlier shim): six lines, not an entry.
+		[[ $output =~ sem\ +$sem\ .*\ unknown\ .*registry\ entry\ $entry\ is\ malformed\ \(not\ the\ four\ lines\ pid\ N,\ start\ N,\ key\ N,\ prog\ NAME\):\ ignored ]]
+	fi
+	run "$FDG" ipc --key $((key + 2)) --reap
+	ipc_exists msg "$msg"
+	[[ $output != *removed:* ]]
+
+	# Entries written by hand in a registry of our own: only the exact four
+	# lines count. The first is the forgery that worked: its last lines name
+	# the live creator with another start time, so a reader that took the
+	# last pid and start lines saw the creator gone (pid reused), took the
+	# creator's own last semop for the creator's, and reaped the live set.
+	local reg=$T/reg start bad i=0
+	export FDGUARD_IPC_REGISTRY=$reg
+	mkdir -m 0700 "$reg"
+	start=$(start_of "$P")
+	local -a bads=(
+		"pid $P\nstart $start\nkey $((key + 1))\nprog x\npid $P\nstart 1\n"
+		"pid 1\nstart 1\npid $P\nstart $start\nkey $((key + 1))\nprog x\n"
+		"start 1\npid 1\nkey $((key + 1))\nprog x\n"
+		"pid 01\nstart 1\nkey $((key + 1))\nprog x\n"
+		"pid 1\nstart 1\nkey $((key + 1))\nprog x"
+		"pid 1\nstart 1\nkey $((key + 1))\nprog x\n\n"
+		"pid 1 \nstart 1\nkey $((key + 1))\nprog x\n"
+		"pid 1\nstart 1\nkey 99999999999\nprog x\n"
+		"pid 1\nstart 1\nkey $((key + 1))\nprog a\\\\b\n"
+		"pid 1\nstart 1\nkey $((key + 1))\nprog \xff\n"
+		"pid 1\nstart 1\0\nkey $((key + 1))\nprog x\n"
+	)
+	for bad in "${bads[@]}"; do
+		# shellcheck disable=SC2059 # the entries are formats
+		printf "$bad" >"$reg/sem.$sem"
+		run "$FDG" ipc --key $((key + 1)) --reap --all
+		echo "entry $i: $output"
+		[[ $output =~ sem\ +$sem\ +0x[0-9a-f]+\ +root\ +unknown\ .*registry\ entry\ $reg/sem.$sem\ is\ malformed ]]
+		[[ $output != *removed:* ]]
+		ipc_exists sem "$sem"
+		i=$((i + 1))
+	done
+	# The same entry, well-formed: the live creator keeps its set.
+	printf 'pid %s\nstart %s\nkey %s\nprog x\\x0a\n' "$P" "$start" $((key + 1)) >"$reg/sem.$sem"
+	run -0 "$FDG" ipc --key $((key + 1)) --all --reap
+	[[ $output =~ sem\ +$sem\ .*\ $P\ x\\x0a\ \(alive\)\ .*\ in-use ]]
+	ipc_exists sem "$sem"
+	# A malformed entry of an object that is gone is reported, not deleted.
+	printf 'pid 1\nstart 1\nextra\n' >"$reg/msg.2147483000"
+	run "$FDG" ipc --key $((key + 1)) --reap
+	[[ $output == *"registry $reg: 1 malformed entries of objects that no longer exist, left alone:"$'\n'"  msg.2147483000: not the four lines"* ]]
+	[[ -f $reg/msg.2147483000 ]]
+	run "$FDG" ipc --key $((key + 1)) --json
+	valid_json
+	[[ $(json "j['registry']['malformed_entries']") == "['msg.2147483000: not the four lines pid N, start N, key N, prog NAME']" ]]
+}
+
+@test "ipc --reap keeps a message queue a live process waits on in msgrcv or msgsnd (3)" {
+	# nobody's queue (mode 0600): every task that may use it is nobody's own,
+	# and nobody can look into those.
+	pub_dir
+	ipc_up P "$T/ipc.ready" shim --kinds msg --setuid "$NOBODY"
+	local msg f
+	msg=$(ipc_id "$T/ipc.ready" msg)
+	kill9 "$P"
+	helper_up W "$PUB/w.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_ipc" --ready "$PUB/w.ready" --use "msg-recv:$msg"
+	wait_until "syscall_on $W 70 $msg || syscall_on $W 188 $msg"
+	# What the kernel shows of the queue does not name the reader: the last
+	# sender is the dead creator, nobody received.
+	read -r -a f <<<"$(ipc_line msg "$msg")"
+	[[ ${f[5]} == "$P" && ${f[6]} == 0 ]]
+	run -0 "${AS_NOBODY[@]}" "$FDG" ipc --pid "$P" --all --reap
+	echo "$output"
+	[[ $output =~ msg\ +$msg\ .*\ $P\ tool_ipc\ \(dead\)\ .*\ in-use\ +qnum\ 1,\ 5\ bytes\;\ waiting:\ $W\ \(tool_ipc\)\ in\ msgrcv ]]
+	ipc_exists msg "$msg"
+	stop_bg "$W"
+
+	# A writer blocked on the full queue: the queue filled by a process that
+	# has left since (the last sender is dead).
+	helper_up F "$PUB/f.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_ipc" --ready "$PUB/f.ready" --use "msg-fill:$msg"
+	stop_bg "$F"
+	helper_up W2 "$PUB/w2.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_ipc" --ready "$PUB/w2.ready" --use "msg-send:$msg"
+	wait_until "syscall_on $W2 69 $msg || syscall_on $W2 189 $msg"
+	run -0 "${AS_NOBODY[@]}" "$FDG" ipc --pid "$P" --all --reap
+	echo "$output"
+	[[ $output =~ msg\ +$msg\ .*\ in-use\ .*waiting:\ $W2\ \(tool_ipc\)\ in\ msgsnd ]]
+	ipc_exists msg "$msg"
+	stop_bg "$W2"
+	run -0 "${AS_NOBODY[@]}" "$FDG" ipc --pid "$P" --reap
+	[[ $output == *"removed: msg $msg "* ]]
+	ipc_gone msg "$msg"
+
+	# A queue other users may use (mode 0666): tasks nobody cannot look into
+	# (root's, at least this test's own) might wait on it.
+	ipc_up P2 "$T/ipc2.ready" shim --kinds msg --mode 0666 --setuid "$NOBODY"
+	msg=$(ipc_id "$T/ipc2.ready" msg)
+	kill9 "$P2"
+	run -0 "${AS_NOBODY[@]}" "$FDG" ipc --pid "$P2" --all --reap
+	[[ $output =~ msg\ +$msg\ .*\ in-use\ .*\ [0-9]+\ tasks\ that\ may\ use\ it\ cannot\ be\ inspected\ \(run\ as\ root\) ]]
+	ipc_exists msg "$msg"
+
+	# As root, a reader on root's queue is seen the same way.
+	ipc_up R "$T/ipc3.ready" shim --kinds msg
+	msg=$(ipc_id "$T/ipc3.ready" msg)
+	kill9 "$R"
+	helper_up W3 "$T/w3.ready" "$FDG_BIN/tool_ipc" --ready "$T/w3.ready" --use "msg-recv:$msg"
+	wait_until "syscall_on $W3 70 $msg || syscall_on $W3 188 $msg"
+	run -0 "$FDG" ipc --pid "$R" --all --reap
+	[[ $output =~ msg\ +$msg\ .*\ in-use\ .*waiting:\ $W3\ \(tool_ipc\)\ in\ msgrcv ]]
+	ipc_exists msg "$msg"
 }

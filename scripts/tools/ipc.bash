@@ -19,8 +19,12 @@ kernel.msgmni until shmget or semget fail with "No space left on device".
            and, for every kind, no live last user (lpid; the pid of the last
            semop on each semaphore and nobody waiting; lspid and lrpid)
   unknown  semaphores and queues whose creator was not recorded (created
-           without the shim); never reaped
-  in use   everything else; listed only with --all
+           without the shim, or a malformed registry entry); never reaped
+  in use   everything else; listed only with --all. A message queue is in
+           use while a live task waits on it in msgrcv or msgsnd
+           (/proc/PID/task/TID/syscall), or may wait: a task that cannot
+           be looked at (another user's, without CAP_SYS_PTRACE) and that
+           the queue's mode lets read or write it
 
 A pid counts as gone when it does not exist, is a zombie, or now belongs to
 another process: the one recorded by fdguard had another start time, or the
@@ -31,6 +35,9 @@ Creators of semaphores and queues come from the registry the shim writes,
 is used only if it is a directory owned by you, not accessible to others
 (0700), and only its regular files owned by you (no symbolic links), for the
 object with the same id and key, not older than the object's last change.
+An entry is exactly four lines, "pid N", "start N", "key N", "prog NAME"
+(the name escaped, \xHH); anything else is reported as malformed and never
+used: neither trusted nor deleted.
 
 Options:
   --reap          remove what is listed as orphan (ipcrm -m/-s/-q ID), each
@@ -46,7 +53,10 @@ Options:
   -h, --help      show this help
 
 Objects of other users are never considered, root's included: run as the
-owner (runuser -u USER -- fdguard ipc --reap) to reap theirs.
+owner (runuser -u USER -- fdguard ipc --reap) to reap theirs. Run as root
+to see every waiter: a task that uses a queue only by privilege
+(CAP_IPC_OWNER, not its mode bits) is seen only by a caller that can read
+its /proc/PID/task/TID/syscall.
 
 Exit status: 0 nothing left behind (or everything listed was removed),
 1 orphaned or unknown objects remain, or a removal failed, 2 usage error.
@@ -75,29 +85,50 @@ reg_check() {
 	fi
 }
 
-R_PID='' R_START='' R_KEY='' R_PROG='' R_MTIME='' R_INO='' R_PATH=''
+R_PID='' R_START='' R_KEY='' R_PROG='' R_MTIME='' R_INO='' R_PATH='' R_WHY=''
 
-# reg_entry KIND ID: reads the registry entry of an object into R_*; fails if
-# there is none we can trust.
+REG_ENTRY_RE=$'^pid ([1-9][0-9]{0,9})\nstart (0|[1-9][0-9]{0,19})\nkey (0|-?[1-9][0-9]{0,9})\nprog ([ -~]*)\n$'
+
+# reg_entry KIND ID: reads the registry entry of an object into R_*. Status 0:
+# a valid entry; 1: none to trust (no entry, not ours, a link); 2: malformed
+# (R_WHY says how), never used for anything. The shim writes exactly four
+# lines, in this order:
+#   pid N / start N / key N / prog ESCAPED
+# numbers in decimal, the program name with every byte outside 0x20..0x7e and
+# the backslash as \xHH: a name cannot add a line (a forged "pid 1") to it.
 reg_entry() {
-	local f line owner links
-	R_PID='' R_START='' R_KEY='' R_PROG='' R_MTIME='' R_INO='' R_PATH=''
+	local f owner links size content
+	R_PID='' R_START='' R_KEY='' R_PROG='' R_MTIME='' R_INO='' R_PATH='' R_WHY=''
 	reg_check
 	((REG_OK)) || return 1
 	f=$REG_DIR/$1.$2
 	[[ -f $f && ! -L $f ]] || return 1
-	read -r owner links R_MTIME R_INO < <(stat -c '%u %h %Y %i' -- "$f") || return 1
+	read -r owner links R_MTIME R_INO size < <(stat -c '%u %h %Y %i %s' -- "$f") || return 1
 	[[ $owner == "$EUID" && $links == 1 ]] || return 1
-	while IFS= read -r line; do
-		case $line in
-		'pid '*) R_PID=${line#pid } ;;
-		'start '*) R_START=${line#start } ;;
-		'key '*) R_KEY=${line#key } ;;
-		'prog '*) R_PROG=${line#prog } ;;
-		esac
-	done < <(head -c 1024 -- "$f")
-	[[ $R_PID =~ ^[0-9]+$ && $R_START =~ ^[0-9]+$ && $R_KEY =~ ^-?[0-9]+$ ]] || return 1
-	R_PATH=$f
+	# (The directory is private and ours: nobody else can swap the file.)
+	if ((size > 1024)); then
+		R_WHY="larger than 1024 bytes"
+		return 2
+	fi
+	content=''
+	{ IFS= read -r -d '' content <"$f"; } 2>/dev/null
+	# The whole entry against one pattern: these four fields, once each, in
+	# this order, and nothing else (C locale: [ -~] is printable ASCII).
+	if ((${#content} != size)); then
+		R_WHY="holds a NUL byte (or changed while read)"
+	elif [[ ! $content =~ $REG_ENTRY_RE ]]; then
+		R_WHY="not the four lines pid N, start N, key N, prog NAME"
+	elif ((BASH_REMATCH[3] < -2147483648 || BASH_REMATCH[3] > 2147483647)); then
+		R_WHY="key out of range"
+	elif ! is_escaped "${BASH_REMATCH[4]}"; then
+		R_WHY="program name not escaped"
+	else
+		R_PID=${BASH_REMATCH[1]} R_START=${BASH_REMATCH[2]} R_KEY=${BASH_REMATCH[3]}
+		unesc R_PROG "${BASH_REMATCH[4]}"
+		R_PATH=$f
+		return 0
+	fi
+	return 2
 }
 
 # key_hex KEY: a key from /proc/sysvipc (signed decimal) as ipcs shows it.
@@ -145,15 +176,129 @@ ipc_last_user() {
 	[[ $PS == alive ]] && users+=("last user $1 ($(proc_name "$1")) alive")
 }
 
+# --- who waits on a message queue ---------------------------------------------
+
+# The kernel counts no waiters of a message queue: a process blocked in msgrcv
+# (or in msgsnd on a full queue) changes neither lspid nor lrpid until a
+# message moves. But a blocked task shows its system call in
+# /proc/PID/task/TID/syscall: its number, then its arguments, the first of
+# which is the queue id. Tasks whose file cannot be read (other users', for a
+# caller without CAP_SYS_PTRACE) are kept with their credentials: a queue
+# whose mode lets one of them use it may be waited on.
+MW_SCANNED='' MW_NRS='' MW_BLIND=()
+declare -A MW_WAIT=()
+
+# mw_nrs: the numbers of msgsnd and msgrcv here (x86_64 also runs i386
+# programs: their direct calls, 400 and 401, and ipc(), 117, whose first
+# argument is MSGSND 11 or MSGRCV 12 and second the queue id). Empty when the
+# architecture is not known.
+mw_nrs() {
+	case $(uname -m) in
+	x86_64) MW_NRS="69 70 400 401 117" ;;
+	aarch64 | riscv64 | loongarch64) MW_NRS="189 188" ;;
+	*) MW_NRS='' ;;
+	esac
+}
+
+# mw_scan: every task blocked on a queue (MW_WAIT: queue id -> who) and the
+# credentials of the tasks that cannot be looked at (MW_BLIND: "EUID EGID
+# GROUPS..."). Once per listing; a re-check before a removal scans again.
+mw_scan() {
+	local t line nr a1 a2 id pid what name
+	local -a blind=() w
+	local -A creds=()
+	[[ -n $MW_SCANNED ]] && return
+	MW_SCANNED=1 MW_WAIT=() MW_BLIND=()
+	mw_nrs
+	[[ -n $MW_NRS ]] || return
+	for t in /proc/[0-9]*/task/[0-9]*; do
+		if ! { read -r nr a1 a2 _ <"$t/syscall"; } 2>/dev/null; then
+			[[ -e $t/syscall ]] && blind+=("$t")
+			continue
+		fi
+		id='' what=msgrcv
+		case " $MW_NRS " in
+		*" $nr "*) ;;
+		*) continue ;;
+		esac
+		case $nr in
+		69 | 189 | 400) what=msgsnd id=$((a1)) ;;
+		117)
+			case $((a1 & 0xffff)) in
+			11) what=msgsnd id=$((a2)) ;;
+			12) id=$((a2)) ;;
+			*) continue ;;
+			esac
+			;;
+		*) id=$((a1)) ;;
+		esac
+		pid=${t#/proc/}
+		pid=${pid%%/*}
+		name=$(proc_name "$pid")
+		MW_WAIT[$id]+="${MW_WAIT[$id]:+, }$pid ($name) in $what"
+	done
+	((${#blind[@]} > 0)) || return
+	while IFS= read -r line; do
+		t=${line%/status:*}
+		line=${line#*/status:}
+		read -r -a w <<<"${line#*:}"
+		case $line in
+		Uid:*) creds[$t]="${w[1]}" ;;
+		Gid:*) creds[$t]+=" ${w[1]}" ;;
+		Groups:*) creds[$t]+=" ${w[*]}" ;;
+		esac
+	done < <(printf '%s/status\n' "${blind[@]}" | xargs -d '\n' grep -H -E '^(Uid|Gid|Groups):' 2>/dev/null)
+	for t in "${blind[@]}"; do
+		[[ -n ${creds[$t]:-} ]] && MW_BLIND+=("${creds[$t]}")
+	done
+}
+
+# mw_could_use CREDS MODE UID GID CUID CGID: a task with CREDS ("EUID EGID
+# GROUPS...") may read or write the queue, by its mode bits (the kernel's
+# ipcperms; a privileged task, CAP_IPC_OWNER, is not counted: see usage_ipc).
+mw_could_use() {
+	local -a c
+	local bits=$((8#$2 & 8#777)) g
+	read -r -a c <<<"$1"
+	if [[ ${c[0]} == "$3" || ${c[0]} == "$5" ]]; then
+		bits=$((bits >> 6))
+	else
+		for g in "${c[@]:1}"; do
+			if [[ $g == "$4" || $g == "$6" ]]; then
+				bits=$((bits >> 3))
+				break
+			fi
+		done
+	fi
+	((bits & 6))
+}
+
+# mw_users ID MODE UID GID CUID CGID: adds to the caller's users array the
+# tasks waiting on queue ID, and to its maybe array the tasks that cannot be
+# looked at but could wait on it.
+mw_users() {
+	local c n=0
+	mw_scan
+	if [[ -z $MW_NRS ]]; then
+		maybe+=("waiters cannot be checked on $(uname -m)")
+		return
+	fi
+	[[ -n ${MW_WAIT[$1]:-} ]] && users+=("waiting: ${MW_WAIT[$1]}")
+	for c in "${MW_BLIND[@]}"; do
+		mw_could_use "$c" "${@:2}" && n=$((n + 1))
+	done
+	((n == 0)) || maybe+=("$n tasks that may use it cannot be inspected$( ((EUID == 0)) || echo ' (run as root)')")
+}
+
 C_ID='' C_KEY='' C_UID='' C_CUID='' C_CTIME='' C_CREATOR='' C_CPROG='' C_CSTATE='' C_STATE='' C_WHY='' C_AGE=''
 C_REG='' C_REGINO='' C_SIZE='' C_USERS=''
 
 # ipc_classify KIND FIELDS...: classifies one object from its line of
 # /proc/sysvipc/KIND (see usage_ipc), into C_*.
 ipc_classify() {
-	local kind=$1 now exact='' ref p st last nsem pid
+	local kind=$1 now exact='' ref p st last nsem pid rc
 	shift
-	local -a f=("$@") users=()
+	local -a f=("$@") users=() maybe=()
 	C_ID=${f[1]} C_KEY=${f[0]} C_CREATOR='' C_CPROG='' C_CSTATE='' C_REG='' C_REGINO='' C_WHY=''
 	case $kind in
 	shm)
@@ -173,7 +318,11 @@ ipc_classify() {
 	ref=$C_CTIME
 	# The creator: recorded by the shim (exact, with its start time), or for
 	# shared memory the kernel's cpid.
-	if reg_entry "$kind" "$C_ID"; then
+	reg_entry "$kind" "$C_ID"
+	rc=$?
+	if ((rc == 2)); then
+		C_WHY="registry entry $REG_DIR/$kind.$C_ID is malformed ($R_WHY): ignored"
+	elif ((rc == 0)); then
 		if [[ $R_KEY != "$C_KEY" ]]; then
 			C_WHY="registry entry is for another object (key differs)"
 		elif ((R_MTIME + 2 < C_CTIME)); then
@@ -228,20 +377,25 @@ ipc_classify() {
 	msg)
 		ipc_last_user "${f[5]}" "${f[11]}"
 		ipc_last_user "${f[6]}" "${f[12]}"
+		mw_users "$C_ID" "${f[2]}" "${f[7]}" "${f[8]}" "${f[9]}" "${f[10]}"
 		;;
 	esac
+	# Users seen are users; users that may exist unseen only keep an object
+	# whose creator is gone from being an orphan.
+	C_USERS=''
+	for p in "${users[@]}" "${maybe[@]}"; do
+		C_USERS+="${C_USERS:+, }$p"
+	done
 	if ((${#users[@]} > 0)); then
 		C_STATE=in-use
-		C_USERS="${users[0]}"
-		for ((p = 1; p < ${#users[@]}; p++)); do
-			C_USERS+=", ${users[p]}"
-		done
 	elif [[ -z $C_CREATOR || -z $C_CSTATE ]]; then
-		C_STATE=unknown C_USERS=''
+		C_STATE=unknown
 	elif [[ $C_CSTATE == alive ]]; then
-		C_STATE=in-use C_USERS="creator alive"
+		C_STATE=in-use C_USERS="creator alive${C_USERS:+, }$C_USERS"
+	elif ((${#maybe[@]} > 0)); then
+		C_STATE=in-use
 	else
-		C_STATE=orphan C_USERS=''
+		C_STATE=orphan
 	fi
 }
 
@@ -249,13 +403,13 @@ ipc_classify() {
 I_KIND=() I_ID=() I_KEY=() I_UID=() I_CUID=() I_CTIME=() I_CREATOR=() I_CPROG=() I_CSTATE=()
 I_STATE=() I_NOTE=() I_AGE=() I_REG=() I_REGINO=()
 IPC_N_ORPHAN=0 IPC_N_UNKNOWN=0 IPC_N_INUSE=0 IPC_N_OTHER=0 IPC_N_FILTERED=0
-REG_STALE=()
+REG_STALE=() REG_BAD=()
 # Filters (empty: none) and whether objects in use are kept.
 IPC_F_PID='' IPC_F_KEY='' IPC_F_AGE='' IPC_F_ALL=''
 
 # ipc_scan: every object of the caller, classified, filtered.
 ipc_scan() {
-	local kind line name ino owner entry now
+	local kind line name ino owner entry now uids rc
 	local -a fields entries=()
 	local -A exists=()
 	reg_check
@@ -274,11 +428,17 @@ ipc_scan() {
 		while read -r -a fields; do
 			[[ ${fields[0]} =~ ^-?[0-9]+$ ]] || continue
 			exists[$kind.${fields[1]}]=1
-			ipc_classify "$kind" "${fields[@]}"
-			if [[ $C_UID != "$EUID" && $C_CUID != "$EUID" ]]; then
+			# Owner and creator uid: fields 5 and 7 of sem, 8 and 10 of the others.
+			if [[ $kind == sem ]]; then
+				uids="${fields[4]} ${fields[6]}"
+			else
+				uids="${fields[7]} ${fields[9]}"
+			fi
+			if [[ " $uids " != *" $EUID "* ]]; then
 				IPC_N_OTHER=$((IPC_N_OTHER + 1))
 				continue
 			fi
+			ipc_classify "$kind" "${fields[@]}"
 			if [[ -n $IPC_F_PID && $C_CREATOR != "$IPC_F_PID" ]] ||
 				[[ -n $IPC_F_KEY && $((C_KEY & 0xffffffff)) != "$IPC_F_KEY" ]] ||
 				[[ -n $IPC_F_AGE && $C_AGE -lt $IPC_F_AGE ]]; then
@@ -301,14 +461,21 @@ ipc_scan() {
 			I_STATE+=("$C_STATE") I_NOTE+=("$note") I_AGE+=("$C_AGE") I_REG+=("$C_REG") I_REGINO+=("$C_REGINO")
 		done < <(tail -n +2 "/proc/sysvipc/$kind")
 	done
-	# Entries of objects that are gone, within the filters.
-	REG_STALE=()
+	# Entries of objects that are gone, within the filters. A malformed one
+	# is reported and left alone.
+	REG_STALE=() REG_BAD=()
 	now=$(now_epoch)
 	for entry in "${entries[@]}"; do
 		name=${entry%% *}
 		[[ -z ${exists[$name]:-} ]] || continue
+		reg_entry "${name%.*}" "${name#*.}"
+		rc=$?
+		if ((rc == 2)); then
+			REG_BAD+=("$name: $R_WHY")
+			continue
+		fi
+		((rc == 0)) || continue
 		if [[ -n $IPC_F_PID$IPC_F_KEY$IPC_F_AGE ]]; then
-			reg_entry "${name%.*}" "${name#*.}" || continue
 			[[ -n $IPC_F_PID && $R_PID != "$IPC_F_PID" ]] && continue
 			[[ -n $IPC_F_KEY && $((R_KEY & 0xffffffff)) != "$IPC_F_KEY" ]] && continue
 			[[ -n $IPC_F_AGE ]] && ((now - R_MTIME < IPC_F_AGE)) && continue
@@ -329,6 +496,7 @@ ipc_reap_one() {
 		return 0
 	fi
 	read -r -a fields <<<"$line"
+	MW_SCANNED='' # who waits now, not when the list was made
 	ipc_classify "$kind" "${fields[@]}"
 	if [[ $C_KEY != "${I_KEY[i]}" || $C_UID != "${I_UID[i]}" || $C_CUID != "${I_CUID[i]}" ||
 		$C_CTIME != "${I_CTIME[i]}" ]]; then
@@ -423,9 +591,14 @@ cmd_ipc() {
 	[[ -z $reap ]] && ((IPC_N_ORPHAN > 0)) && rc=1
 
 	if [[ -n $json ]]; then
-		printf '{"uid":%s,"registry":{"path":%s,"trusted":%s,"why":%s,"stale_entries":%s' "$EUID" \
+		printf '{"uid":%s,"registry":{"path":%s,"trusted":%s,"why":%s,"stale_entries":%s,"malformed_entries":[' "$EUID" \
 			"$(json_str "$REG_DIR")" "$( ((REG_OK)) && echo true || echo false)" \
 			"$(json_str "${REG_WHY:-}")" "${#REG_STALE[@]}"
+		for ((i = 0; i < ${#REG_BAD[@]}; i++)); do
+			((i > 0)) && printf ','
+			json_str "${REG_BAD[i]}"
+		done
+		printf ']'
 		printf '},"orphans":%s,"unknown":%s,"in_use":%s,"other_users":%s,"filtered":%s,"objects":[' \
 			"$IPC_N_ORPHAN" "$IPC_N_UNKNOWN" "$IPC_N_INUSE" "$IPC_N_OTHER" "$IPC_N_FILTERED"
 		for ((i = 0; i < n; i++)); do
@@ -442,7 +615,8 @@ cmd_ipc() {
 	fi
 
 	if ((REG_OK == 0)) && [[ $REG_WHY != *'does not exist'* ]]; then
-		printf 'fdguard ipc: registry %s\n' "$REG_WHY" >&2
+		esc line "$REG_WHY"
+		printf 'fdguard ipc: registry %s\n' "$line" >&2
 	fi
 	if ((n > 0)); then
 		{
@@ -461,6 +635,7 @@ cmd_ipc() {
 		echo
 	fi
 	for line in "${lines[@]}"; do
+		esc line "$line"
 		printf '%s\n' "$line"
 	done
 	((${#lines[@]} > 0)) && echo
@@ -487,6 +662,14 @@ cmd_ipc() {
 			printf 'registry %s: %d entries of objects that no longer exist (--reap deletes them)\n' \
 				"$REG_DIR" "${#REG_STALE[@]}"
 		fi
+	fi
+	if ((${#REG_BAD[@]} > 0)); then
+		printf 'registry %s: %d malformed entries of objects that no longer exist, left alone:\n' \
+			"$REG_DIR" "${#REG_BAD[@]}"
+		for line in "${REG_BAD[@]}"; do
+			esc line "$line"
+			printf '  %s\n' "$line"
+		done
 	fi
 	exit "$rc"
 }
