@@ -942,6 +942,48 @@ CONF
 	[[ $(soft_nofile "$P") == "$before" ]]
 }
 
+@test "squeeze: a daemon that dropped privileges is squeezed and restored as its own uid without CAP_SYS_RESOURCE (4)" {
+	pub_dir
+	helper_up SRV "$PUB/srv.ready" "${AS_NOBODY[@]}" "$FDG_BIN/srv" --shape et --port 0 --ready "$PUB/srv.ready"
+	ADDR=127.0.0.1:$(cat "$PUB/srv.ready")
+	local before hard
+	before=$(soft_nofile "$SRV") hard=$(hard_nofile "$SRV")
+	without sys_resource true || skip "setpriv cannot drop CAP_SYS_RESOURCE here"
+
+	# What fails: prlimit on another uid's process without CAP_SYS_RESOURCE.
+	run without sys_resource prlimit --pid "$SRV" --nofile=10:
+	((status != 0))
+	[[ $output == *"Operation not permitted"* ]]
+	[[ $(soft_nofile "$SRV") == "$before" ]]
+
+	run -0 without sys_resource "$FDG" squeeze "$SRV" --json
+	echo "$output"
+	[[ $(json "j['as']") == "$NOBODY:$NOBODY" ]]
+	[[ $(json "j['after']['soft']") == "$(soft_nofile "$SRV")" ]]
+	(($(soft_nofile "$SRV") < before))
+	[[ $(hard_nofile "$SRV") == "$hard" ]]
+	# Really squeezed: a new client is left in the backlog.
+	run -1 "$FDG" flood "$ADDR" -n 1 --wait-ms 300
+	[[ $output =~ hanging\ +1 ]]
+	run -0 without sys_resource "$FDG" squeeze "$SRV" --restore
+	[[ $output == "restored pid $SRV (srv): RLIMIT_NOFILE "*" -> $before:$hard (soft:hard) (as its uid $NOBODY gid $NOBODY: another uid's limit needs CAP_SYS_RESOURCE)" ]]
+	[[ $(soft_nofile "$SRV") == "$before" ]]
+	run -0 "$FDG" flood "$ADDR" -n 2
+	[[ $output =~ served\ +2 ]]
+
+	# With the capabilities this shell has: done either way, as its uid only
+	# when CAP_SYS_RESOURCE is missing.
+	run -0 "$FDG" squeeze "$SRV"
+	echo "$output"
+	if has_cap sys_resource; then
+		[[ ${lines[0]} != *"(as its uid"* ]]
+	else
+		[[ ${lines[0]} == *"(as its uid $NOBODY gid $NOBODY: another uid's limit needs CAP_SYS_RESOURCE)" ]]
+	fi
+	run -0 "$FDG" squeeze "$SRV" --restore
+	[[ $(soft_nofile "$SRV") == "$before" ]]
+}
+
 # ---- flood -----------------------------------------------------------------
 
 @test "flood: a server with room serves everyone" {
