@@ -1062,6 +1062,40 @@ CONF
 	[[ $output == "fdguard flood: flood not found (run make; looked in $T/inst/build and $T/inst/lib/fdguard)" ]]
 }
 
+@test "flood is product code: a fresh copy of the tree builds it with make, and make install ships the tools together (2, 7)" {
+	command -v git >/dev/null && git -C "$FDG_ROOT" rev-parse --git-dir >/dev/null 2>&1 ||
+		skip "not a git checkout: the tracked files are not known"
+	srv_up plain lt
+	local src=$T/clone prefix=$T/prefix f sub
+	mkdir "$src"
+	# The tracked and the new (not ignored) files: the tree as a clone has it.
+	git -C "$FDG_ROOT" ls-files -z --cached --others --exclude-standard |
+		(cd "$FDG_ROOT" && xargs -0 cp --parents -t "$src" --)
+	[[ ! -e $src/build ]]
+	unset FDGUARD_LIB FDGUARD_FLOOD
+	run -0 make -C "$src" -j2
+	[[ -x $src/build/flood && -x $src/build/statsread && -f $src/build/libfdguard.so ]]
+	[[ ! -e $src/build/tests ]] # no test helper needed
+	run -0 "$src/scripts/fdguard" flood "$ADDR" -n 3
+	[[ $output =~ served\ +3 ]]
+
+	run -0 make -C "$src" install PREFIX="$prefix"
+	for f in bin/fdguard lib/fdguard/libfdguard.so lib/fdguard/flood lib/fdguard/statsread \
+		lib/fdguard/tools/{common,run,doctor,stat,ipc,squeeze,flood}.bash; do
+		[[ -f $prefix/$f ]]
+	done
+	rm -rf "$src"
+	run -0 "$prefix/bin/fdguard" flood "$ADDR" -n 2
+	[[ $output =~ served\ +2 ]]
+	for sub in run doctor stat ipc squeeze flood; do
+		run -0 "$prefix/bin/fdguard" help "$sub"
+		[[ ${lines[0]} == "Usage: fdguard $sub"* ]]
+	done
+	run -0 "$prefix/bin/fdguard" stat --prom
+	run "$prefix/bin/fdguard" doctor
+	((status == 0 || status == 1))
+}
+
 # ---- ipc -------------------------------------------------------------------
 
 @test "ipc: the objects of a process killed with SIGKILL are listed, then reaped" {
