@@ -77,7 +77,8 @@ An epoll instance shared with another process (fork) lists that process's
 registrations too; they are judged against PID's descriptor table.
 
 Options:
-  --json      one JSON object: {"status", "host", "process", "checks": [...]}
+  --json      one JSON object: {"status", "host", "process", "checks": [...],
+              "not_inspected"}; each check says whether it was "inspected"
   -h, --help  show this help
 
 Exit status: 0 all OK, 1 something is WARN or FAIL, or could not be
