@@ -1,5 +1,6 @@
 # fdguard: LD_PRELOAD shim that keeps servers alive at descriptor exhaustion.
-#   make                  build/libfdguard.so
+#   make                  build/libfdguard.so and the tools' programs (build/flood,
+#                         build/statsread)
 #   make test             bats suites (SANITIZE=address|thread|undefined for sanitizer builds)
 #   make bench [QUICK=1]  side-by-side benchmarks
 #   make demo             the EMFILE spin, without and with the shim
@@ -33,6 +34,14 @@ SHIM_SRC := $(wildcard shim/*.c)
 SHIM_OBJ := $(patsubst shim/%.c,$(BUILD)/obj/%.o,$(SHIM_SRC))
 LIB      := $(BUILD)/libfdguard.so
 
+# The programs scripts/fdguard runs (product code, installed with it).
+TOOL_SRC := $(wildcard scripts/tools/*.c)
+TOOLS    := $(patsubst scripts/tools/%.c,$(BUILD)/%,$(TOOL_SRC))
+TOOL_CFLAGS := -std=gnu11 $(OPT) -g -D_GNU_SOURCE $(WARN) $(EXTRA_CFLAGS)
+ifneq ($(SANITIZE),)
+TOOL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+endif
+
 HELPER_SRC := $(wildcard tests/helpers/*.c)
 HELPERS    := $(patsubst tests/helpers/%.c,$(BUILD)/tests/%,$(HELPER_SRC))
 HELPER_CFLAGS := -std=gnu11 -O2 -g -D_GNU_SOURCE -Wall -Wextra -Werror -pthread $(EXTRA_CFLAGS)
@@ -49,7 +58,7 @@ SAN_ENV   := ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_sta
 
 .PHONY: all helpers benches test bench demo fidelity install clean format check-format lint
 
-all: $(LIB)
+all: $(LIB) $(TOOLS)
 
 $(BUILD)/obj/%.o: shim/%.c shim/*.h Makefile
 	@mkdir -p $(dir $@)
@@ -57,6 +66,10 @@ $(BUILD)/obj/%.o: shim/%.c shim/*.h Makefile
 
 $(LIB): $(SHIM_OBJ) shim/fdguard.map
 	$(CC) $(CFLAGS) -o $@ $(SHIM_OBJ) $(LDFLAGS)
+
+$(TOOLS): $(BUILD)/%: scripts/tools/%.c Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(TOOL_CFLAGS) -o $@ $<
 
 $(BUILD)/tests/%: tests/helpers/%.c tests/helpers/*.h Makefile
 	@mkdir -p $(dir $@)
@@ -75,17 +88,17 @@ benches: $(BENCHES)
 
 # Under a sanitizer only the suites driven by our own (instrumented) helpers run:
 # preloading a sanitizer runtime into packaged servers tests the runtime, not us.
-test: $(LIB) helpers
+test: $(LIB) $(TOOLS) helpers
 ifeq ($(SANITIZE),)
 	FDG_BUILD=$(abspath $(BUILD)) $(BATS) --tap $(SUITES)
 else
 	FDG_BUILD=$(abspath $(BUILD)) FDG_SANITIZE=$(SANITIZE) $(SAN_ENV) $(BATS) --tap $(SAN_SUITES)
 endif
 
-bench: $(LIB) helpers benches
+bench: $(LIB) $(TOOLS) helpers benches
 	FDG_BUILD=$(abspath $(BUILD)) QUICK=$(QUICK) tests/bench/run
 
-demo: $(LIB) helpers
+demo: $(LIB) $(TOOLS) helpers
 	FDG_BUILD=$(abspath $(BUILD)) scripts/demo
 
 # The system python3 (Debian's libpython3.X-testsuite matches it), not one
@@ -96,22 +109,24 @@ FIDELITY_TESTS  ?= test_epoll test_selectors test_os test_subprocess test_ctypes
 fidelity: $(LIB)
 	FDG_BUILD=$(abspath $(BUILD)) PYTHON=$(FIDELITY_PYTHON) tests/fidelity/run $(FIDELITY_TESTS)
 
-# fdguard flood runs the flood client, installed next to the library.
-install: $(LIB) $(BUILD)/tests/flood
-	install -d $(DESTDIR)$(PREFIX)/lib/fdguard $(DESTDIR)$(PREFIX)/bin
+# bin/fdguard (the dispatcher) finds its subcommand files in lib/fdguard/tools,
+# and the library and the programs it runs in lib/fdguard.
+install: $(LIB) $(TOOLS)
+	install -d $(DESTDIR)$(PREFIX)/lib/fdguard/tools $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(LIB) $(DESTDIR)$(PREFIX)/lib/fdguard/libfdguard.so
-	install -m 0755 $(BUILD)/tests/flood $(DESTDIR)$(PREFIX)/lib/fdguard/flood
+	install -m 0755 $(TOOLS) $(DESTDIR)$(PREFIX)/lib/fdguard/
+	install -m 0644 scripts/tools/*.bash $(DESTDIR)$(PREFIX)/lib/fdguard/tools/
 	install -m 0755 scripts/fdguard $(DESTDIR)$(PREFIX)/bin/fdguard
 
 format:
-	clang-format -i shim/*.c shim/*.h tests/helpers/*.c tests/helpers/*.h
+	clang-format -i shim/*.c shim/*.h scripts/tools/*.c tests/helpers/*.c tests/helpers/*.h
 
 check-format:
-	clang-format --dry-run -Werror shim/*.c shim/*.h tests/helpers/*.c tests/helpers/*.h
+	clang-format --dry-run -Werror shim/*.c shim/*.h scripts/tools/*.c tests/helpers/*.c tests/helpers/*.h
 
 lint:
-	shellcheck $(wildcard scripts/fdguard scripts/demo .ci/run tests/bench/run tests/fidelity/run \
-	    tests/*.bash)
+	shellcheck -x $(wildcard scripts/fdguard scripts/tools/*.bash scripts/demo .ci/run \
+	    tests/bench/run tests/fidelity/run tests/*.bash)
 
 clean:
 	rm -rf build

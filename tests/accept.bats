@@ -26,8 +26,8 @@ setup() {
     T=$BATS_TEST_TMPDIR
     SRV_ENV=()
     SRV_UNIX=
-    if [[ ! -x $FDG_BIN/srv || ! -x $FDG_BIN/flood || ! -f $FDG_LIB ]]; then
-        echo "missing $FDG_BIN/srv, $FDG_BIN/flood or $FDG_LIB: run make and make helpers" >&2
+    if [[ ! -x $FDG_BIN/srv || ! -x $FDG_FLOOD || ! -f $FDG_LIB ]]; then
+        echo "missing $FDG_BIN/srv, $FDG_FLOOD or $FDG_LIB: run make and make helpers" >&2
         return 1
     fi
 }
@@ -70,7 +70,7 @@ srv_up() {
 clients() {
     local name=$1 n=$2
     shift 2
-    start_bg "$name" "$FDG_BIN/flood" "$ADDR" -n "$n" --hold 600 "$@" >"$T/$name.out"
+    start_bg "$name" "$FDG_FLOOD" "$ADDR" -n "$n" --hold 600 "$@" >"$T/$name.out"
     wait_until "grep -q '^flood:' '$T/$name.out'" 20
     echo "$name: $(grep -v '^flood-probe:' "$T/$name.out" | tr '\n' ' ')"
 }
@@ -276,7 +276,7 @@ no_leak() {
     [[ $(get rejected WARM) == 1 ]]
     before=$(fd_count "$SRV")
     fd_table "$SRV"
-    "$FDG_BIN/flood" "$ADDR" -n 1000 --wait-ms 10000 >"$T/MANY.out"
+    "$FDG_FLOOD" "$ADDR" -n 1000 --wait-ms 10000 >"$T/MANY.out"
     cat "$T/MANY.out"
     fd_table "$SRV"
     [[ $(get rejected MANY) == 1000 ]]
@@ -376,7 +376,7 @@ room() {
     [[ $(fd_free "$SRV") == 5 ]]
     # Headroom shedding happens with descriptors free: a leak would show.
     before=$(fd_count "$SRV")
-    "$FDG_BIN/flood" "$ADDR" -n 1000 --wait-ms 10000 >"$T/MANY.out"
+    "$FDG_FLOOD" "$ADDR" -n 1000 --wait-ms 10000 >"$T/MANY.out"
     cat "$T/MANY.out"
     [[ $(get rejected MANY) == 1000 ]]
     after=$(fd_count "$SRV")

@@ -11,7 +11,9 @@ FDG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 : "${FDG_BUILD:=$FDG_ROOT/build}"
 FDG_LIB=$FDG_BUILD/libfdguard.so
 FDG_BIN=$FDG_BUILD/tests
-export FDG_ROOT FDG_BUILD FDG_LIB FDG_BIN
+# The flood client is product code (scripts/tools/flood.c), built by make.
+FDG_FLOOD=$FDG_BUILD/flood
+export FDG_ROOT FDG_BUILD FDG_LIB FDG_BIN FDG_FLOOD
 
 # Pids started by start_bg, stopped by stop_all.
 FDG_PIDS=()

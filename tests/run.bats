@@ -22,6 +22,24 @@ setup() {
 	unset LD_PRELOAD
 }
 
+# copy_fdguard ROOT src|prefix: a copy of the fdguard command (the dispatcher and
+# its tool files) laid out as in the source tree (ROOT/scripts/fdguard,
+# ROOT/scripts/tools) or as make install does (ROOT/bin/fdguard,
+# ROOT/lib/fdguard/tools).
+copy_fdguard() {
+	local root=$1 tools
+	if [[ $2 == src ]]; then
+		mkdir -p "$root/scripts"
+		cp "$FDG" "$root/scripts/fdguard"
+		tools=$root/scripts/tools
+	else
+		mkdir -p "$root/bin" "$root/lib/fdguard"
+		cp "$FDG" "$root/bin/fdguard"
+		tools=$root/lib/fdguard/tools
+	fi
+	cp -r "${FDG%/*}/tools" "$tools"
+}
+
 # fdg_env OPTIONS...: `fdguard run OPTIONS -- env`; the environment in $output.
 fdg_env() {
 	run --separate-stderr "$FDG" run "$@" -- env
@@ -560,8 +578,8 @@ check_bad() {
 	unset FDGUARD_LIB
 	local t=$BATS_TEST_TMPDIR
 	# source tree: scripts/fdguard and build/libfdguard.so
-	mkdir -p "$t/src/scripts" "$t/src/build"
-	cp "$FDG" "$t/src/scripts/fdguard"
+	mkdir -p "$t/src/build"
+	copy_fdguard "$t/src" src
 	: >"$t/src/build/libfdguard.so"
 	run --separate-stderr "$t/src/scripts/fdguard" run -- sh -c 'echo "$LD_PRELOAD"'
 	[ "$status" -eq 0 ]
@@ -571,8 +589,8 @@ check_bad() {
 	run --separate-stderr ../scripts/fdguard run -- sh -c 'echo "$LD_PRELOAD"'
 	[ "$output" = "$t/src/build/libfdguard.so" ]
 	# make install: PREFIX/bin/fdguard and PREFIX/lib/fdguard/libfdguard.so
-	mkdir -p "$t/prefix/bin" "$t/prefix/lib/fdguard" "$t/links"
-	cp "$FDG" "$t/prefix/bin/fdguard"
+	mkdir -p "$t/links"
+	copy_fdguard "$t/prefix" prefix
 	: >"$t/prefix/lib/fdguard/libfdguard.so"
 	run --separate-stderr "$t/prefix/bin/fdguard" run -- sh -c 'echo "$LD_PRELOAD"'
 	[ "$output" = "$t/prefix/lib/fdguard/libfdguard.so" ]
@@ -587,8 +605,7 @@ check_bad() {
 
 @test "library not found: clear error, exit 1" {
 	unset FDGUARD_LIB
-	mkdir -p "$BATS_TEST_TMPDIR/lonely/bin"
-	cp "$FDG" "$BATS_TEST_TMPDIR/lonely/bin/fdguard"
+	copy_fdguard "$BATS_TEST_TMPDIR/lonely" prefix
 	run -1 --separate-stderr "$BATS_TEST_TMPDIR/lonely/bin/fdguard" run -- true
 	[ -z "$output" ]
 	[[ $stderr == "fdguard run: libfdguard.so not found (run make"* ]]
@@ -599,7 +616,7 @@ check_bad() {
 
 # --- lint -------------------------------------------------------------------------
 
-@test "shellcheck scripts/fdguard passes" {
+@test "shellcheck scripts/fdguard and its tool files pass" {
 	if ! command -v shellcheck >/dev/null; then
 		if [[ -n ${CI:-} && ${CI} != false && ${CI} != 0 ]]; then
 			echo "shellcheck is required under CI=$CI"
@@ -607,7 +624,7 @@ check_bad() {
 		fi
 		skip "shellcheck not installed"
 	fi
-	run shellcheck "$FDG"
+	run shellcheck -x "$FDG" "${FDG%/*}"/tools/*.bash
 	[ "$status" -eq 0 ]
 	[ -z "$output" ]
 }

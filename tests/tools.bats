@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # The operator tools of scripts/fdguard (doctor, stat, ipc, squeeze, flood),
-# each against real processes:
+# each against real processes (the numbers in test names are the cases of
+# issue 13):
 #   - tool_fds holds many descriptors and mappings: doctor WARNs and FAILs once
 #     its limit is lowered; squeeze leaves exactly N numbers free;
 #   - tool_stale leaves a stale epoll registration: doctor FAILs without the
@@ -10,7 +11,13 @@
 #     creator's or a live user's objects, another user's and those whose
 #     creator is unknown are never touched;
 #   - srv under the shim with FDGUARD_STATS: stat reads its counters while
-#     flood makes them move after a squeeze; flood shows the shedding.
+#     flood makes them move after a squeeze; flood shows the shedding;
+#   - tool_stats publishes a format 2 stats file as the shim does (its own per
+#     process, across fork): the readers, whatever the library writes;
+#   - redis-server --daemonize yes and nginx (master and worker) under the
+#     shim: stat finds each process's own counters by what it maps;
+#   - a second user (nobody) swaps paths, owns daemons and queues, and runs
+#     the tools against root's processes.
 # Readiness is polled (ready files, /proc), never slept for. Every background
 # process is stopped in teardown, every IPC object made here removed.
 
@@ -26,13 +33,13 @@ setup() {
 	FDG=$FDG_ROOT/scripts/fdguard
 	# The script finds the library and the flood client next to itself;
 	# the suite uses the build under test (sanitizer builds included).
-	export FDGUARD_LIB=$FDG_LIB FDGUARD_FLOOD=$FDG_BIN/flood
+	export FDGUARD_LIB=$FDG_LIB FDGUARD_FLOOD=$FDG_FLOOD
 	IPC_MADE=()
 	PUB=
 	local h
-	for h in tool_fds tool_ipc tool_stale srv flood; do
-		if [[ ! -x $FDG_BIN/$h ]]; then
-			echo "missing $FDG_BIN/$h: run make helpers" >&2
+	for h in "$FDG_BIN"/{tool_fds,tool_ipc,tool_stale,tool_stats,srv} "$FDG_FLOOD" "$FDG_BUILD/statsread"; do
+		if [[ ! -x $h ]]; then
+			echo "missing $h: run make and make helpers" >&2
 			return 1
 		fi
 	done
@@ -59,6 +66,82 @@ teardown() {
 # "${AS_NOBODY[@]}" CMD...: CMD as uid/gid 65534, no supplementary groups.
 AS_NOBODY=(setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups --)
 
+# without CAP CMD...: CMD without capability CAP (dropped from the bounding
+# and inheritable sets, so that no exec gets it back).
+without() {
+	local cap=$1
+	shift
+	setpriv --inh-caps=-"$cap" --bounding-set=-"$cap" -- "$@"
+}
+
+# has_cap NAME: this shell has capability NAME in its effective set.
+has_cap() {
+	local bit eff
+	case $1 in
+	sys_resource) bit=24 ;;
+	sys_ptrace) bit=19 ;;
+	*) return 1 ;;
+	esac
+	eff=$(awk '/^CapEff:/ { print $2 }' /proc/self/status)
+	(((16#$eff >> bit) & 1))
+}
+
+# valid_json: the bytes of $output are one JSON document (python3's
+# json.loads on bytes: invalid UTF-8 would be an error too).
+valid_json() {
+	printf '%s' "$output" | python3 -c 'import json, sys; json.loads(sys.stdin.buffer.read())'
+}
+
+# shim_stats_format: the stats file format (1 or 2) of the library under
+# test, from the first header line of a guarded srv's file.
+shim_stats_format() {
+	local line=''
+	helper_up FMT_SRV "$T/fmt.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/fmt.%p" \
+		"$FDG_BIN/srv" --shape lt --port 0 --ready "$T/fmt.ready" 2>/dev/null
+	wait_until "read -r line < '$T/fmt.$FMT_SRV' 2>/dev/null && [[ \$line == 'fdguard-stats '* ]]"
+	read -r line <"$T/fmt.$FMT_SRV"
+	stop_bg "$FMT_SRV"
+	echo "${line#fdguard-stats }"
+}
+
+# hidden_tasks UID: threads of effective uid UID that this shell cannot look
+# into (/proc/PID/task/TID/syscall not readable): while one exists, a message
+# queue of UID with mode 0600 can never be shown idle (here: root's, when
+# pid 1 is shielded even from root).
+hidden_tasks() {
+	local t n=0 uid
+	for t in /proc/[0-9]*/task/[0-9]*; do
+		# (The kernel refuses the read, not the open.)
+		{ read -r _ <"$t/syscall"; } 2>/dev/null && continue
+		uid=$(awk '/^Uid:/ { print $3 }' "$t/status" 2>/dev/null)
+		[[ $uid == "$1" ]] && n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# syscall_on PID NR ID: PID's main thread is blocked in system call NR with ID
+# as its first argument (/proc/PID/syscall).
+syscall_on() {
+	local nr a1
+	read -r nr a1 _ <"/proc/$1/syscall" 2>/dev/null || return 1
+	[[ $nr == "$2" && $((a1)) == "$3" ]]
+}
+
+# start_of PID: its start time (field 22 of /proc/PID/stat, counted after the
+# last ")": the name may hold anything, newlines included).
+start_of() {
+	local stat
+	local -a f
+	stat=$(<"/proc/$1/stat")
+	read -r -a f <<<"${stat##*) }"
+	echo "${f[19]}"
+}
+
+# col HEADER WORD: the column (0-based) at which WORD starts in HEADER.
+col() {
+	local pre=${1%%"$2"*}
+	echo "${#pre}"
+}
 # pub_dir: a directory in /tmp that a process running as nobody can write to.
 pub_dir() {
 	if [[ -z $PUB ]]; then
@@ -99,9 +182,13 @@ ipc_line() {
 	awk -v id="$2" 'NR > 1 && $2 == id' "/proc/sysvipc/$1"
 }
 
-# ipc_exists KIND ID
+# ipc_exists KIND ID / ipc_gone KIND ID (a function, so that a failure stops
+# the test: bats does not fail on a "! command" in the middle of one)
 ipc_exists() {
 	[[ -n $(ipc_line "$1" "$2") ]]
+}
+ipc_gone() {
+	! ipc_exists "$@"
 }
 
 # ipc_track READY CREATOR: remembers the objects in a tool_ipc ready file (and
@@ -150,8 +237,8 @@ ipc_cleanup() {
 }
 
 # ipc_up VAR READY [shim] [TOOL_IPC ARGS...]: starts tool_ipc (preloaded with
-# the shim when the third argument is "shim"), waits for its objects and
-# tracks them for teardown.
+# the shim when the third argument is "shim"; IPC_BIN: another copy of it),
+# waits for its objects and tracks them for teardown.
 ipc_up() {
 	local var=$1 ready=$2
 	shift 2
@@ -160,7 +247,7 @@ ipc_up() {
 		env+=("LD_PRELOAD=$(fdg_preload)")
 		shift
 	fi
-	helper_up "$var" "$ready" "${env[@]}" "$FDG_BIN/tool_ipc" --ready "$ready" "$@"
+	helper_up "$var" "$ready" "${env[@]}" "${IPC_BIN:-$FDG_BIN/tool_ipc}" --ready "$ready" "$@"
 	ipc_track "$ready" "${!var}"
 }
 
@@ -373,14 +460,58 @@ children_of() {
 @test "doctor, stat, squeeze: another user's process is refused with exit 1" {
 	helper_up P "$T/fds.ready" "$FDG_BIN/tool_fds" --ready "$T/fds.ready"
 	run -1 "${AS_NOBODY[@]}" "$FDG" doctor "$P"
-	[[ $output == "fdguard doctor: cannot inspect process $P (tool_fds, uid 0): permission denied; run as uid 0 or as root" ]]
+	[[ $output == *"process $P could not be fully inspected: run as uid 0 or as root"* ]]
 	run -1 "${AS_NOBODY[@]}" "$FDG" stat "$P"
-	[[ $output == "fdguard stat: cannot read /proc/$P/environ (permission denied: run as its user or root)" ]]
+	[[ $output == "fdguard stat: cannot read /proc/$P/maps of process $P (tool_fds): permission denied; run as its user or root" ]]
 	local before
 	before=$(soft_nofile "$P")
 	run -1 "${AS_NOBODY[@]}" "$FDG" squeeze "$P"
 	[[ $output == "fdguard squeeze: cannot read the descriptors of pid $P (tool_fds): permission denied" ]]
 	[[ $(soft_nofile "$P") == "$before" ]]
+}
+
+@test "doctor: what it cannot read is N/A (cannot inspect), exit 1, never OK (3)" {
+	helper_up P "$T/stale.ready" "$FDG_BIN/tool_stale" --ready "$T/stale.ready" --nodump
+	local epfd
+	epfd=$(awk '$1 == "epfd" { print $2 }' "$T/stale.ready")
+
+	# A second user against a root process: its limits, threads and cgroup are
+	# world-readable, its descriptors, mappings and epoll instances are not.
+	run --separate-stderr "${AS_NOBODY[@]}" "$FDG" doctor "$P"
+	echo "$output"
+	((status == 1))
+	[[ -z $stderr ]] # no arithmetic (or any other) error
+	local check
+	for check in 'descriptors \(soft RLIMIT_NOFILE\)' 'descriptors \(hard RLIMIT_NOFILE\)' 'memory mappings' \
+		'epoll instances' fdguard; do
+		[[ $output =~ N/A\ +process\ +$check\ +-\ +-\ +-\ +cannot\ inspect:\ /proc/$P/[a-z]+ ]]
+		[[ ! $output =~ OK\ +process\ +$check ]]
+	done
+	[[ $output =~ OK\ +process\ +threads\ \(kernel.threads-max\)\ +1\  ]]
+	[[ $output == *$'\nN/A: 0 FAIL, 0 WARN, 5 not inspected, '*" OK or N/A"$'\n'"process $P could not be fully inspected: run as uid 0 or as root" ]]
+	run --separate-stderr "${AS_NOBODY[@]}" "$FDG" doctor "$P" --json
+	((status == 1))
+	[[ -z $stderr ]]
+	valid_json
+	[[ $(json "j['status'], j['not_inspected']") == "('N/A', 5)" ]]
+	[[ $(json "sorted(set(c['status'] for c in j['checks'] if not c['inspected']))") == "['N/A']" ]]
+
+	# Root without CAP_SYS_PTRACE against a process that is not dumpable: the
+	# table can be listed, what the descriptors are cannot. A glob and a
+	# failed readlink would say "no epoll instance"; it has one.
+	without sys_ptrace true || skip "setpriv cannot drop CAP_SYS_PTRACE here"
+	run without sys_ptrace readlink "/proc/$P/fd/$epfd"
+	((status != 0))
+	if has_cap sys_ptrace; then
+		[[ $(readlink "/proc/$P/fd/$epfd") == 'anon_inode:[eventpoll]' ]]
+	fi
+	run --separate-stderr without sys_ptrace "$FDG" doctor "$P"
+	echo "$output"
+	((status == 1))
+	[[ -z $stderr ]]
+	[[ $output =~ N/A\ +process\ +epoll\ instances\ +-\ +-\ +-\ +cannot\ inspect:\ /proc/$P/fd\ \(its\ link\ targets\) ]]
+	[[ $output =~ OK\ +process\ +descriptors\ \(soft\ RLIMIT_NOFILE\) ]]
+	[[ $output == *"process $P could not be fully inspected: it is not dumpable, or this root lacks CAP_SYS_PTRACE"* ]]
 }
 
 # ---- stat ------------------------------------------------------------------
@@ -428,24 +559,318 @@ children_of() {
 @test "stat: processes and files without counters are reported, exit 1" {
 	helper_up P "$T/fds.ready" "$FDG_BIN/tool_fds" --ready "$T/fds.ready"
 	run -1 "$FDG" stat "$P"
-	[[ $output == "fdguard stat: process $P has no FDGUARD_STATS in its environment (start it with: fdguard run --stats PATH -- ...)" ]]
+	[[ $output == "fdguard stat: process $P (tool_fds) does not have libfdguard.so loaded" ]]
+	helper_up Q "$T/fds2.ready" env LD_PRELOAD="$(fdg_preload)" "$FDG_BIN/tool_fds" --ready "$T/fds2.ready"
+	run -1 "$FDG" stat "$Q"
+	[[ $output == "fdguard stat: process $Q (tool_fds) maps no fdguard stats file (start it with: fdguard run --stats PATH -- ...)" ]]
 	run -1 "$FDG" stat "$T/nothing"
-	[[ $output == "fdguard stat: $T/nothing: no such file" ]]
+	[[ $output == "fdguard stat: $T/nothing: No such file or directory" ]]
 	echo hello >"$T/notstats"
 	run -1 "$FDG" stat "$T/notstats"
-	[[ $output == "fdguard stat: $T/notstats: not an fdguard stats file (no 'fdguard-stats 2' header)" ]]
+	[[ $output == "fdguard stat: $T/notstats: not an fdguard stats file" ]]
+	printf 'fdguard-stats 9\n' >"$T/future"
+	run -1 "$FDG" stat "$T/future"
+	[[ $output == "fdguard stat: $T/future: unknown stats file format 'fdguard-stats 9'" ]]
+	printf 'fdguard-stats 2\npid 1\nstart 1\nprog a\nb\ncounters 0\n' >"$T/twoprogs"
+	run -1 "$FDG" stat "$T/twoprogs"
+	[[ $output == "fdguard stat: $T/twoprogs: malformed header" ]]
 
-	# A file whose header names a live process that does not publish it.
+	# A copy of a live process's file: the header names a process that does
+	# not map it.
 	srv_up shim lt "FDGUARD_STATS=$T/stats.%p"
 	wait_file "$T/stats.$SRV"
-	{
-		printf 'fdguard-stats 2\npid %s\n' "$P"
-		head -c 4096 "$T/stats.$SRV" | tr -d '\0' | tail -n +3
-	} >"$T/forged"
-	truncate -s 4096 "$T/forged"
-	tail -c +4097 "$T/stats.$SRV" >>"$T/forged"
-	run -1 "$FDG" stat "$T/forged"
-	[[ $output == *"warning: pid $P is running but has no FDGUARD_STATS: not the process that wrote this file (pid reused?)"* ]]
+	cp "$T/stats.$SRV" "$T/copy"
+	run -1 "$FDG" stat "$T/copy"
+	[[ $output == *"warning: pid $SRV (srv) is running but does not map this file: a copy, or the file of an earlier process with this pid"* ]]
+}
+
+@test "stat: each process publishes its own file, found by what it maps; a normal exit is recorded (1)" {
+	# tool_stats writes format 2 as the shim does, whatever the library under
+	# test writes: the reader side on its own.
+	helper_up P "$T/st.ready" "$FDG_BIN/tool_stats" --ready "$T/st.ready" --stats "$T/st.%p" \
+		--set accept_emfile=5 --set epoll_registrations=2 --fork
+	local child
+	child=$(awk '$1 == "child" { print $2 }' "$T/st.ready")
+	FDG_PIDS+=("$child")
+	# Nothing in the environments names the files.
+	run ! grep -qa FDGUARD_STATS "/proc/$P/environ" "/proc/$child/environ"
+
+	run -0 "$FDG" stat "$P"
+	echo "$output"
+	[[ ${lines[0]} == "fdguard stat: $T/st.$P" ]]
+	[[ ${lines[1]} == "pid $P (tool_stats), running" ]]
+	[[ $output =~ epoll_registrations\ +2\  ]]
+	run -0 "$FDG" stat "$child" --json
+	[[ $(json "j['file'], j['pid'], j['format'], j['state']") == "('$T/st.$child', $child, 2, 'running')" ]]
+	[[ $(counter epoll_registrations) == 3 && $(counter accept_emfile) == 5 ]]
+	# As root the file is read through /proc/PID/map_files: the mapped inode.
+	[[ $(json "j['read_via']") == map ]]
+	[[ $(json "j['start']") == "$(start_of "$child")" ]]
+	run -0 "$FDG" stat
+	[[ $output =~ $'\n'$P\ +tool_stats\ +$T/st.$P ]]
+	[[ $output =~ $'\n'$child\ +tool_stats\ +$T/st.$child ]]
+
+	# SIGTERM is a normal exit: "ended" holds its time; SIGKILL leaves 0 and
+	# the pid is gone.
+	stop_bg "$P"
+	run -1 "$FDG" stat "$T/st.$P"
+	echo "$output"
+	[[ ${lines[1]} =~ ^pid\ $P\ \(tool_stats\),\ exited\ at\ [0-9]{4}-[0-9]{2}-[0-9]{2}\ [0-9:]{8}$ ]]
+	[[ $output == *"warning: pid $P (tool_stats) exited at "*": these are the last values it wrote"* ]]
+	run -1 --separate-stderr "$FDG" stat "$T/st.$P" --json
+	[[ $(json "j['state'], j['running'], abs(j['ended'] - $(date +%s)) < 60") == "('exited', False, True)" ]]
+	kill9 "$child"
+	wait_until "! fdg_alive $child"
+	run -1 --separate-stderr "$FDG" stat "$T/st.$child" --json
+	[[ $(json "j['state'], j['ended']") == "('gone', None)" ]]
+
+	# A pid that now belongs to a later process (another start time).
+	helper_up R "$T/st2.ready" "$FDG_BIN/tool_stats" --ready "$T/st2.ready" --stats "$T/st2.%p"
+	# (Another start time of the same length: the counters stay at 4096.)
+	python3 -c 'import re, sys
+d = open(sys.argv[1], "rb").read()
+m = re.search(rb"\nstart (\d+)\n", d)
+s = m.group(1)
+t = str(int(s) + (1 if s[-1:] != b"9" else -1)).encode()
+open(sys.argv[2], "wb").write(d[:m.start(1)] + t + d[m.end(1):])' "$T/st2.$R" "$T/reused"
+	run -1 "$FDG" stat "$T/reused"
+	[[ $output == *"pid $R (tool_stats), not running (pid $R now belongs to a later process)"* ]]
+}
+
+@test "stat: redis-server --daemonize yes under the shim: the daemon's own counters, its environment rewritten (1)" {
+	command -v redis-server >/dev/null || skip "redis-server is not installed"
+	local fmt
+	fmt=$(shim_stats_format)
+	if [[ $fmt != 2 ]]; then
+		skip "the library under test writes stats format $fmt: a fork child publishes into its parent's file until the format 2 shim is merged"
+	fi
+	mkdir "$T/redis"
+	# (exec_clean: the daemon must not keep bats' descriptors.)
+	run -0 exec_clean "$FDG" run --stats "$T/redis/st.%p" -- redis-server --port 0 --unixsocket "$T/redis/sock" \
+		--daemonize yes --pidfile "$T/redis/pid" --dir "$T/redis" --save '' --appendonly no \
+		--logfile "$T/redis/log"
+	wait_file "$T/redis/pid"
+	local d
+	d=$(cat "$T/redis/pid")
+	FDG_PIDS+=("$d")
+	wait_until "[[ -S '$T/redis/sock' && -s '$T/redis/st.$d' ]]"
+	# The daemon rewrote its environment (process title): no FDGUARD_STATS.
+	run ! grep -qa FDGUARD_STATS "/proc/$d/environ"
+
+	run -0 "$FDG" stat "$d"
+	echo "$output"
+	[[ ${lines[0]} == "fdguard stat: $T/redis/st.$d" ]]
+	[[ ${lines[1]} == "pid $d (redis-server), running" ]]
+	run -0 "$FDG" stat "$d" --json
+	[[ $(json "j['pid'], j['state']") == "($d, 'running')" ]]
+	(($(counter epoll_registrations) > 0))
+	run -0 "$FDG" stat
+	[[ $output =~ $'\n'$d\ +redis-server\ +$T/redis/st.$d ]]
+	run "$FDG" doctor "$d"
+	[[ $output == *"counters in $T/redis/st.$d: "*"epoll_registrations="* ]]
+	[[ $output != *"has no stats file of its own"* ]]
+	redis-cli -s "$T/redis/sock" shutdown nosave >/dev/null || true
+}
+
+@test "stat: a forking server's worker (nginx) counts into its own file, not its master's (1)" {
+	command -v nginx >/dev/null || skip "nginx is not installed"
+	local fmt
+	fmt=$(shim_stats_format)
+	if [[ $fmt != 2 ]]; then
+		skip "the library under test writes stats format $fmt: a fork child publishes into its parent's file until the format 2 shim is merged"
+	fi
+	pub_dir
+	local port d=$PUB/nginx
+	port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	mkdir -p "$d"
+	chmod 0777 "$d"
+	# The worker runs as nobody: its file goes to a directory it can write.
+	cat >"$d/nginx.conf" <<CONF
+daemon off;
+master_process on;
+worker_processes 1;
+user nobody nogroup;
+pid $d/nginx.pid;
+error_log $d/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+    server { listen 127.0.0.1:$port; return 200 "ok\n"; }
+}
+CONF
+	start_bg M env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$d/st.%p" nginx -c "$d/nginx.conf" -p "$d" \
+		-e "$d/error.log"
+	local w=''
+	wait_until "w=\$(children_of $M | head -n 1); [[ -n \$w && -s $d/st.\$w ]]" 10
+	w=$(children_of "$M" | head -n 1)
+	FDG_PIDS+=("$w")
+	curl -s "http://127.0.0.1:$port/" >/dev/null || true
+
+	run -0 "$FDG" stat "$w" --json
+	echo "$output"
+	[[ $(json "j['file'], j['pid']") == "('$d/st.$w', $w)" ]]
+	local worker_regs
+	worker_regs=$(counter epoll_registrations)
+	((worker_regs > 0))
+	run -0 "$FDG" stat "$M" --json
+	[[ $(json "j['file'], j['pid']") == "('$d/st.$M', $M)" ]]
+	# The master registers nothing with epoll: the worker's events are not here.
+	[[ $(counter epoll_registrations) == 0 ]]
+}
+
+@test "stat: a stats path swapped between the file, a FIFO and a link never blocks or fools a reader (3)" {
+	pub_dir
+	local d=$PUB/swap f i
+	"${AS_NOBODY[@]}" mkdir -m 0755 "$d"
+	helper_up P "$PUB/st.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_stats" --ready "$PUB/st.ready" \
+		--stats "$d/st.%p" --set accept_emfile=7
+	f=$d/st.$P
+	"${AS_NOBODY[@]}" ln "$f" "$d/real"
+	"${AS_NOBODY[@]}" mkfifo "$d/fifo"
+	"${AS_NOBODY[@]}" ln -s real "$d/link"
+	# The hazard: whoever opens the FIFO the plain way waits for a writer.
+	run timeout 1 head -c 4096 "$d/fifo"
+	((status == 124))
+	run -1 "$FDG" stat "$d/fifo"
+	[[ $output == "fdguard stat: $d/fifo: not a regular file" ]]
+	run -1 "$FDG" stat "$d/link"
+	[[ $output == "fdguard stat: $d/link: a symbolic link" ]]
+
+	# nobody swaps the path as fast as it can: the real file, the FIFO, a link.
+	start_bg SW "${AS_NOBODY[@]}" bash -c 'cd "$1" || exit 1
+		while :; do
+			ln -f fifo t1 && mv -fT t1 "$2"
+			ln -f real t2 && mv -fT t2 "$2"
+			cp -P link t3 && mv -fT t3 "$2"
+		done' swap "$d" "st.$P"
+	local ok=0 refused=0
+	for ((i = 0; i < 12; i++)); do
+		# root by pid: /proc/PID/map_files, the mapped inode itself.
+		run timeout 10 "$FDG" stat "$P"
+		((status == 0))
+		[[ $output =~ accept_emfile\ +7\  ]]
+		# By path: the file, or a refusal; never a hang (124).
+		run timeout 10 "$FDG" stat "$f"
+		((status == 0 || status == 1))
+		[[ $status == 1 || $output =~ accept_emfile\ +7\  ]]
+		run timeout 10 "$FDG" stat
+		((status == 0))
+		[[ $output =~ $'\n'$P\ +tool_stats ]]
+		# nobody by pid: no map_files; the path, checked against the mapping.
+		run timeout 10 "${AS_NOBODY[@]}" "$FDG" stat "$P"
+		((status == 0 || status == 1))
+		if ((status == 0)); then
+			[[ $output =~ accept_emfile\ +7\  ]]
+			ok=$((ok + 1))
+		else
+			[[ $output == "fdguard stat: process $P (tool_stats) maps a stats file that cannot be read: $f: "* ]]
+			refused=$((refused + 1))
+		fi
+	done
+	echo "# nobody's reads while swapped: $ok read, $refused refused" >&3
+	stop_bg "$SW"
+}
+
+@test "names that are not UTF-8 or hold escape sequences: valid JSON, escaped text, aligned columns (doctor, stat, ipc) (5)" {
+	local name=$'\xff\xfe\x80z' esc_name='\xff\xfe\x80z'
+	mkdir "$T/s" "$T/i" "$T/e"
+	cp "$FDG_BIN/tool_stats" "$T/s/$name"
+	cp "$FDG_BIN/tool_ipc" "$T/i/$name"
+	cp "$FDG_BIN/tool_stats" "$T/e/"$'\e[31mred\a'
+	helper_up P "$T/st.ready" "$T/s/$name" --ready "$T/st.ready" --stats "$T/st.%p"
+	helper_up E "$T/e.ready" "$T/e/"$'\e[31mred\a' --ready "$T/e.ready" --stats "$T/e.%p"
+	IPC_BIN=$T/i/$name ipc_up I "$T/ipc.ready" shim
+
+	# The process name in JSON: the bytes that are not UTF-8 as \u00XX.
+	run -0 "$FDG" stat "$P" --json
+	valid_json
+	[[ $(json "j['prog'] == '\u00ff\u00fe\u0080z'") == True ]]
+	run "$FDG" doctor "$P" --json
+	valid_json
+	[[ $(json "j['process']['prog'] == '\u00ff\u00fe\u0080z'") == True ]]
+	run "$FDG" ipc --all --json
+	valid_json
+	local shm
+	shm=$(ipc_id "$T/ipc.ready" shm)
+	[[ $(json "[o['creator_prog'] for o in j['objects'] if o['kind'] == 'shm' and o['id'] == $shm][0] == '\u00ff\u00fe\u0080z'") == True ]]
+	run -0 "$FDG" stat --json
+	valid_json
+	[[ $(json "[p['prog'] for p in j['processes'] if p['pid'] == $E][0] == '\x1b[31mred\x07'") == True ]]
+
+	# Text: no raw byte outside printable ASCII, names escaped, columns aligned.
+	local out LC_ALL=C
+	for out in "stat $P" "stat $E" "stat" "doctor $P" "doctor $E" "ipc --all"; do
+		# shellcheck disable=SC2086 # word splitting intended
+		run "$FDG" $out
+		[[ -z $(printf '%s' "$output" | tr -d '\n -~') ]]
+	done
+	run -0 "$FDG" stat "$P"
+	[[ ${lines[1]} == "pid $P ($esc_name), running" ]]
+	run -0 "$FDG" stat "$E"
+	[[ ${lines[1]} == "pid $E (\x1b[31mred\x07), running" ]]
+	run -0 --separate-stderr "$FDG" stat
+	local c
+	c=$(col "${lines[0]}" FILE)
+	for ((i = 1; i < ${#lines[@]}; i++)); do
+		[[ ${lines[i]:c:1} == / && ${lines[i]:c-1:1} == ' ' ]]
+	done
+	[[ $output == *$'\n'"$P  "*"$esc_name  "*"$T/st.$P"* ]]
+	run "$FDG" doctor "$P"
+	[[ ${lines[0]} == *", process $P ($esc_name, uid 0)" ]]
+	run "$FDG" ipc --all
+	echo "$output"
+	local row
+	row=$(grep -E "^shm +$shm " <<<"$output")
+	[[ $row == *" $I $esc_name (alive) "* ]]
+	c=$(col "${lines[0]}" AGE)
+	[[ ${row:c} =~ ^[0-9]+s\  && ${row:c-1:1} == ' ' ]]
+}
+
+@test "stat --prom: one counter family per counter, pid and prog labels, checked against the format's rules (6)" {
+	# A name with a quote, a backslash and a newline: label values escape them.
+	local name=$'q"b\\c\nd' fam
+	mkdir "$T/q"
+	cp "$FDG_BIN/tool_stats" "$T/q/$name"
+	helper_up A "$T/a.ready" "$T/q/$name" --ready "$T/a.ready" --stats "$T/a.%p" --set accept_emfile=3 --fork
+	local child
+	child=$(awk '$1 == "child" { print $2 }' "$T/a.ready")
+	FDG_PIDS+=("$child")
+	helper_up B "$T/b.ready" "$FDG_BIN/tool_stats" --ready "$T/b.ready" --stats "$T/b.%p" --set log_suppressed=9
+	srv_up shim lt "FDGUARD_STATS=$T/srv.%p"
+	wait_file "$T/srv.$SRV"
+
+	"$FDG" stat --prom >"$T/all.prom"
+	cat "$T/all.prom"
+	python3 "$FDG_ROOT/tests/helpers/tool_prom.py" <"$T/all.prom" >"$T/all.json"
+	# (Other guarded processes on this machine may be listed as well.)
+	output=$(cat "$T/all.json")
+	for fam in accept_emfile epoll_registrations log_suppressed; do
+		[[ $(json "j['fdguard_${fam}_total']['type']") == counter ]]
+		[[ -n $(json "j['fdguard_${fam}_total']['help']") ]]
+	done
+	[[ $(json "sorted((s['labels']['pid'], s['labels']['prog'], s['value']) for s in j['fdguard_accept_emfile_total']['samples'] if s['labels']['pid'] in ('$A', '$child'))") == "[('$A', 'q\"b\\\\x5cc\\\\x0ad', 3.0), ('$child', 'q\"b\\\\x5cc\\\\x0ad', 3.0)]" ]]
+	[[ $(json "[s['value'] for s in j['fdguard_log_suppressed_total']['samples'] if s['labels'] == {'pid': '$B', 'prog': 'tool_stats'}]") == "[9.0]" ]]
+	[[ $(json "len([s for s in j['fdguard_epoll_registrations_total']['samples'] if s['labels']['pid'] == '$SRV'])") == 1 ]]
+	# The label escaping itself, as written.
+	grep -qF "fdguard_accept_emfile_total{pid=\"$A\",prog=\"q\\\"b\\\\x5cc\\\\x0ad\"} 3" "$T/all.prom"
+
+	# One process: only its series, every counter of the shim.
+	"$FDG" stat --prom "$SRV" >"$T/srv.prom"
+	python3 "$FDG_ROOT/tests/helpers/tool_prom.py" <"$T/srv.prom" >"$T/srv.json"
+	output=$(cat "$T/srv.json")
+	[[ $(json "sorted(set(s['labels']['pid'] for f in j.values() for s in f['samples']))") == "['$SRV']" ]]
+	[[ $(json "len(j)") == "$(awk '/^counters / { print $2 }' "$T/srv.$SRV")" ]]
+	[[ $(json "j['fdguard_spare_armed_total']['samples'][0]['labels']['prog']") == srv ]]
+
+	run -2 "$FDG" stat --prom "$T/srv.$SRV"
+	[[ ${lines[0]} == "fdguard stat: --prom takes a PID or all, not a file" ]]
+	run -2 "$FDG" stat --prom --json
+	[[ ${lines[0]} == "fdguard stat: --json and --prom exclude each other" ]]
 }
 
 # ---- squeeze ---------------------------------------------------------------
@@ -517,6 +942,48 @@ children_of() {
 	[[ $(soft_nofile "$P") == "$before" ]]
 }
 
+@test "squeeze: a daemon that dropped privileges is squeezed and restored as its own uid without CAP_SYS_RESOURCE (4)" {
+	pub_dir
+	helper_up SRV "$PUB/srv.ready" "${AS_NOBODY[@]}" "$FDG_BIN/srv" --shape et --port 0 --ready "$PUB/srv.ready"
+	ADDR=127.0.0.1:$(cat "$PUB/srv.ready")
+	local before hard
+	before=$(soft_nofile "$SRV") hard=$(hard_nofile "$SRV")
+	without sys_resource true || skip "setpriv cannot drop CAP_SYS_RESOURCE here"
+
+	# What fails: prlimit on another uid's process without CAP_SYS_RESOURCE.
+	run without sys_resource prlimit --pid "$SRV" --nofile=10:
+	((status != 0))
+	[[ $output == *"Operation not permitted"* ]]
+	[[ $(soft_nofile "$SRV") == "$before" ]]
+
+	run -0 without sys_resource "$FDG" squeeze "$SRV" --json
+	echo "$output"
+	[[ $(json "j['as']") == "$NOBODY:$NOBODY" ]]
+	[[ $(json "j['after']['soft']") == "$(soft_nofile "$SRV")" ]]
+	(($(soft_nofile "$SRV") < before))
+	[[ $(hard_nofile "$SRV") == "$hard" ]]
+	# Really squeezed: a new client is left in the backlog.
+	run -1 "$FDG" flood "$ADDR" -n 1 --wait-ms 300
+	[[ $output =~ hanging\ +1 ]]
+	run -0 without sys_resource "$FDG" squeeze "$SRV" --restore
+	[[ $output == "restored pid $SRV (srv): RLIMIT_NOFILE "*" -> $before:$hard (soft:hard) (as its uid $NOBODY gid $NOBODY: another uid's limit needs CAP_SYS_RESOURCE)" ]]
+	[[ $(soft_nofile "$SRV") == "$before" ]]
+	run -0 "$FDG" flood "$ADDR" -n 2
+	[[ $output =~ served\ +2 ]]
+
+	# With the capabilities this shell has: done either way, as its uid only
+	# when CAP_SYS_RESOURCE is missing.
+	run -0 "$FDG" squeeze "$SRV"
+	echo "$output"
+	if has_cap sys_resource; then
+		[[ ${lines[0]} != *"(as its uid"* ]]
+	else
+		[[ ${lines[0]} == *"(as its uid $NOBODY gid $NOBODY: another uid's limit needs CAP_SYS_RESOURCE)" ]]
+	fi
+	run -0 "$FDG" squeeze "$SRV" --restore
+	[[ $(soft_nofile "$SRV") == "$before" ]]
+}
+
 # ---- flood -----------------------------------------------------------------
 
 @test "flood: a server with room serves everyone" {
@@ -575,7 +1042,7 @@ children_of() {
 	wait_until "grep -q '^probe: ' '$T/fl.out'" 10
 	grep -q '^probe: held=3 echoed=3 dead=0' "$T/fl.out"
 	stop_bg "$FL"
-	! fdg_alive "$client"
+	run ! fdg_alive "$client"
 }
 
 @test "flood: the client is found through FDGUARD_FLOOD, or reported missing" {
@@ -585,13 +1052,48 @@ children_of() {
 	# Installed layout: bin/fdguard finds lib/fdguard/flood.
 	mkdir -p "$T/inst/bin" "$T/inst/lib/fdguard"
 	cp "$FDG" "$T/inst/bin/fdguard"
-	cp "$FDG_BIN/flood" "$T/inst/lib/fdguard/flood"
-	unset FDGUARD_FLOOD
+	cp -r "$FDG_ROOT/scripts/tools" "$T/inst/lib/fdguard/tools"
+	cp "$FDG_FLOOD" "$T/inst/lib/fdguard/flood"
+	unset FDGUARD_FLOOD FDGUARD_LIB
 	run -0 "$T/inst/bin/fdguard" flood "$ADDR" -n 2
 	[[ $output =~ served\ +2 ]]
 	rm "$T/inst/lib/fdguard/flood"
 	run -1 "$T/inst/bin/fdguard" flood "$ADDR" -n 2
-	[[ $output == "fdguard flood: flood client not found"* ]]
+	[[ $output == "fdguard flood: flood not found (run make; looked in $T/inst/build and $T/inst/lib/fdguard)" ]]
+}
+
+@test "flood is product code: a fresh copy of the tree builds it with make, and make install ships the tools together (2, 7)" {
+	command -v git >/dev/null && git -C "$FDG_ROOT" rev-parse --git-dir >/dev/null 2>&1 ||
+		skip "not a git checkout: the tracked files are not known"
+	srv_up plain lt
+	local src=$T/clone prefix=$T/prefix f sub
+	mkdir "$src"
+	# The tracked and the new (not ignored) files: the tree as a clone has it.
+	git -C "$FDG_ROOT" ls-files -z --cached --others --exclude-standard |
+		(cd "$FDG_ROOT" && xargs -0 cp --parents -t "$src" --)
+	[[ ! -e $src/build ]]
+	unset FDGUARD_LIB FDGUARD_FLOOD
+	run -0 make -C "$src" -j2
+	[[ -x $src/build/flood && -x $src/build/statsread && -f $src/build/libfdguard.so ]]
+	[[ ! -e $src/build/tests ]] # no test helper needed
+	run -0 "$src/scripts/fdguard" flood "$ADDR" -n 3
+	[[ $output =~ served\ +3 ]]
+
+	run -0 make -C "$src" install PREFIX="$prefix"
+	for f in bin/fdguard lib/fdguard/libfdguard.so lib/fdguard/flood lib/fdguard/statsread \
+		lib/fdguard/tools/{common,run,doctor,stat,ipc,squeeze,flood}.bash; do
+		[[ -f $prefix/$f ]]
+	done
+	rm -rf "$src"
+	run -0 "$prefix/bin/fdguard" flood "$ADDR" -n 2
+	[[ $output =~ served\ +2 ]]
+	for sub in run doctor stat ipc squeeze flood; do
+		run -0 "$prefix/bin/fdguard" help "$sub"
+		[[ ${lines[0]} == "Usage: fdguard $sub"* ]]
+	done
+	run -0 "$prefix/bin/fdguard" stat --prom
+	run "$prefix/bin/fdguard" doctor
+	((status == 0 || status == 1))
 }
 
 # ---- ipc -------------------------------------------------------------------
@@ -602,15 +1104,24 @@ children_of() {
 	shm=$(ipc_id "$T/ipc.ready" shm) sem=$(ipc_id "$T/ipc.ready" sem) msg=$(ipc_id "$T/ipc.ready" msg)
 	[[ -f /tmp/fdguard-ipc-$EUID/sem.$sem ]]
 	kill9 "$P"
+	# A queue may have waiters nobody can see while some task is hidden from
+	# us (a shielded pid 1 in some containers): then it is never an orphan.
+	local hidden
+	hidden=$(hidden_tasks 0)
 
-	run -1 "$FDG" ipc --pid "$P"
+	run -1 "$FDG" ipc --pid "$P" --all
 	echo "$output"
 	[[ $output =~ shm\ +$shm\ +0x00000000\ +root\ +$P\ tool_ipc\ \(dead\)\ +[0-9]+s\ +orphan\ +4096\ bytes,\ nattch\ 0 ]]
 	[[ $output =~ sem\ +$sem\ +0x00000000\ +root\ +$P\ tool_ipc\ \(dead\)\ +[0-9]+s\ +orphan\ +2\ semaphores ]]
-	[[ $output =~ msg\ +$msg\ +0x00000000\ +root\ +$P\ tool_ipc\ \(dead\)\ +[0-9]+s\ +orphan\ +qnum\ 1 ]]
-	[[ $output == *"uid 0: 3 orphaned (fdguard ipc --reap removes them)"* ]]
+	if ((hidden == 0)); then
+		[[ $output =~ msg\ +$msg\ +0x00000000\ +root\ +$P\ tool_ipc\ \(dead\)\ +[0-9]+s\ +orphan\ +qnum\ 1 ]]
+		[[ $output == *"uid 0: 3 orphaned (fdguard ipc --reap removes them)"* ]]
+	else
+		[[ $output =~ msg\ +$msg\ +0x00000000\ +root\ +$P\ tool_ipc\ \(dead\)\ +[0-9]+s\ +in-use\ +qnum\ 1,\ 5\ bytes\;\ $hidden\ tasks\ that\ may\ use\ it\ cannot\ be\ inspected ]]
+		[[ $output == *"uid 0: 2 orphaned (fdguard ipc --reap removes them)"* ]]
+	fi
 	run -1 "$FDG" ipc --pid "$P" --json
-	[[ $(json "sorted(o['kind'] for o in j['objects'] if o['state'] == 'orphan')") == "['msg', 'sem', 'shm']" ]]
+	[[ $(json "sorted(o['kind'] for o in j['objects'] if o['state'] == 'orphan')") == "$( ((hidden)) && echo "['sem', 'shm']" || echo "['msg', 'sem', 'shm']")" ]]
 
 	# Not old enough: nothing listed, nothing removed.
 	run -0 "$FDG" ipc --pid "$P" --min-age 3600 --reap --json
@@ -621,9 +1132,16 @@ children_of() {
 	echo "$output"
 	[[ $output == *"removed: shm $shm (key 0x00000000, creator $P tool_ipc dead)"* ]]
 	[[ $output == *"removed: sem $sem (key 0x00000000, creator $P tool_ipc dead)"* ]]
-	[[ $output == *"removed: msg $msg (key 0x00000000, creator $P tool_ipc dead)"* ]]
-	! ipc_exists shm "$shm" && ! ipc_exists sem "$sem" && ! ipc_exists msg "$msg"
+	ipc_gone shm "$shm"
+	ipc_gone sem "$sem"
 	[[ ! -e /tmp/fdguard-ipc-$EUID/sem.$sem ]]
+	if ((hidden == 0)); then
+		[[ $output == *"removed: msg $msg (key 0x00000000, creator $P tool_ipc dead)"* ]]
+		ipc_gone msg "$msg"
+	else
+		[[ $output != *"removed: msg"* ]]
+		ipc_exists msg "$msg"
+	fi
 	run -0 "$FDG" ipc --pid "$P"
 }
 
@@ -642,7 +1160,7 @@ children_of() {
 	# A clean shutdown removes them itself.
 	stop_bg "$P"
 	while read -r kind id; do
-		! ipc_exists "$kind" "$id"
+		ipc_gone "$kind" "$id"
 	done <"$T/ipc.ready"
 }
 
@@ -654,6 +1172,8 @@ children_of() {
 	helper_up U2 "$T/u2.ready" "$FDG_BIN/tool_ipc" --ready "$T/u2.ready" --use "sem:$sem"
 	helper_up U3 "$T/u3.ready" "$FDG_BIN/tool_ipc" --ready "$T/u3.ready" --use "msg:$msg"
 	kill9 "$P"
+	local hidden
+	hidden=$(hidden_tasks 0)
 	run -0 "$FDG" ipc --pid "$P" --all --reap
 	echo "$output"
 	[[ $output =~ shm\ +$shm\ .*\ in-use\ +4096\ bytes,\ nattch\ 1\;\ attached\ by\ 1,\ last\ user\ $U1\ \(tool_ipc\)\ alive ]]
@@ -667,8 +1187,14 @@ children_of() {
 	stop_bg "$U3"
 	run -0 "$FDG" ipc --pid "$P" --reap
 	echo "$output"
-	[[ $output == *"removed: shm $shm "* && $output == *"removed: sem $sem "* && $output == *"removed: msg $msg "* ]]
-	! ipc_exists shm "$shm" && ! ipc_exists sem "$sem" && ! ipc_exists msg "$msg"
+	[[ $output == *"removed: shm $shm "* && $output == *"removed: sem $sem "* ]]
+	ipc_gone shm "$shm"
+	ipc_gone sem "$sem"
+	# (The queue: see "the objects of a process killed with SIGKILL".)
+	if ((hidden == 0)); then
+		[[ $output == *"removed: msg $msg "* ]]
+		ipc_gone msg "$msg"
+	fi
 }
 
 @test "ipc: semaphores and queues whose creator was not recorded are listed as unknown and kept" {
@@ -713,9 +1239,11 @@ children_of() {
 	run -1 "${AS_NOBODY[@]}" "$FDG" ipc --pid "$P"
 	[[ $output =~ sem\ +$sem\ +0x00000000\ +nobody\ +$P\ tool_ipc\ \(dead\)\ .*orphan ]]
 	run -0 "${AS_NOBODY[@]}" "$FDG" ipc --pid "$P" --reap
-	! ipc_exists shm "$shm" && ! ipc_exists sem "$sem" && ! ipc_exists msg "$msg"
+	ipc_gone shm "$shm"
+	ipc_gone sem "$sem"
+	ipc_gone msg "$msg"
 	run -0 "$FDG" ipc --pid "$R" --reap
-	! ipc_exists shm "$rshm"
+	ipc_gone shm "$rshm"
 }
 
 @test "ipc: registry entries are trusted only in a private directory, as regular files of the caller" {
@@ -762,4 +1290,129 @@ children_of() {
 	printf 'pid %s\nstart %s\nkey %s\nprog forged\n' "$$" "$start" $((key + 1)) >"$reg/sem.$sem"
 	run -0 "$FDG" ipc --key $((key + 1)) --all
 	[[ $output =~ sem\ +$sem\ .*\ $$\ forged\ \(alive\)\ .*\ in-use\ .*creator\ alive ]]
+}
+
+@test "ipc: a program name cannot forge its registry entry; malformed entries are reported, never used (3)" {
+	# Created under the shim by a program whose name holds "\npid 1\nstart 1".
+	local key=$((0x5d000000 + RANDOM * 8)) name=$'x\npid 1\nstart 1' sem msg entry
+	mkdir "$T/x"
+	cp "$FDG_BIN/tool_ipc" "$T/x/$name"
+	IPC_BIN=$T/x/$name ipc_up P "$T/ipc.ready" shim --key "$key"
+	sem=$(ipc_id "$T/ipc.ready" sem) msg=$(ipc_id "$T/ipc.ready" msg)
+	run -0 "$FDG" ipc --key $((key + 1)) --reap --all
+	echo "$output"
+	ipc_exists sem "$sem"
+	[[ $output != *removed:* ]]
+	entry=/tmp/fdguard-ipc-$EUID/sem.$sem
+	if [[ $(grep -c '^pid ' "$entry") == 1 ]]; then
+		# The name escaped by the shim: a valid entry, the creator alive.
+		[[ $output =~ sem\ +$sem\ .*\ $P\ x\\x0apid\ 1\\x0astart\ 1\ \(alive\)\ .*\ in-use ]]
+	else
+		# An unescaped name (an earlier shim): six lines, not an entry.
+		[[ $output =~ sem\ +$sem\ .*\ unknown\ .*registry\ entry\ $entry\ is\ malformed\ \(not\ the\ four\ lines\ pid\ N,\ start\ N,\ key\ N,\ prog\ NAME\):\ ignored ]]
+	fi
+	run "$FDG" ipc --key $((key + 2)) --reap
+	ipc_exists msg "$msg"
+	[[ $output != *removed:* ]]
+
+	# Entries written by hand in a registry of our own: only the exact four
+	# lines count. The first is the forgery that worked: its last lines name
+	# the live creator with another start time, so a reader that took the
+	# last pid and start lines saw the creator gone (pid reused), took the
+	# creator's own last semop for the creator's, and reaped the live set.
+	local reg=$T/reg start bad i=0
+	export FDGUARD_IPC_REGISTRY=$reg
+	mkdir -m 0700 "$reg"
+	start=$(start_of "$P")
+	local -a bads=(
+		"pid $P\nstart $start\nkey $((key + 1))\nprog x\npid $P\nstart 1\n"
+		"pid 1\nstart 1\npid $P\nstart $start\nkey $((key + 1))\nprog x\n"
+		"start 1\npid 1\nkey $((key + 1))\nprog x\n"
+		"pid 01\nstart 1\nkey $((key + 1))\nprog x\n"
+		"pid 1\nstart 1\nkey $((key + 1))\nprog x"
+		"pid 1\nstart 1\nkey $((key + 1))\nprog x\n\n"
+		"pid 1 \nstart 1\nkey $((key + 1))\nprog x\n"
+		"pid 1\nstart 1\nkey 99999999999\nprog x\n"
+		"pid 1\nstart 1\nkey $((key + 1))\nprog a\\\\b\n"
+		"pid 1\nstart 1\nkey $((key + 1))\nprog \xff\n"
+		"pid 1\nstart 1\0\nkey $((key + 1))\nprog x\n"
+	)
+	for bad in "${bads[@]}"; do
+		# shellcheck disable=SC2059 # the entries are formats
+		printf "$bad" >"$reg/sem.$sem"
+		run "$FDG" ipc --key $((key + 1)) --reap --all
+		echo "entry $i: $output"
+		[[ $output =~ sem\ +$sem\ +0x[0-9a-f]+\ +root\ +unknown\ .*registry\ entry\ $reg/sem.$sem\ is\ malformed ]]
+		[[ $output != *removed:* ]]
+		ipc_exists sem "$sem"
+		i=$((i + 1))
+	done
+	# The same entry, well-formed: the live creator keeps its set.
+	printf 'pid %s\nstart %s\nkey %s\nprog x\\x0a\n' "$P" "$start" $((key + 1)) >"$reg/sem.$sem"
+	run -0 "$FDG" ipc --key $((key + 1)) --all --reap
+	[[ $output =~ sem\ +$sem\ .*\ $P\ x\\x0a\ \(alive\)\ .*\ in-use ]]
+	ipc_exists sem "$sem"
+	# A malformed entry of an object that is gone is reported, not deleted.
+	printf 'pid 1\nstart 1\nextra\n' >"$reg/msg.2147483000"
+	run "$FDG" ipc --key $((key + 1)) --reap
+	[[ $output == *"registry $reg: 1 malformed entries of objects that no longer exist, left alone:"$'\n'"  msg.2147483000: not the four lines"* ]]
+	[[ -f $reg/msg.2147483000 ]]
+	run "$FDG" ipc --key $((key + 1)) --json
+	valid_json
+	[[ $(json "j['registry']['malformed_entries']") == "['msg.2147483000: not the four lines pid N, start N, key N, prog NAME']" ]]
+}
+
+@test "ipc --reap keeps a message queue a live process waits on in msgrcv or msgsnd (3)" {
+	# nobody's queue (mode 0600): every task that may use it is nobody's own,
+	# and nobody can look into those.
+	pub_dir
+	ipc_up P "$T/ipc.ready" shim --kinds msg --setuid "$NOBODY"
+	local msg f
+	msg=$(ipc_id "$T/ipc.ready" msg)
+	kill9 "$P"
+	helper_up W "$PUB/w.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_ipc" --ready "$PUB/w.ready" --use "msg-recv:$msg"
+	wait_until "syscall_on $W 70 $msg || syscall_on $W 188 $msg"
+	# What the kernel shows of the queue does not name the reader: the last
+	# sender is the dead creator, nobody received.
+	read -r -a f <<<"$(ipc_line msg "$msg")"
+	[[ ${f[5]} == "$P" && ${f[6]} == 0 ]]
+	run -0 "${AS_NOBODY[@]}" "$FDG" ipc --pid "$P" --all --reap
+	echo "$output"
+	[[ $output =~ msg\ +$msg\ .*\ $P\ tool_ipc\ \(dead\)\ .*\ in-use\ +qnum\ 1,\ 5\ bytes\;\ waiting:\ $W\ \(tool_ipc\)\ in\ msgrcv ]]
+	ipc_exists msg "$msg"
+	stop_bg "$W"
+
+	# A writer blocked on the full queue: the queue filled by a process that
+	# has left since (the last sender is dead).
+	helper_up F "$PUB/f.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_ipc" --ready "$PUB/f.ready" --use "msg-fill:$msg"
+	stop_bg "$F"
+	helper_up W2 "$PUB/w2.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_ipc" --ready "$PUB/w2.ready" --use "msg-send:$msg"
+	wait_until "syscall_on $W2 69 $msg || syscall_on $W2 189 $msg"
+	run -0 "${AS_NOBODY[@]}" "$FDG" ipc --pid "$P" --all --reap
+	echo "$output"
+	[[ $output =~ msg\ +$msg\ .*\ in-use\ .*waiting:\ $W2\ \(tool_ipc\)\ in\ msgsnd ]]
+	ipc_exists msg "$msg"
+	stop_bg "$W2"
+	run -0 "${AS_NOBODY[@]}" "$FDG" ipc --pid "$P" --reap
+	[[ $output == *"removed: msg $msg "* ]]
+	ipc_gone msg "$msg"
+
+	# A queue other users may use (mode 0666): tasks nobody cannot look into
+	# (root's, at least this test's own) might wait on it.
+	ipc_up P2 "$T/ipc2.ready" shim --kinds msg --mode 0666 --setuid "$NOBODY"
+	msg=$(ipc_id "$T/ipc2.ready" msg)
+	kill9 "$P2"
+	run -0 "${AS_NOBODY[@]}" "$FDG" ipc --pid "$P2" --all --reap
+	[[ $output =~ msg\ +$msg\ .*\ in-use\ .*\ [0-9]+\ tasks\ that\ may\ use\ it\ cannot\ be\ inspected\ \(run\ as\ root\) ]]
+	ipc_exists msg "$msg"
+
+	# As root, a reader on root's queue is seen the same way.
+	ipc_up R "$T/ipc3.ready" shim --kinds msg
+	msg=$(ipc_id "$T/ipc3.ready" msg)
+	kill9 "$R"
+	helper_up W3 "$T/w3.ready" "$FDG_BIN/tool_ipc" --ready "$T/w3.ready" --use "msg-recv:$msg"
+	wait_until "syscall_on $W3 70 $msg || syscall_on $W3 188 $msg"
+	run -0 "$FDG" ipc --pid "$R" --all --reap
+	[[ $output =~ msg\ +$msg\ .*\ in-use\ .*waiting:\ $W3\ \(tool_ipc\)\ in\ msgrcv ]]
+	ipc_exists msg "$msg"
 }

@@ -1,16 +1,21 @@
 /* tool_ipc: creates or uses System V IPC objects, for the fdguard ipc tests.
  *
- *   tool_ipc --ready FILE [--kinds shm,sem,msg] [--key K] [--attach] [--setuid UID]
- *   tool_ipc --ready FILE --use shm:ID|sem:ID|msg:ID
+ *   tool_ipc --ready FILE [--kinds shm,sem,msg] [--key K] [--mode OCTAL] [--attach]
+ *            [--setuid UID]
+ *   tool_ipc --ready FILE --use shm:ID|sem:ID|msg:ID|msg-fill:ID|msg-recv:ID|msg-send:ID
+ *            [--setuid UID]
  *
  * Create mode: one object of each kind in --kinds (default all three), with
  * key K, K+1, K+2 (default IPC_PRIVATE; a key already in use is an error),
- * mode 0600. The segment is attached
+ * mode 0600 (or --mode). The segment is attached
  * and detached again (nattch 0, lpid = us) unless --attach keeps it attached;
  * the semaphore set gets one semop and the queue one message, so their last
  * user is us too. --setuid drops to UID (and its gid) first, so the objects
  * belong to another user. Use mode: attach the segment, semop on the set, or
- * send a message to the queue, as a live user of an object someone else made.
+ * send a message to the queue, as a live user of an object someone else made;
+ * msg-fill sends until the queue is full; msg-recv and msg-send write FILE and
+ * then block in msgrcv (for a type nobody sends) or msgsnd (on a full queue):
+ * a waiter that neither lspid nor lrpid shows. SIGTERM ends those at once.
  *
  * FILE then gets one line per object, "KIND ID", in a single write; the
  * program waits for a signal. SIGTERM removes what it created (a clean
@@ -38,9 +43,10 @@ struct msgbuf1 {
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: tool_ipc --ready FILE [--kinds shm,sem,msg] [--key K] [--attach]\n"
-                    "                [--setuid UID]\n"
-                    "       tool_ipc --ready FILE --use shm:ID|sem:ID|msg:ID\n");
+    fprintf(stderr, "usage: tool_ipc --ready FILE [--kinds shm,sem,msg] [--key K] [--mode OCTAL]\n"
+                    "                [--attach] [--setuid UID]\n"
+                    "       tool_ipc --ready FILE --use shm:ID|sem:ID|msg:ID|msg-fill:ID|\n"
+                    "                msg-recv:ID|msg-send:ID [--setuid UID]\n");
     exit(2);
 }
 
@@ -59,12 +65,30 @@ static void remove_created(void)
     if (created[2] >= 0) msgctl(created[2], IPC_RMID, NULL);
 }
 
+/* msg-recv, msg-send: blocks on the queue until killed. */
+static void wait_on(const char *spec, int id)
+{
+    struct msgbuf1 m = {.mtype = 1, .mtext = "wait"};
+    if (strncmp(spec, "msg-recv:", 9) == 0)
+        msgrcv(id, &m, sizeof m.mtext, 0x7ffffffe, 0);
+    else
+        msgsnd(id, &m, sizeof m.mtext, 0);
+    fail("the wait on the queue ended");
+}
+
 static int use(const char *spec)
 {
     long id;
     const char *colon = strchr(spec, ':');
     if (colon == NULL || !parse_long(colon + 1, 0, 0x7fffffff, &id)) usage();
-    if (strncmp(spec, "shm:", 4) == 0) {
+    if (strncmp(spec, "msg-recv:", 9) == 0 || strncmp(spec, "msg-send:", 9) == 0) {
+        /* Nothing to do before the ready file: the wait comes after it. */
+    } else if (strncmp(spec, "msg-fill:", 9) == 0) {
+        struct msgbuf1 m = {.mtype = 1, .mtext = "fill"};
+        while (msgsnd((int)id, &m, sizeof m.mtext, IPC_NOWAIT) == 0)
+            ;
+        if (errno != EAGAIN) fail("msgsnd");
+    } else if (strncmp(spec, "shm:", 4) == 0) {
         if (shmat((int)id, NULL, 0) == (void *)-1) fail("shmat");
     } else if (strncmp(spec, "sem:", 4) == 0) {
         struct sembuf op = {.sem_num = 0, .sem_op = 1, .sem_flg = 0};
@@ -100,6 +124,11 @@ int main(int argc, char **argv)
             use_spec = v;
         else if (strcmp(a, "--key") == 0) {
             if (!parse_long(v, 1, 0x7ffffff0, &key)) usage();
+        } else if (strcmp(a, "--mode") == 0) {
+            char *end;
+            long mode = strtol(v, &end, 8);
+            if (*v == '\0' || *end != '\0' || mode < 0 || mode > 0777) usage();
+            flags = IPC_CREAT | (int)mode;
         } else if (strcmp(a, "--setuid") == 0) {
             if (!parse_long(v, 1, 0x7fffffff, &uid)) usage();
         } else
@@ -127,6 +156,11 @@ int main(int argc, char **argv)
     if (use_spec != NULL) {
         int id = use(use_spec);
         len = (size_t)snprintf(text, sizeof text, "%.3s %d\n", use_spec, id);
+        if (strncmp(use_spec, "msg-recv:", 9) == 0 || strncmp(use_spec, "msg-send:", 9) == 0) {
+            if (!write_all(rfd, text, len) || close(rfd) < 0) fail("write ready file");
+            sigprocmask(SIG_UNBLOCK, &sigs, NULL);
+            wait_on(use_spec, id);
+        }
     } else {
         if (strstr(kinds, "shm") != NULL) {
             int id = shmget((key_t)key, 4096, flags);

@@ -1,6 +1,6 @@
 /* tool_stale: a process with stale epoll registrations, for fdguard doctor.
  *
- *   tool_stale --ready FILE [--reuse]
+ *   tool_stale --ready FILE [--reuse] [--nodump]
  *
  * One epoll instance watches the read end of a pipe and the write end of
  * another. The read end is duplicated and its original number closed: the
@@ -8,7 +8,9 @@
  * With --reuse the number is then taken by /dev/null, so it is open again
  * but names another file (a different inode): stale too. The second pipe's
  * registration is healthy. Under the shim, close() deletes the registration
- * first and nothing is stale.
+ * first and nothing is stale. --nodump makes the process not dumpable
+ * (PR_SET_DUMPABLE 0): its descriptors' targets and fdinfo are then hidden
+ * from a caller without CAP_SYS_PTRACE, root included.
  *
  * FILE gets "epfd N\nstale N\nhealthy N\n" in one write; then the program
  * waits for SIGTERM. Exit status 2 on usage errors, 1 on a setup error. */
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -32,20 +35,23 @@ static void fail(const char *what)
 int main(int argc, char **argv)
 {
     const char *ready = NULL;
-    int reuse = 0;
+    int reuse = 0, nodump = 0;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--reuse") == 0)
             reuse = 1;
+        else if (strcmp(argv[i], "--nodump") == 0)
+            nodump = 1;
         else if (strcmp(argv[i], "--ready") == 0 && i + 1 < argc)
             ready = argv[++i];
         else {
-            fprintf(stderr, "usage: tool_stale --ready FILE [--reuse]\n");
+            fprintf(stderr, "usage: tool_stale --ready FILE [--reuse] [--nodump]\n");
             return 2;
         }
     }
+    if (nodump && prctl(PR_SET_DUMPABLE, 0) != 0) fail("prctl");
     if (ready == NULL) {
-        fprintf(stderr, "usage: tool_stale --ready FILE [--reuse]\n");
+        fprintf(stderr, "usage: tool_stale --ready FILE [--reuse] [--nodump]\n");
         return 2;
     }
 

@@ -29,8 +29,8 @@ it_setup() {
     SRV_ENV=()
     HELD_FDS=()
     SERVERS=()
-    if [[ ! -x $FDG_BIN/flood || ! -f $FDG_LIB ]]; then
-        echo "missing $FDG_BIN/flood or $FDG_LIB: run make and make helpers" >&2
+    if [[ ! -x $FDG_FLOOD || ! -f $FDG_LIB ]]; then
+        echo "missing $FDG_FLOOD or $FDG_LIB: run make and make helpers" >&2
         return 1
     fi
 }
@@ -232,7 +232,7 @@ say() {
 clients() {
     local name=$1 n=$2
     shift 2
-    start_bg "$name" "$FDG_BIN/flood" "127.0.0.1:$PORT" -n "$n" --hold 600 "$@" >"$T/$name.out"
+    start_bg "$name" "$FDG_FLOOD" "127.0.0.1:$PORT" -n "$n" --hold 600 "$@" >"$T/$name.out"
     wait_until "grep -q '^flood:' '$T/$name.out'" 20
     echo "$name: $(grep -v '^flood-probe:' "$T/$name.out" | tr '\n' ' ')"
 }

@@ -1,4 +1,6 @@
 /* flood: open many client connections at once and classify how each is answered.
+ * The client behind `fdguard flood` (built by make, installed with the tools);
+ * the test suites drive it directly too.
  *
  *   flood HOST:PORT|[V6]:PORT|unix:PATH [-n N] [--hold SECS] [--send DATA]
  *         [--wait-ms MS] [--greeting TEXT] [--reject TEXT] [--probe DATA]
@@ -32,15 +34,36 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
-
-#include "common.h"
 
 #define MAX_CONNS 10000
 #define MAX_HOLD_S 3600
 #define MAX_WAIT_MS 60000
 #define FIRST_CAP 256 /* bytes of the first answer kept per connection */
 #define MAX_TEXTS 16  /* distinct rejection texts / connect errors reported */
+
+/* Monotonic time in milliseconds, fractional: answers on loopback come in well
+ * under a millisecond. */
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* A whole decimal string in [min, max]: junk, signs out of range and empty
+ * strings are usage errors, not truncated. */
+static bool parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    if (s == NULL || *s == '\0') return false;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max) return false;
+    *out = v;
+    return true;
+}
 
 enum result { R_CONNECTING, R_WAITING, R_SERVED, R_REJECTED, R_CLOSED, R_HANGING, R_FAILED };
 
@@ -425,14 +448,51 @@ static void summarize(struct conn *cs, long n, struct summary *s)
     free(ms);
 }
 
-/* Prints text with control characters escaped, so one answer is one line. */
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlongs, no
+ * surrogates, at most U+10FFFF), or 0. */
+static int utf8_len(const unsigned char *p)
+{
+    int need = 0;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (p[0] >= 0xc2 && p[0] <= 0xdf)
+        need = 1;
+    else if (p[0] == 0xe0)
+        need = 2, lo = 0xa0;
+    else if (p[0] == 0xed)
+        need = 2, hi = 0x9f;
+    else if (p[0] >= 0xe1 && p[0] <= 0xef)
+        need = 2;
+    else if (p[0] == 0xf0)
+        need = 3, lo = 0x90;
+    else if (p[0] >= 0xf1 && p[0] <= 0xf3)
+        need = 3;
+    else if (p[0] == 0xf4)
+        need = 3, hi = 0x8f;
+    for (int k = 1; k <= need; k++) {
+        unsigned char b = p[k]; /* the NUL terminator fails the range check */
+        if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xbf)) return 0;
+    }
+    return need ? need + 1 : 0;
+}
+
+/* Prints an answer so that one answer is one line and nothing reaches a
+ * terminal raw: as text, every byte outside printable ASCII and the backslash
+ * as \xHH (what fdguard uses for names); as JSON, valid whatever the bytes:
+ * well-formed UTF-8 kept (C1 controls escaped), every other byte \u00XX. */
 static void put_text(const char *t, bool json)
 {
     for (const unsigned char *p = (const unsigned char *)t; *p != '\0'; p++) {
-        if (json && (*p == '"' || *p == '\\'))
+        int len = json && *p >= 0x80 ? utf8_len(p) : 0;
+        if (!json && (*p < 0x20 || *p > 0x7e || *p == '\\'))
+            printf("\\x%02x", *p);
+        else if (json && (*p == '"' || *p == '\\'))
             printf("\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
-            printf(json ? "\\u%04x" : "\\x%02x", *p);
+        else if (json && len == 2 && p[0] == 0xc2 && p[1] < 0xa0)
+            printf("\\u%04x", *++p); /* a C1 control */
+        else if (json && len > 0)
+            fwrite(p, 1, (size_t)len, stdout), p += len - 1;
+        else if (json && (*p < 0x20 || *p >= 0x7f))
+            printf("\\u%04x", *p);
         else
             putchar(*p);
     }
