@@ -305,6 +305,7 @@ static bool remember(void *caller, const struct fdg_caller *caller_object, const
         e->hash = hash;
         memcpy(e->name, name, len + 1);
         e->caller_path = memcpy(e->name + len + 1, path, path_len + 1);
+        e->object = NULL;
         e->searched = false;
         e->next = buckets[hash % BUCKETS];
         buckets[hash % BUCKETS] = e;
