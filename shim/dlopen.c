@@ -81,7 +81,7 @@ static pthread_mutex_t walk_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool walk_forbidden;
 /* Objects in the loader's list at our first walk (the first miss): the
  * program and its libraries, never unloaded (dldetach.c). */
-static unsigned permanent_objects;
+static _Atomic unsigned permanent_objects;
 static pid_t forking_pid;
 static bool forking_threaded;
 /* glibc 2.32: false once the process has created a thread. */
@@ -441,7 +441,9 @@ static bool loader_adds(unsigned long long *adds)
     if (!fdg_loader_walk_begin()) return false;
     static bool counted;
     if (!counted) {
-        dl_iterate_phdr(count_one, &permanent_objects);
+        unsigned n = 0;
+        dl_iterate_phdr(count_one, &n);
+        atomic_store_explicit(&permanent_objects, n, memory_order_relaxed);
         counted = true;
     }
     dl_iterate_phdr(adds_one, adds);
@@ -588,8 +590,9 @@ struct fdg_dl_ret fdg_dlclose_enter(void *handle)
         bool keep = fdg_cfg.dlopen == FDG_DLOPEN_KEEP && fdg_cfg.dlopen_keep && !o->global &&
                     !o->nodelete && !o->preloaded;
         if (keep && !o->detached)
-            keep = o->detached =
-                fdg_detach(map_of(o->handle), permanent_objects, held_by_app, &o->deps, &o->ndeps);
+            keep = o->detached = fdg_detach(
+                map_of(o->handle), atomic_load_explicit(&permanent_objects, memory_order_relaxed),
+                held_by_app, &o->deps, &o->ndeps);
         if (!keep) {
             /* The application's last close is the loader's, made by the
              * stub as the application's own call. */
