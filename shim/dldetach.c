@@ -74,11 +74,10 @@ struct walk {
     const struct link_map *target;
     unsigned permanent, index;
     bool seen, failed;
-    unsigned nobjects, nnames, nprovides, nearlier;
+    unsigned nobjects, nnames, nprovides;
     struct span objects[MAX_OBJECTS];
     const char *names[MAX_NAMES];          /* DT_NEEDED of the collected objects */
     const char *provides[3 * MAX_OBJECTS]; /* what the collected objects answer to */
-    const char *earlier[3 * MAX_OBJECTS];  /* what objects before it, not permanent, answer to */
 };
 
 static uintptr_t page_size(void)
@@ -148,9 +147,7 @@ static bool note_names(const char **list, unsigned *n, const char *soname, const
 /* The loader appends an object and then the dependencies it brings, so
  * those are the objects after it in the list that its DT_NEEDED (and theirs)
  * name. Anything else after it was loaded later, and must not need any of
- * them. A dependency before it must be a permanent one: an object loaded
- * since could be held by nothing but this one once it is idle, and would
- * then be gone without the shim (and is not detached). */
+ * them. (The names collected stay valid: the object holds what it needs.) */
 static int collect(struct dl_phdr_info *info, size_t size, void *arg)
 {
     (void)size;
@@ -158,16 +155,8 @@ static int collect(struct dl_phdr_info *info, size_t size, void *arg)
     const ElfW(Dyn) *dyn = dynamic_of(info);
     const char *strtab = strtab_of(info, dyn);
     const char *soname = soname_of(dyn, strtab);
-    unsigned index = w->index++;
     if (!w->seen) {
-        if (!dyn || dyn != w->target->l_ld) {
-            if (index >= w->permanent &&
-                !note_names(w->earlier, &w->nearlier, soname, info->dlpi_name)) {
-                w->failed = true;
-                return 1;
-            }
-            return 0;
-        }
+        if (!dyn || dyn != w->target->l_ld) return 0;
         w->seen = true;
     } else if (!wanted(w, info, soname)) {
         for (const ElfW(Dyn) *d = dyn; d && strtab && d->d_tag != DT_NULL; d++)
@@ -191,7 +180,10 @@ static int collect(struct dl_phdr_info *info, size_t size, void *arg)
         fdg_next.dl_find_object && fdg_next.dl_find_object((void *)info->dlpi_phdr, &found) == 0
             ? found.dlfo_link_map
             : NULL;
-    note_names(w->provides, &w->nprovides, soname, info->dlpi_name);
+    if (!note_names(w->provides, &w->nprovides, soname, info->dlpi_name)) {
+        w->failed = true;
+        return 1;
+    }
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type != PT_LOAD) continue;
@@ -208,6 +200,25 @@ static int collect(struct dl_phdr_info *info, size_t size, void *arg)
             return 1;
         }
         w->names[w->nnames++] = strtab + d->d_un.d_val;
+    }
+    return 0;
+}
+
+/* A second walk: a dependency before the object must be a permanent one.
+ * An object loaded since could be held by nothing but this one once it is
+ * idle, and would then be gone without the shim (and is not detached).
+ * Compared here, under the loader's lock: such an object may be unloaded
+ * as soon as the walk ends. */
+static int check_earlier(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct walk *w = arg;
+    const ElfW(Dyn) *dyn = dynamic_of(info);
+    if (dyn && dyn == w->target->l_ld) return 1;
+    if (w->index++ < w->permanent) return 0;
+    if (wanted(w, info, soname_of(dyn, strtab_of(info, dyn)))) {
+        w->failed = true;
+        return 1;
     }
     return 0;
 }
@@ -334,12 +345,12 @@ bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const voi
     w.target = map;
     w.permanent = permanent;
     dl_iterate_phdr(collect, &w);
-    /* The names stay valid: the idle object holds its dependencies. */
+    if (w.seen && !w.failed) dl_iterate_phdr(check_earlier, &w);
+    /* What was collected stays valid: the idle object holds its
+     * dependencies. */
     fdg_loader_walk_end();
     unsigned n = 0;
     bool ok = w.seen && !w.failed;
-    for (unsigned i = 0; ok && i < w.nearlier; i++)
-        ok = !w.earlier[i] || !listed(w.names, w.nnames, w.earlier[i]);
     for (unsigned i = 1; ok && i < w.nobjects; i++)
         ok = w.objects[i].handle && !held(w.objects[i].handle);
     ok = ok && read_maps(&w, ranges, &n);
