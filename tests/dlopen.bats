@@ -605,6 +605,21 @@ $(grep '^ctors=' <<<"$output")"
 	has "DEP opened: value=31, constructors run 1"
 }
 
+@test "keep mode, 4 threads, room for one idle object: evictions, detaches and reloads race; every call works" {
+	# Objects go idle (and are detached), get evicted and reloaded while the
+	# other threads open and close them and the plugin that brings a
+	# dependency. Under ASan this is the use-after-free check of the loader
+	# walks. TSan cannot see ld.so's internal locks, which order its frees
+	# after our reads, and reports those reads.
+	[[ ${FDG_SANITIZE:-} != thread ]] || skip "TSan does not see ld.so's locks"
+	local lib
+	for lib in '' "$FDG_LIB" "$FDG_LIB_O0"; do
+		FDGUARD_DLOPEN_KEEP=1 dl "$lib" "$DT" threads 2000 "$D/p/plug.so" "$D/p/other.so" "$D/over/host.so"
+		ran
+		has "threads=4 cycles=2000 errors=0"
+	done
+}
+
 @test "keep mode: a cache entry whose caller was unloaded is not reused by a library mapped at its address" {
 	# ha/host.so and hb/host.so each depend on their own libcaller.so, which
 	# calls dlopen("libplug.so") (found in its $ORIGIN/lib). With room for two

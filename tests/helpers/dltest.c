@@ -982,6 +982,39 @@ static void *churn_thread(void *arg)
     return NULL;
 }
 
+/* threads N PLUG...: 4 threads each open, call and close the plugins in
+ * turn, N times: every open must succeed and every call return its value. */
+static char **thread_plugs;
+static int thread_nplugs;
+static long thread_cycles, thread_errors;
+
+static void *thread_churn(void *arg)
+{
+    long id = (long)arg;
+    for (long i = 0; i < thread_cycles; i++) {
+        void *h = open_b(thread_plugs[(i + id) % thread_nplugs], RTLD_NOW);
+        int (*fn)(void) = h ? (int (*)(void))dlsym(h, "plug_value") : NULL;
+        if (!fn || fn() <= 0 || dlclose(h) != 0)
+            __atomic_fetch_add(&thread_errors, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static int sc_threads(int argc, char **argv)
+{
+    if (argc < 2) die("usage: threads N PLUG...");
+    thread_cycles = parse_num(argv[0], 1, 10000000);
+    thread_plugs = argv + 1;
+    thread_nplugs = argc - 1;
+    pthread_t t[4];
+    for (long i = 0; i < 4; i++)
+        if (pthread_create(&t[i], NULL, thread_churn, (void *)i) != 0) die("pthread_create failed");
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    printf("threads=4 cycles=%ld errors=%ld\n", thread_cycles, thread_errors);
+    return 0;
+}
+
 /* forkload CHURN PLUG N: a thread opens and closes CHURN in a loop; the main
  * thread holds PLUG and forks N times; each child opens PLUG from another
  * call site and exits. POSIX leaves a child of a multi-threaded process
@@ -1068,6 +1101,7 @@ int main(int argc, char **argv)
     if (!strcmp(sc, "lazy_now")) return sc_lazy_now(n, a);
     if (!strcmp(sc, "emfile_missing")) return sc_emfile_missing(n, a);
     if (!strcmp(sc, "forkload")) return sc_forkload(n, a);
+    if (!strcmp(sc, "threads")) return sc_threads(n, a);
     if (!strcmp(sc, "transient")) return sc_transient(n, a);
     if (!strcmp(sc, "emfile")) return sc_emfile(n, a);
     die("unknown scenario");
