@@ -13,10 +13,12 @@
  * (ours); the application's opens and closes are counted here. At the
  * application's last dlclose, `cache` mode closes for real (constructors and
  * destructors run as without the shim); `keep` mode keeps the object idle,
- * up to FDGUARD_DLOPEN_KEEP of them (LRU), and drops an idle copy whose
- * file changed on disk so that hot reload keeps working.
+ * up to FDGUARD_DLOPEN_KEEP of them (LRU), detached from its files
+ * (dldetach.c), and drops an idle copy whose files changed on disk so that
+ * hot reload keeps working.
  *
- * Locking: one mutex, never held across a load (constructors may dlopen).
+ * Locking: one mutex for the tables, never held across a load (constructors
+ * may dlopen); our walks of the loader's list take walk_lock (fork).
  *
  * Every answer must be glibc's: the mode checks (invalid modes go to the
  * loader), dlerror() cleared by every success the cache answers itself,
