@@ -17,6 +17,12 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
 CFLAGS   := -std=gnu11 $(OPT) -g -fPIC -fvisibility=hidden -D_GNU_SOURCE $(WARN) $(EXTRA_CFLAGS)
 LDFLAGS  := -shared -Wl,--version-script=shim/fdguard.map -Wl,-z,now -Wl,-z,relro \
             -Wl,--as-needed -Wl,--no-undefined
+# x86-64: the library is shadow-stack compatible (under an active shadow stack
+# dlopen passes straight through: shim/dlentry.c) and says so whatever the
+# toolchain's defaults, so that preloading it never turns a host's CET off.
+ifneq ($(filter x86_64-%,$(shell $(CC) -dumpmachine)),)
+LDFLAGS  += -Wl,-z,shstk
+endif
 
 ifeq ($(SANITIZE),)
 BUILD    ?= build

@@ -6,48 +6,136 @@
  * which calls _dl_find_dso_for_object on it). A wrapper that calls dlopen
  * from its own frame makes every lookup happen as if libfdguard had asked.
  *
- * So we call it with a return address inside the caller's object: the
- * address of a `ret` instruction (byte 0xc3) in one of its executable
- * segments, with our continuation pushed beneath it. The loader sees the
- * caller's object; the `ret` then brings control back to us. This does not
- * depend on how the shim is compiled. The caller's object is found with
- * _dl_find_object (glibc 2.35, lock-free, every namespace). Without it, or
- * on other architectures, we call straight through and the cache stays off
- * (fdg_dlcaller_faithful). */
+ * So a miss calls it with a return address inside the caller's object: a
+ * `ret` there (the gadget, chosen by dlgadget.c), with our continuation
+ * pushed beneath it. The loader sees the caller's object; the `ret` brings
+ * control back to us. The caller's object is found with _dl_find_object
+ * (glibc 2.35, lock-free, every namespace). Without it, or on other
+ * architectures, every call passes straight through (fdg_dlcaller_faithful
+ * is false and dlentry.c tail-calls the real dlopen).
+ *
+ * Unwinding. A backtrace taken inside the real dlopen (a constructor's)
+ * reaches the gadget's frame, which the caller's CFI describes (see
+ * dlgadget.c), then, for an RSP gadget, this trampoline at label 2 or 3,
+ * whose CFI at those return addresses says: the frame above is the
+ * application's caller of dlopen, at the return address slot the entry stub
+ * recorded, with the application's callee-saved registers (loaded back
+ * before the call). The shim's own C frames in between are skipped, so the
+ * backtrace is the same as without the shim plus the gadget and, for RSP
+ * gadgets, this trampoline: independent of how the shim was compiled. */
 #include "fdguard.h"
 
 #include <dlfcn.h>
-#include <elf.h>
 #include <link.h>
-#include <string.h>
 
 #if defined(__x86_64__)
-/* fdg_call_via(fn, a0, a1, via): fn(a0, a1), returning through `via`. */
-void *fdg_call_via(void *fn, const char *a0, int a1, uintptr_t via);
+/* fdg_call_via(fn, file, mode, gadget, ret_slot, kind): fn(file, mode),
+ * returning through the gadget; ret_slot is where dlentry.c's stub found the
+ * application's return address, with the application's rbp, rbx, r12 ... r15
+ * in the 6 slots below it.
+ *
+ * The stack when fn starts (S: its return address, 8 mod 16 as in any call):
+ *   S     the gadget          (fn returns there)
+ *   S+8   label 2             (the gadget's ret returns there)
+ *   S+16  label 3             (an RSP16 gadget's frame, as the unwinder sees it, returns there)
+ *   S+24  ret_slot            (read by the CFI of labels 2 and 3)
+ *   S+32  our r15 ... rbp, then our caller's return address */
+void *fdg_call_via(void *fn, const char *file, int mode, uintptr_t gadget, void **ret_slot,
+                   int kind);
 __asm__(".text\n"
         ".globl fdg_call_via\n"
         ".hidden fdg_call_via\n"
         ".type fdg_call_via, @function\n"
         "fdg_call_via:\n"
         ".cfi_startproc\n"
+        "    .byte 0xf3, 0x0f, 0x1e, 0xfa\n" /* endbr64 (a nop without CET) */
         "    push %rbp\n"
         ".cfi_def_cfa_offset 16\n"
         ".cfi_offset %rbp, -16\n"
-        "    mov %rsp, %rbp\n"
-        ".cfi_def_cfa_register %rbp\n"
+        "    push %rbx\n"
+        ".cfi_def_cfa_offset 24\n"
+        ".cfi_offset %rbx, -24\n"
+        "    push %r12\n"
+        ".cfi_def_cfa_offset 32\n"
+        ".cfi_offset %r12, -32\n"
+        "    push %r13\n"
+        ".cfi_def_cfa_offset 40\n"
+        ".cfi_offset %r13, -40\n"
+        "    push %r14\n"
+        ".cfi_def_cfa_offset 48\n"
+        ".cfi_offset %r14, -48\n"
+        "    push %r15\n"
+        ".cfi_def_cfa_offset 56\n"
+        ".cfi_offset %r15, -56\n"
+        "    push %r8\n"
+        ".cfi_def_cfa_offset 64\n"
+        "    lea 3f(%rip), %r11\n"
+        "    push %r11\n"
+        ".cfi_def_cfa_offset 72\n"
+        "    lea 2f(%rip), %r11\n"
+        "    push %r11\n"
+        ".cfi_def_cfa_offset 80\n"
+        "    push %rcx\n"
+        ".cfi_def_cfa_offset 88\n"
         "    mov %rdi, %rax\n"
         "    mov %rsi, %rdi\n"
         "    mov %edx, %esi\n"
-        "    and $-16, %rsp\n"
-        "    sub $8, %rsp\n"
-        "    lea 1f(%rip), %r11\n"
-        "    push %r11\n" /* where the gadget's ret goes */
-        "    push %rcx\n" /* fn's return address: the gadget */
-        "    jmp *%rax\n" /* fn sees an ordinary call: rsp+8 is 16-aligned */
-        "1:  mov %rbp, %rsp\n"
+        "    mov -16(%r8), %rbx\n" /* the application's registers */
+        "    mov -24(%r8), %r12\n"
+        "    mov -32(%r8), %r13\n"
+        "    mov -40(%r8), %r14\n"
+        "    mov -48(%r8), %r15\n"
+        "    mov -8(%r8), %rbp\n"
+        "    cmp $1, %r9d\n" /* FDG_GADGET_RBP: its CFA is rbp+16, the stub's rbp slot */
+        "    jne 1f\n"
+        "    lea -8(%r8), %rbp\n"
+        "1:  jmp *%rax\n"
+        ".cfi_remember_state\n"
+        /* Return address 2, as the unwinder sees it from an RSP8 gadget:
+         * CFA = *(rsp + 8) + 8, the registers are the application's. */
+        ".cfi_escape 0x0f, 0x05, 0x77, 0x08, 0x06, 0x23, 0x08\n"
+        ".cfi_same_value %rbp\n"
+        ".cfi_same_value %rbx\n"
+        ".cfi_same_value %r12\n"
+        ".cfi_same_value %r13\n"
+        ".cfi_same_value %r14\n"
+        ".cfi_same_value %r15\n"
+        "    nop\n"
+        "2:\n"
+        ".cfi_restore_state\n"
+        ".cfi_def_cfa_offset 72\n"
+        "    add $16, %rsp\n"
+        ".cfi_def_cfa_offset 56\n"
+        "    pop %r15\n"
+        ".cfi_def_cfa_offset 48\n"
+        ".cfi_restore %r15\n"
+        "    pop %r14\n"
+        ".cfi_def_cfa_offset 40\n"
+        ".cfi_restore %r14\n"
+        "    pop %r13\n"
+        ".cfi_def_cfa_offset 32\n"
+        ".cfi_restore %r13\n"
+        "    pop %r12\n"
+        ".cfi_def_cfa_offset 24\n"
+        ".cfi_restore %r12\n"
+        "    pop %rbx\n"
+        ".cfi_def_cfa_offset 16\n"
+        ".cfi_restore %rbx\n"
         "    pop %rbp\n"
-        ".cfi_def_cfa %rsp, 8\n"
+        ".cfi_def_cfa_offset 8\n"
+        ".cfi_restore %rbp\n"
         "    ret\n"
+        /* Return address 3, never executed, as the unwinder sees it from an
+         * RSP16 gadget: CFA = *rsp + 8. */
+        ".cfi_escape 0x0f, 0x05, 0x77, 0x00, 0x06, 0x23, 0x08\n"
+        ".cfi_same_value %rbp\n"
+        ".cfi_same_value %rbx\n"
+        ".cfi_same_value %r12\n"
+        ".cfi_same_value %r13\n"
+        ".cfi_same_value %r14\n"
+        ".cfi_same_value %r15\n"
+        "    nop\n"
+        "3:  ud2\n"
         ".cfi_endproc\n"
         ".size fdg_call_via, .-fdg_call_via\n");
 #define HAVE_TRAMPOLINE 1
@@ -73,48 +161,18 @@ bool fdg_dlcaller_object(void *addr, struct fdg_caller *out)
     return true;
 }
 
-/* A `ret` byte in an executable segment of an object. */
-static uintptr_t find_ret(ElfW(Addr) base, const ElfW(Phdr) * ph, int phnum)
+void *fdg_dlopen_as(const struct fdg_as *as, const char *file, int mode)
 {
-    for (int i = 0; i < phnum; i++) {
-        if (ph[i].p_type != PT_LOAD || !(ph[i].p_flags & PF_X)) continue;
-        const unsigned char *p = (const unsigned char *)(base + ph[i].p_vaddr);
-        const unsigned char *ret = memchr(p, 0xc3, ph[i].p_filesz);
-        if (ret) return (uintptr_t)ret;
-    }
-    return 0;
-}
-
-/* The object's program headers are in its first segment, which maps the
- * ELF header (file offset 0) at the start of its mapping. */
-static uintptr_t caller_ret(const struct fdg_caller *caller)
-{
-    const ElfW(Ehdr) *eh = caller->start;
-    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0) return 0;
-    return find_ret(caller->map->l_addr, (const ElfW(Phdr) *)((const char *)eh + eh->e_phoff),
-                    eh->e_phnum);
-}
-
-/* glibc takes a caller outside every object (JIT code) for the main
- * program, which dl_iterate_phdr lists first. */
-static int main_ret(struct dl_phdr_info *info, size_t size, void *arg)
-{
-    (void)size;
-    *(uintptr_t *)arg = find_ret(info->dlpi_addr, info->dlpi_phdr, info->dlpi_phnum);
-    return 1;
-}
-
-void *fdg_dlopen_as(void *caller, const char *file, int mode)
-{
-#if HAVE_TRAMPOLINE
-    struct fdg_caller obj;
-    uintptr_t via = 0;
-    if (fdg_dlcaller_faithful && fdg_dlcaller_object(caller, &obj))
-        via = caller_ret(&obj);
-    else if (fdg_dlcaller_faithful)
-        dl_iterate_phdr(main_ret, &via);
-    if (via) return fdg_call_via((void *)fdg_next.dlopen, file, mode, via);
+#ifdef FDG_TEST_SHSTK
+    /* The test build that pretends a shadow stack is active (dlentry.c):
+     * the return through the gadget is as fatal as under a real one. */
+    __builtin_trap();
 #endif
-    (void)caller;
-    return fdg_next.dlopen(file, mode);
+#if HAVE_TRAMPOLINE
+    return fdg_call_via((void *)fdg_next.dlopen, file, mode, as->gadget.addr, as->ret_slot,
+                        as->gadget.kind);
+#else
+    (void)as;
+    return fdg_next.dlopen(file, mode); /* unreachable: fdg_dlcaller_faithful is false */
+#endif
 }

@@ -13,10 +13,16 @@
  * (ours); the application's opens and closes are counted here. At the
  * application's last dlclose, `cache` mode closes for real (constructors and
  * destructors run as without the shim); `keep` mode keeps the object idle,
- * up to FDGUARD_DLOPEN_KEEP of them (LRU), and drops an idle copy whose
- * file changed on disk so that hot reload keeps working.
+ * up to FDGUARD_DLOPEN_KEEP of them (LRU), detached from its files
+ * (dldetach.c), and drops an idle copy whose files changed on disk so that
+ * hot reload keeps working.
  *
- * Locking: one mutex, never held across a load (constructors may dlopen). */
+ * Locking: one mutex for the tables, never held across a load (constructors
+ * may dlopen); our walks of the loader's list take walk_lock (fork).
+ *
+ * Every answer must be glibc's: the mode checks (invalid modes go to the
+ * loader), dlerror() cleared by every success the cache answers itself,
+ * errno as the real call (or nothing) left it. */
 #include "fdguard.h"
 
 #include <dlfcn.h>
@@ -25,9 +31,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#define EXPORT __attribute__((visibility("default")))
 #define BUCKETS 1024
 
 struct object {
@@ -37,10 +41,11 @@ struct object {
     bool preloaded; /* loaded before the cache first saw it: resident anyway */
     bool idle;      /* on the LRU list */
     bool has_id;
-    dev_t dev;
-    ino_t ino;
-    off_t size;
-    struct timespec mtime;
+    bool detached; /* no page reads its file any more (dldetach.c) */
+    int load_mode; /* RTLD_LAZY/RTLD_NOW and RTLD_DEEPBIND of the load */
+    struct fdg_file_id id;
+    struct fdg_dep **deps; /* the dependencies detached with it */
+    unsigned ndeps;
     struct object *next;
     struct object *lru_prev, *lru_next; /* idle objects, most recent first */
 };
@@ -67,13 +72,51 @@ static struct object *objects;
 static struct object *lru_head, *lru_tail;
 static unsigned idle_count;
 
+/* Our walks of the loader's list (dl_iterate_phdr takes the loader's write
+ * lock). Fork waits for them: a child must never inherit that lock taken by
+ * us. A child of a multi-threaded parent does not walk at all: another
+ * thread may have held the write lock at the fork, and glibc's fork resets
+ * only dl_load_lock and dl_load_tls_lock; a dlopen of an object already
+ * loaded, which needs no write lock, would hang in our walk where glibc
+ * itself would not. */
+static pthread_mutex_t walk_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool walk_forbidden;
+/* Objects in the loader's list at our first walk (the first miss): the
+ * program and its libraries, never unloaded (dldetach.c). */
+static _Atomic unsigned permanent_objects;
+static pid_t forking_pid;
+static bool forking_threaded;
+/* glibc 2.32: false once the process has created a thread. */
+extern char __libc_single_threaded __attribute__((weak));
+
+bool fdg_loader_walk_begin(void)
+{
+    if (walk_forbidden) return false;
+    pthread_mutex_lock(&walk_lock);
+    return true;
+}
+
+void fdg_loader_walk_end(void)
+{
+    pthread_mutex_unlock(&walk_lock);
+}
+
 void fdg_dlopen_atfork_prepare(void)
 {
     pthread_mutex_lock(&lock);
+    pthread_mutex_lock(&walk_lock);
+    fdg_gadget_atfork(true);
+    forking_pid = atomic_load_explicit(&fdg_self_pid, memory_order_relaxed);
+    forking_threaded = &__libc_single_threaded ? !__libc_single_threaded : true;
 }
 
+/* Parent and child; the child's pid was updated before (init.c). */
 void fdg_dlopen_atfork_release(void)
 {
+    if (atomic_load_explicit(&fdg_self_pid, memory_order_relaxed) != forking_pid)
+        walk_forbidden |= forking_threaded;
+    fdg_gadget_atfork(false);
+    pthread_mutex_unlock(&walk_lock);
     pthread_mutex_unlock(&lock);
 }
 
@@ -150,34 +193,51 @@ static void forget_object(struct object *o)
         }
 }
 
+static void free_object(struct object *o)
+{
+    if (o->deps) fdg_free_deps(o->deps, o->ndeps);
+    free(o);
+}
+
 /* Really closes an object taken out of the cache (outside the lock). */
 static void unload(struct object *o)
 {
     fdg_next.dlclose(o->handle);
     fdg_count(FDG_C_dlopen_unloads, 1);
-    free(o);
+    free_object(o);
 }
 
-static bool same_file(const struct object *o, const struct stat *st)
+/* A successful dlopen or dlclose leaves no error for dlerror() (glibc's
+ * _dlerror_run), so the answers the cache gives itself must clear it too.
+ * dlerror() sets errno while it formats a pending message. */
+static void clear_dlerror(void)
 {
-    return st->st_dev == o->dev && st->st_ino == o->ino && st->st_size == o->size &&
-           st->st_mtim.tv_sec == o->mtime.tv_sec && st->st_mtim.tv_nsec == o->mtime.tv_nsec;
-}
-
-static bool file_changed(const struct object *o, const char *path)
-{
-    struct stat st;
     int saved = errno;
-    bool changed = o->has_id && (stat(path, &st) != 0 || !same_file(o, &st));
+    fdg_next.dlerror();
     errno = saved;
-    return changed;
 }
 
-static const char *object_path(void *handle)
+/* glibc's handles are its link maps. Not dlinfo(): a successful call clears
+ * a dlerror() message that a constructor left, which glibc's successful
+ * dlopen keeps. */
+static struct link_map *map_of(void *handle)
 {
-    struct link_map *map = NULL;
-    if (dlinfo(handle, RTLD_DI_LINKMAP, &map) != 0 || !map) return NULL;
-    return map->l_name;
+    return handle;
+}
+
+static bool file_changed(const char *path, const struct fdg_file_id *was)
+{
+    struct fdg_file_id now;
+    return !fdg_file_id(path, &now) || !fdg_file_id_same(was, &now);
+}
+
+/* Its file, or one of the dependencies that came with it, changed on disk. */
+static bool files_changed(const struct object *o)
+{
+    if (o->has_id && file_changed(map_of(o->handle)->l_name, &o->id)) return true;
+    for (unsigned i = 0; i < o->ndeps; i++)
+        if (file_changed(o->deps[i]->path, &o->deps[i]->id)) return true;
+    return false;
 }
 
 /* Linked with -z nodelete: the loader never unloads it. */
@@ -188,6 +248,10 @@ static bool flagged_nodelete(const struct link_map *map)
     return false;
 }
 
+/* What a fresh load of the same name would decide anew: an idle copy
+ * loaded otherwise is not what the application would get. */
+#define LOAD_MODE (RTLD_BINDING_MASK | RTLD_DEEPBIND)
+
 static struct object *new_object(void *handle, int mode, bool preloaded)
 {
     struct object *o = calloc(1, sizeof *o);
@@ -196,18 +260,10 @@ static struct object *new_object(void *handle, int mode, bool preloaded)
     o->global = mode & RTLD_GLOBAL;
     o->nodelete = mode & RTLD_NODELETE;
     o->preloaded = preloaded;
-    struct link_map *map = NULL;
-    struct stat st;
-    if (dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map) {
-        o->nodelete |= flagged_nodelete(map);
-        if (map->l_name && map->l_name[0] && stat(map->l_name, &st) == 0) {
-            o->has_id = true;
-            o->dev = st.st_dev;
-            o->ino = st.st_ino;
-            o->size = st.st_size;
-            o->mtime = st.st_mtim;
-        }
-    }
+    o->load_mode = mode & LOAD_MODE;
+    struct link_map *map = map_of(handle);
+    o->nodelete |= flagged_nodelete(map);
+    o->has_id = fdg_file_id(map->l_name, &o->id);
     return o;
 }
 
@@ -251,6 +307,7 @@ static bool remember(void *caller, const struct fdg_caller *caller_object, const
         e->hash = hash;
         memcpy(e->name, name, len + 1);
         e->caller_path = memcpy(e->name + len + 1, path, path_len + 1);
+        e->object = NULL;
         e->searched = false;
         e->next = buckets[hash % BUCKETS];
         buckets[hash % BUCKETS] = e;
@@ -269,6 +326,7 @@ static bool remember(void *caller, const struct fdg_caller *caller_object, const
 static void *lookup(void *caller, const char *name, uint32_t hash, int mode, bool *noload_idle)
 {
     struct object *stale = NULL;
+    bool changed = false;
     void *handle = NULL;
     struct fdg_caller now;
     pthread_mutex_lock(&lock);
@@ -288,7 +346,7 @@ static void *lookup(void *caller, const char *name, uint32_t hash, int mode, boo
             o = NULL;
         } else if (!e->searched) {
             o = NULL; /* a real search must decide: see load() in dlopen() */
-        } else if (file_changed(o, object_path(o->handle))) {
+        } else if ((changed = files_changed(o)) || (mode & LOAD_MODE) != o->load_mode) {
             forget_object(o);
             stale = o;
             o = NULL;
@@ -303,9 +361,12 @@ static void *lookup(void *caller, const char *name, uint32_t hash, int mode, boo
     }
     pthread_mutex_unlock(&lock);
     if (stale) {
-        fdg_count(FDG_C_dlopen_reloads, 1);
-        fdg_logf(FDG_LVL_INFO, FDG_EV_DLOPEN, "dlopen(%s): file changed on disk; reloading", name);
-        unload(stale);
+        if (changed) {
+            fdg_count(FDG_C_dlopen_reloads, 1);
+            fdg_logf(FDG_LVL_INFO, FDG_EV_DLOPEN, "dlopen(%s): file changed on disk; reloading",
+                     name);
+        }
+        unload(stale); /* from intact pages: it was detached when it went idle */
     }
     return handle;
 }
@@ -332,21 +393,27 @@ static bool transient(const char *msg)
  * dlopen reports failures only through dlerror(), which a read consumes:
  * the last attempt is not read, so the application reads exactly the
  * loader's message; after a permanent failure the call is repeated once
- * (cheap and deterministic) to leave the message in place for it. */
-static void *load(void *caller, const char *file, int mode)
+ * (cheap and deterministic) to leave the message in place for it. *err:
+ * errno as the last real call left it. */
+static void *load(const struct fdg_as *as, const char *file, int mode, int *err)
 {
     fdg_engage_load();
     for (unsigned attempt = 0;; attempt++) {
         bool lent = fdg_spare_lend_if_full();
-        void *handle = fdg_dlopen_as(caller, file, mode);
-        if (lent) {
-            fdg_count(FDG_C_dlopen_fd_lends, 1);
-            fdg_spare_arm();
+        if (lent) fdg_count(FDG_C_dlopen_fd_lends, 1);
+        void *handle = fdg_dlopen_as(as, file, mode);
+        *err = errno;
+        const char *msg = handle || attempt >= fdg_cfg.dlopen_retries ? NULL : fdg_next.dlerror();
+        if (msg && !transient(msg)) {
+            /* Still with the slot lent: at the limit, the repeat would fail
+             * to open /etc/ld.so.cache, and glibc would give up on its cache
+             * for good and report "Too many open files". */
+            handle = fdg_dlopen_as(as, file, mode);
+            *err = errno;
+            msg = NULL;
         }
-        if (handle || attempt >= fdg_cfg.dlopen_retries) return handle;
-        const char *msg = fdg_next.dlerror();
-        if (!msg) return NULL; /* RTLD_NOLOAD of an object not loaded */
-        if (!transient(msg)) return fdg_dlopen_as(caller, file, mode);
+        if (lent) fdg_spare_arm();
+        if (!msg) return handle; /* loaded, last attempt, or RTLD_NOLOAD found nothing */
         fdg_count(FDG_C_dlopen_retries, 1);
         fdg_logf(FDG_LVL_WARN, FDG_EV_DLOPEN, "dlopen: %s; retry %u of %u", msg, attempt + 1,
                  fdg_cfg.dlopen_retries);
@@ -362,119 +429,190 @@ static int adds_one(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;
 }
 
-static unsigned long long loader_adds(void)
+static int count_one(struct dl_phdr_info *info, size_t size, void *arg)
 {
-    unsigned long long adds = 0;
-    dl_iterate_phdr(adds_one, &adds);
-    return adds;
+    (void)info;
+    (void)size;
+    ++*(unsigned *)arg;
+    return 0;
+}
+
+/* False where we may not walk the loader's list (see walk_lock). */
+static bool loader_adds(unsigned long long *adds)
+{
+    if (!fdg_loader_walk_begin()) return false;
+    static bool counted;
+    if (!counted) {
+        unsigned n = 0;
+        dl_iterate_phdr(count_one, &n);
+        atomic_store_explicit(&permanent_objects, n, memory_order_relaxed);
+        counted = true;
+    }
+    dl_iterate_phdr(adds_one, adds);
+    fdg_loader_walk_end();
+    return true;
+}
+
+/* With the lock held: does the application hold this object? */
+static bool held_by_app(const void *handle)
+{
+    const struct object *o = find_object(handle);
+    return o && o->app_refs;
+}
+
+/* With the lock held: the idle object that handle is, or that keeps it
+ * loaded as a dependency that came with it. */
+static struct object *idle_owner(const void *handle)
+{
+    for (struct object *o = lru_head; o; o = o->lru_next) {
+        if (o->handle == handle) return o;
+        for (unsigned i = 0; i < o->ndeps; i++)
+            if (o->deps[i]->handle == handle) return o;
+    }
+    return NULL;
 }
 
 static void drop_idle(void *handle)
 {
     pthread_mutex_lock(&lock);
-    struct object *o = find_object(handle);
-    if (o && o->idle)
-        forget_object(o);
-    else
-        o = NULL;
+    struct object *o = idle_owner(handle);
+    if (o) forget_object(o);
     pthread_mutex_unlock(&lock);
     if (o) unload(o);
 }
 
+/* Is it resident only because the cache keeps it (or its owner) idle? */
 static bool idle_in_cache(void *handle, bool *cached)
 {
     pthread_mutex_lock(&lock);
     struct object *o = find_object(handle);
-    bool idle = o && o->idle;
+    bool idle = idle_owner(handle) != NULL;
     *cached = o != NULL;
     pthread_mutex_unlock(&lock);
     return idle;
 }
 
-EXPORT void *dlopen(const char *file, int mode)
+/* glibc refuses other bits ("invalid mode parameter", dlfcn/dlopen.c) and a
+ * mode with neither RTLD_LAZY nor RTLD_NOW ("invalid mode for dlopen()",
+ * elf/dl-open.c), whatever the name: such calls go to the loader as they
+ * are, and so does __RTLD_SPROF (a mapping for sprof, never counted). */
+static bool cacheable_mode(int mode)
 {
-    void *caller = __builtin_return_address(0);
+    const int known = RTLD_BINDING_MASK | RTLD_NOLOAD | RTLD_DEEPBIND | RTLD_GLOBAL | RTLD_NODELETE;
+    return !(mode & ~known) && (mode & RTLD_BINDING_MASK);
+}
+
+static struct fdg_dl_ret answer(void *value, int err)
+{
+    errno = err;
+    return (struct fdg_dl_ret){value, NULL};
+}
+
+static struct fdg_dl_ret pass_dlopen(int err)
+{
+    errno = err;
+    return (struct fdg_dl_ret){NULL, (void *)fdg_next.dlopen};
+}
+
+struct fdg_dl_ret fdg_dlopen_enter(const char *file, int mode, void **ret_slot)
+{
+    int saved = errno;
+    void *caller = *ret_slot;
     struct fdg_caller caller_object;
+    /* A caller outside every object (JIT code) resolves as the main program:
+     * the loader does that itself. */
     if (!file || !fdg_active() || fdg_cfg.dlopen == FDG_DLOPEN_OFF || !fdg_dlcaller_faithful ||
-        !fdg_dlcaller_object(caller, &caller_object))
-        return fdg_dlopen_as(caller, file, mode);
+        !cacheable_mode(mode) || fdg_shstk_active() || !fdg_dlcaller_object(caller, &caller_object))
+        return pass_dlopen(saved);
     uint32_t hash = key_hash(caller, file);
     bool noload_idle = false;
     void *handle = lookup(caller, file, hash, mode, &noload_idle);
     if (handle || noload_idle) {
-        /* Every dlopen clears the error a previous call left unread. */
-        fdg_next.dlerror();
+        clear_dlerror();
         if (handle) fdg_count(FDG_C_dlopen_hits, 1);
-        return handle; /* NULL: as after a real unload, RTLD_NOLOAD finds nothing */
+        return answer(handle, saved); /* NULL: as after a real unload, RTLD_NOLOAD finds nothing */
     }
+    struct fdg_as as = {.ret_slot = ret_slot};
+    if (!fdg_gadget_find(caller, &as.gadget)) return pass_dlopen(saved); /* uncached */
     fdg_count(FDG_C_dlopen_misses, 1);
-    unsigned long long adds = loader_adds();
-    handle = load(caller, file, mode);
-    if (!handle) return NULL;
+    int err = saved;
+    unsigned long long before = 0, after = 0;
+    bool counted = loader_adds(&before);
+    handle = load(&as, file, mode, &err);
+    if (!handle) return answer(NULL, err);
     bool cached;
     if (idle_in_cache(handle, &cached)) {
         /* The loader matched a copy that is resident only because we kept
-         * it. For the application it is gone: RTLD_NOLOAD finds nothing, and
-         * whether this caller would find the file at all is for a real
-         * search to say. */
+         * it (or an object it brought) idle. For the application it is
+         * gone: RTLD_NOLOAD finds nothing, and whether this caller would
+         * find the file at all is for a real search to say. */
         fdg_next.dlclose(handle);
         if (mode & RTLD_NOLOAD) {
-            fdg_next.dlerror();
-            return NULL;
+            clear_dlerror();
+            return answer(NULL, saved);
         }
         drop_idle(handle);
-        adds = loader_adds();
-        handle = load(caller, file, mode);
-        if (!handle) return NULL;
+        counted = loader_adds(&before);
+        handle = load(&as, file, mode, &err);
+        if (!handle) return answer(NULL, err);
         idle_in_cache(handle, &cached);
     }
-    bool preloaded = !cached && loader_adds() == adds;
+    /* Not knowing whether it was already loaded, assume it was: it is then
+     * closed at the last dlclose, as without the shim. */
+    bool preloaded = !cached && (!counted || !loader_adds(&after) || after == before);
     if (remember(caller, &caller_object, file, hash, handle, mode, preloaded))
         fdg_next.dlclose(handle); /* the loader keeps one reference per object */
-    return handle;
+    return answer(handle, err);
 }
 
-EXPORT int dlclose(void *handle)
+static struct fdg_dl_ret pass_dlclose(int err)
 {
-    if (!fdg_active() || fdg_cfg.dlopen == FDG_DLOPEN_OFF) return fdg_next.dlclose(handle);
+    errno = err;
+    return (struct fdg_dl_ret){NULL, (void *)fdg_next.dlclose};
+}
+
+struct fdg_dl_ret fdg_dlclose_enter(void *handle)
+{
+    int saved = errno;
+    if (!fdg_active() || fdg_cfg.dlopen == FDG_DLOPEN_OFF) return pass_dlclose(saved);
     struct object *gone = NULL;
     pthread_mutex_lock(&lock);
     struct object *o = find_object(handle);
     if (!o) {
         pthread_mutex_unlock(&lock);
-        return fdg_next.dlclose(handle); /* not ours: the loader answers */
+        return pass_dlclose(saved); /* not ours: the loader answers */
     }
-    if (!o->app_refs) {
-        /* One close too many of an idle object: forwarding it would drop the
-         * reference the cache lives on (and leave a dangling handle). */
-        pthread_mutex_unlock(&lock);
-        return 0;
-    }
-    if (--o->app_refs == 0) {
+    /* !app_refs: one close too many of an idle object; forwarding it would
+     * drop the reference the cache lives on (and leave a dangling handle). */
+    if (o->app_refs && --o->app_refs == 0) {
         /* Kept idle only if that changes something and nothing else: an
          * RTLD_GLOBAL object would stay in the global scope, a NODELETE or
-         * preloaded one stays resident anyway. */
-        if (fdg_cfg.dlopen == FDG_DLOPEN_CACHE || o->global || o->nodelete || o->preloaded) {
+         * preloaded one stays resident anyway; and only once no page of it
+         * depends on its file any more. */
+        bool keep = fdg_cfg.dlopen == FDG_DLOPEN_KEEP && fdg_cfg.dlopen_keep && !o->global &&
+                    !o->nodelete && !o->preloaded;
+        if (keep && !o->detached)
+            keep = o->detached = fdg_detach(
+                map_of(o->handle), atomic_load_explicit(&permanent_objects, memory_order_relaxed),
+                held_by_app, &o->deps, &o->ndeps);
+        if (!keep) {
+            /* The application's last close is the loader's, made by the
+             * stub as the application's own call. */
             forget_object(o);
-            gone = o;
-        } else {
-            lru_push(o);
-            if (idle_count > fdg_cfg.dlopen_keep) {
-                gone = lru_tail;
-                forget_object(gone);
-                fdg_count(FDG_C_dlopen_evictions, 1);
-            }
+            pthread_mutex_unlock(&lock);
+            fdg_count(FDG_C_dlopen_unloads, 1);
+            free_object(o);
+            return pass_dlclose(saved);
+        }
+        lru_push(o);
+        if (idle_count > fdg_cfg.dlopen_keep) {
+            gone = lru_tail;
+            forget_object(gone);
+            fdg_count(FDG_C_dlopen_evictions, 1);
         }
     }
     pthread_mutex_unlock(&lock);
-    if (!gone) return 0;
-    if (gone != o) {
-        unload(gone);
-        return 0;
-    }
-    /* Not kept: the application's last close is the loader's. */
-    int r = fdg_next.dlclose(handle);
-    fdg_count(FDG_C_dlopen_unloads, 1);
-    free(gone);
-    return r;
+    if (gone) unload(gone);
+    clear_dlerror();
+    return answer(NULL, saved);
 }

@@ -11,6 +11,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FDG_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -300,7 +301,18 @@ void fdg_engage_load(void);
 int fdg_raw_close(int fd);
 long fdg_raw_fcntl(int fd, int cmd, long arg);
 
-/* ---- dlcaller.c, dlopen.c -------------------------------------------------- */
+/* ---- dlgadget.c, dlcaller.c, dlopen.c ------------------------------------ */
+
+/* A return gadget in the caller's object (dlgadget.c explains the kinds). */
+enum { FDG_GADGET_NONE, FDG_GADGET_RBP, FDG_GADGET_RSP8, FDG_GADGET_RSP16, FDG_GADGET_BARE };
+struct fdg_gadget {
+    uintptr_t addr;
+    int kind;
+};
+/* The gadget for the object containing addr; false if it has none. */
+bool fdg_gadget_find(const void *addr, struct fdg_gadget *out);
+/* fork: true in the prepare handler, false in the parent's and child's. */
+void fdg_gadget_atfork(bool prepare);
 
 struct link_map;
 /* The object a caller's code lives in: its link map and mapping start. */
@@ -313,10 +325,65 @@ struct fdg_caller {
 extern bool fdg_dlcaller_faithful;
 void fdg_dlcaller_bind(void);
 bool fdg_dlcaller_object(void *addr, struct fdg_caller *out);
-/* The real dlopen, resolved as if called from `caller` (a return address). */
-void *fdg_dlopen_as(void *caller, const char *file, int mode);
+/* How a miss calls the real dlopen as the application's caller. */
+struct fdg_as {
+    void **ret_slot; /* the application's return address (dlentry.c's stub) */
+    struct fdg_gadget gadget;
+};
+/* The real dlopen, resolved as if called from *as->ret_slot. */
+void *fdg_dlopen_as(const struct fdg_as *as, const char *file, int mode);
+
+/* dlentry.c's stubs call these: the answer, or (forward set) the function
+ * the stub tail-calls with the original arguments. */
+struct fdg_dl_ret {
+    void *value;
+    void *forward;
+};
+struct fdg_dl_ret fdg_dlopen_enter(const char *file, int mode, void **ret_slot);
+struct fdg_dl_ret fdg_dlclose_enter(void *handle);
+/* Is a shadow stack active on this thread (dlentry.c)? */
+bool fdg_shstk_active(void);
+
 void fdg_dlopen_atfork_prepare(void);
 void fdg_dlopen_atfork_release(void);
+/* In the child (fork): after release, whether the parent had threads. */
+void fdg_dlopen_atfork_child(void);
+
+/* May the shim walk the loader's list (dl_iterate_phdr) now? Not in a fork
+ * child of a multi-threaded parent: another thread may have held the
+ * loader's write lock, which glibc's fork does not reset. While true, the
+ * walk runs under fdg_loader_walk_lock, which fork's prepare handler takes,
+ * so a child never inherits the lock taken by one of our walks. */
+bool fdg_loader_walk_begin(void);
+void fdg_loader_walk_end(void);
+
+/* ---- dldetach.c: idle objects no longer read their files ------------------ */
+
+/* The identity of a file, to notice it changed. */
+struct fdg_file_id {
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+};
+bool fdg_file_id(const char *path, struct fdg_file_id *out);
+bool fdg_file_id_same(const struct fdg_file_id *a, const struct fdg_file_id *b);
+
+/* The object and the dependencies that came with it, detached from their
+ * files (dldetach.c explains why and how). False, and nothing done, unless
+ * the object and those dependencies are its own: no other object needs them,
+ * held() says the application holds none of those dependencies itself, and
+ * every other dependency is one of the first `permanent` objects of the
+ * loader's list (there before the first load the cache made). On success
+ * *deps (malloc'd, *ndeps entries) describes the dependencies. */
+struct fdg_dep {
+    const void *handle;
+    struct fdg_file_id id;
+    char path[];
+};
+bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const void *handle),
+                struct fdg_dep ***deps, unsigned *ndeps);
+void fdg_free_deps(struct fdg_dep **deps, unsigned ndeps);
 
 /* Lends the spare if the descriptor table is full right now (a load needs
  * one descriptor at a time); true if it did. */

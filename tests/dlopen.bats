@@ -3,8 +3,8 @@
 # program must see what it sees without it. Each scenario of
 # tests/helpers/dltest.c runs without the shim and under both builds of it
 # (-O2: build/libfdguard.so; -O0: build-O0/libfdguard.so, made here if
-# needed) in keep (the default) and cache modes, and the result lines must
-# be the same. Test plugins and callers (tests/dlplug/) are compiled here,
+# needed) in keep (the default) and cache modes and with FDGUARD=off, and
+# the result lines must be the same. Test plugins and callers (tests/dlplug/) are compiled here,
 # with the DT_RPATH / DT_RUNPATH each case needs.
 #
 # Under ASan and TSan the sanitizer runtime intercepts dlopen and calls the
@@ -19,9 +19,14 @@ setup_file() {
 	local S=$FDG_ROOT/tests/dlplug
 	export D=$BATS_FILE_TMPDIR/dl
 	export FDG_LIB_O0=${FDG_BUILD}-O0/libfdguard.so
-	# Always asked: make is quick when the -O0 build is current, and a stale
+	# A build that believes a shadow stack is active and traps where a real
+	# one would (shim/dlentry.c, shim/dlcaller.c: FDG_TEST_SHSTK).
+	export FDG_LIB_SHSTK=$FDG_BUILD/shstktest/libfdguard.so
+	# Always asked: make is quick when the builds are current, and a stale
 	# one would test old code.
 	make -s -C "$FDG_ROOT" OPT=-O0 ${FDG_SANITIZE:+SANITIZE=$FDG_SANITIZE} all >&2 || return 1
+	make -s -C "$FDG_ROOT" BUILD="$FDG_BUILD/shstktest" EXTRA_CFLAGS=-DFDG_TEST_SHSTK \
+		${FDG_SANITIZE:+SANITIZE=$FDG_SANITIZE} all >&2 || return 1
 
 	# build OUT SOURCE FLAGS...: $D/OUT from tests/dlplug/SOURCE.c, in the
 	# background (the pids collect in jobs; setup_file waits for each).
@@ -50,9 +55,15 @@ setup_file() {
 		reload/v1.so        plug -DVALUE=1
 		reload/v2.so        plug -DVALUE=2
 		reload/v3.so        plug -DVALUE=3
+		over/v1.so          plug -DVALUE=1
+		over/v2.so          plug -DVALUE=2 -O0 # another code layout: v1's addresses are garbage in it
+		over/dep-v2.so      plug -DVALUE=32 -O0 -Wl,-soname,libdep.so
+		bt/bt.so            bt
+		ctorerr/plug.so     plug -DVALUE=12 -DCTOR_DLOPEN="libfdg-nothere-ctor.so"
 	EOF
 	# Libraries that call dlopen themselves, each with its own search path.
 	build rc/libcaller.so caller -Wl,--enable-new-dtags,-rpath,'$ORIGIN/lib'
+	build fp/libcaller.so caller -fno-omit-frame-pointer # its rets follow `pop %rbp`
 	build rp/libcaller.so caller -Wl,--disable-new-dtags,-rpath,"$D/a"
 	build oc/libcaller.so caller -Wl,--enable-new-dtags,-rpath,"$D/only"
 	# Plugins (hosts) whose dependency libcaller.so calls dlopen: in ha/ and
@@ -69,12 +80,24 @@ setup_file() {
 		) &
 		jobs+=($!)
 	done
-	# dltest itself as a main program with a RUNPATH, and with an RPATH.
+	# A plugin with a dependency of its own (over/libdep.so, found through
+	# its RUNPATH), which comes and goes with it.
+	(
+		build over/libdep.so plug -DVALUE=31 -Wl,-soname,libdep.so
+		wait "${jobs[-1]}"
+		gcc -shared -fPIC -O2 -o "$D/over/host.so" "$S/plug.c" -DVALUE=30 -L"$D/over" \
+			-Wl,--no-as-needed -ldep -Wl,--enable-new-dtags,-rpath,'$ORIGIN'
+	) &
+	jobs+=($!)
+	# dltest itself as a main program with a RUNPATH, with an RPATH, and
+	# built at -O0 (its frames are rbp-based).
 	mkdir -p "$D/bin"
 	local dltest=("$FDG_ROOT/tests/helpers/dltest.c" -std=gnu11 -O2 -D_GNU_SOURCE -pthread -ldl)
 	gcc -o "$D/bin/dltest-runpath" "${dltest[@]}" -Wl,--enable-new-dtags,-rpath,'$ORIGIN/lib' &
 	jobs+=($!)
 	gcc -o "$D/bin/dltest-rpath" "${dltest[@]}" -Wl,--disable-new-dtags,-rpath,"$D/a" &
+	jobs+=($!)
+	gcc -o "$D/bin/dltest-O0" "${dltest[@]}" -O0 &
 	jobs+=($!)
 	# Not loadable: not ELF; an undefined symbol under RTLD_NOW.
 	mkdir -p "$D/bad"
@@ -178,9 +201,9 @@ same_as() {
 }
 
 # fidelity [MODES] PROGRAM ARGS...: PROGRAM ARGS without the shim, then
-# under the -O2 and -O0 builds in each mode (default: keep and cache); the
-# same stdout every time. The runs go in parallel. The reference run's stdout
-# is left in $output and $bare.
+# under the -O2 and -O0 builds in each mode (default: keep and cache) and
+# with FDGUARD=off; the same stdout every time. The runs go in parallel. The
+# reference run's stdout is left in $output and $bare.
 fidelity() {
 	local modes="keep cache" lib mode i bad=0 what=()
 	if [[ $1 == keep || $1 == cache || $1 == "keep cache" ]]; then
@@ -193,6 +216,8 @@ fidelity() {
 			FDGUARD_DLOPEN=$mode dl_start "${#what[@]}" "$lib" "$@"
 			what+=("${lib#"$FDG_ROOT"/} FDGUARD_DLOPEN=$mode")
 		done
+		FDGUARD=off dl_start "${#what[@]}" "$lib" "$@"
+		what+=("${lib#"$FDG_ROOT"/} FDGUARD=off")
 	done
 	dl_wait bare
 	ran || bad=2
@@ -339,6 +364,24 @@ field() {
 	has "libc.so.6 RTLD_NOLOAD after open+close: handle"
 }
 
+@test "invalid modes get glibc's own error from the loader, also where the cache holds the object" {
+	# glibc: no RTLD_LAZY/RTLD_NOW is "invalid mode for dlopen()", an unknown
+	# bit "invalid mode parameter"; the shim must not answer those itself.
+	fidelity "$DT" modes "$D/p/plug.so"
+	has "held, mode 0: NULL, dlerror $D/p/plug.so: invalid mode for dlopen(): Invalid argument"
+	has "held, mode RTLD_NOLOAD: NULL, dlerror $D/p/plug.so: invalid mode for dlopen(): Invalid argument"
+	has "closed, mode 0: NULL, dlerror $D/p/plug.so: invalid mode for dlopen(): Invalid argument"
+	has "held, mode RTLD_NOW|0x80000: NULL, dlerror invalid mode parameter"
+	has "closed, mode RTLD_LAZY|0x10: NULL, dlerror invalid mode parameter"
+}
+
+@test "keep mode: an idle copy loaded with RTLD_LAZY does not answer a later RTLD_NOW (which fails afresh)" {
+	fidelity "$DT" lazy_now "$D/bad/undef.so"
+	has "RTLD_LAZY: handle"
+	has "then RTLD_NOW: $D/bad/undef.so: undefined symbol: fdg_missing"
+	has "then RTLD_LAZY again: handle"
+}
+
 @test "keep mode: a closed RTLD_GLOBAL plugin does not interpose on a later plugin's symbols" {
 	fidelity "$DT" global_leak "$D/p/plug.so" "$D/p/other.so"
 	has "B's plug_value() as B's own code calls it: 11 (B's own: 11)"
@@ -349,21 +392,22 @@ field() {
 	dl '' "$DT" refs "$D/p/plug.so" 50
 	ran
 	has "opened 50 times: ctors=1"
-	has "one reference left: dtors=0 mapped=yes"
-	has "closed 50 times: dtors=1 mapped=no"
+	has "one reference left: dtors=0 loaded=yes"
+	has "closed 50 times: dtors=1 loaded=no mapped=no"
 	bare=$output
 	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
 		FDGUARD_DLOPEN=cache dl "$lib" "$DT" refs "$D/p/plug.so" 50
 		ran
 		same_as "$lib cache" "$bare"
-		# keep: resident after the last close; with room for one idle
-		# object, another object's close evicts it, and only a balanced
-		# count (the loader holds exactly the shim's reference) unloads it.
+		# keep: resident after the last close (no longer mapped from its
+		# file: detached); with room for one idle object, another object's
+		# close evicts it, and only a balanced count (the loader holds
+		# exactly the shim's reference) unloads it.
 		FDGUARD_DLOPEN_KEEP=1 dl "$lib" "$DT" refs "$D/p/plug.so" 50 "$D/p/other.so"
 		ran
 		has "opened 50 times: ctors=1"
-		has "closed 50 times: dtors=0 mapped=yes"
-		has "after another object's open+close: dtors=1 mapped=no"
+		has "closed 50 times: dtors=0 loaded=yes mapped=no"
+		has "after another object's open+close: dtors=1 loaded=no"
 	done
 }
 
@@ -381,6 +425,21 @@ field() {
 	fidelity "$DT" dlerror_clear "$D/p/plug.so" libfdg-nothere.so
 	has "round 1: dlerror after a successful dlopen: NULL"
 	has "round 2: dlerror after a successful dlopen: NULL"
+}
+
+@test "dlerror: every close and open the cache answers clears a pending message, and leaves errno alone" {
+	fidelity "$DT" dlerror_close "$D/p/plug.so" libfdg-nothere.so
+	has "dlclose (not the last): 0, errno 1234, dlerror NULL"
+	has "dlclose (the last): 0, errno 1234, dlerror NULL"
+	has "RTLD_NOLOAD after it: NULL, errno 1234, dlerror NULL"
+	has "reopened: handle, errno 1234, dlerror NULL"
+}
+
+@test "dlerror: a message a constructor's failed dlopen left survives the successful outer dlopen" {
+	fidelity "$DT" ctor_error "$D/ctorerr/plug.so"
+	has "dlopen: handle"
+	has "dlerror: libfdg-nothere-ctor.so: cannot open shared object file: No such file or directory"
+	has "dlerror again: NULL"
 }
 
 # ---- churn, hot reload
@@ -486,6 +545,82 @@ field() {
 	done
 }
 
+# over/v1.so and over/v2.so differ in code layout (-O2, -O0): run from v2's
+# bytes, v1's destructor and GOT are garbage. cp-style writes go into the
+# same inode; every run gets its own copy.
+overwrite() { # LIB MODE WHAT(plugin|dep) reopen|exit
+	local r=$BATS_TEST_TMPDIR/ow.$RANDOM
+	mkdir -p "$r"
+	if [[ $3 == plugin ]]; then
+		cp "$D/over/v1.so" "$r/plug.so"
+		FDGUARD_DLOPEN=$2 FDGUARD_STATS=$r/stats dl "$1" "$DT" overwrite "$r/plug.so" "$r/plug.so" \
+			"$D/over/v2.so" "$4"
+	else
+		cp "$D/over/host.so" "$D/over/libdep.so" "$r/"
+		FDGUARD_DLOPEN=$2 FDGUARD_STATS=$r/stats dl "$1" "$DT" overwrite "$r/host.so" "$r/libdep.so" \
+			"$D/over/dep-v2.so" "$4"
+	fi
+	stats=$r/stats
+}
+
+@test "keep mode: a plugin overwritten in place (cp) while idle: the reopen runs the new file, the process exits 0" {
+	local lib mode what end ref
+	for what in plugin dep; do
+		for end in reopen exit; do
+			overwrite '' keep "$what" "$end"
+			ran
+			ref=$output
+			[[ $end == exit ]] || has "reopened: value=$([[ $what == plugin ]] && echo 2 || echo 30)"
+			for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+				for mode in keep cache; do
+					overwrite "$lib" "$mode" "$what" "$end"
+					if [[ $mode == cache ]]; then
+						ran && same_as "$lib cache, $what, $end" "$ref"
+						continue
+					fi
+					# Destructors run later in keep mode: the counts differ; the
+					# values, and the exit status, may not.
+					ran
+					same_as "$lib keep, $what, $end" "$(grep -v '^ctors=' <<<"$ref")
+$(grep '^ctors=' <<<"$output")"
+					if [[ $end == reopen ]]; then
+						[[ $(counter "$stats" dlopen_reloads) == 1 ]]
+					fi
+				done
+			done
+		done
+	done
+}
+
+@test "keep mode: an object another one loaded later depends on is not kept idle: RTLD_NOLOAD still finds it" {
+	# Without the shim it stays loaded for the other object; the shim closes
+	# it for real rather than keep it (nor copy it: its data is in use).
+	fidelity "$DT" needed "$D/over/libdep.so" "$D/over/host.so"
+	has "DEP closed, HOST holds it: RTLD_NOLOAD same handle"
+	has "HOST closed too: RTLD_NOLOAD NULL"
+}
+
+@test "keep mode: a dependency an idle plugin brought is gone for the application too" {
+	fidelity "$DT" idle_dep "$D/over/host.so" "$D/over/libdep.so"
+	has "HOST closed: DEP RTLD_NOLOAD NULL"
+	has "DEP opened: value=31, constructors run 1"
+}
+
+@test "keep mode, 4 threads, room for one idle object: evictions, detaches and reloads race; every call works" {
+	# Objects go idle (and are detached), get evicted and reloaded while the
+	# other threads open and close them and the plugin that brings a
+	# dependency. Under ASan this is the use-after-free check of the loader
+	# walks. TSan cannot see ld.so's internal locks, which order its frees
+	# after our reads, and reports those reads.
+	[[ ${FDG_SANITIZE:-} != thread ]] || skip "TSan does not see ld.so's locks"
+	local lib
+	for lib in '' "$FDG_LIB" "$FDG_LIB_O0"; do
+		FDGUARD_DLOPEN_KEEP=1 dl "$lib" "$DT" threads 2000 "$D/p/plug.so" "$D/p/other.so" "$D/over/host.so"
+		ran
+		has "threads=4 cycles=2000 errors=0"
+	done
+}
+
 @test "keep mode: a cache entry whose caller was unloaded is not reused by a library mapped at its address" {
 	# ha/host.so and hb/host.so each depend on their own libcaller.so, which
 	# calls dlopen("libplug.so") (found in its $ORIGIN/lib). With room for two
@@ -536,13 +671,17 @@ field() {
 
 # ---- descriptor exhaustion and /etc/ld.so.cache
 
-@test "at the descriptor limit: a library only /etc/ld.so.cache knows loads, and the cache stays usable" {
+# ldcache_dir: $dir, a directory registered in /etc/ld.so.conf.d with
+# libfdgtest-ldcache.so.1 and libfdgtest-ldcache2.so.1 (value 9) in it, which
+# only /etc/ld.so.cache knows; teardown unregisters it. Skips unless root.
+ldcache_dir() {
 	if ((EUID != 0)); then
 		[[ ${CI:-} != true ]] || fail "CI: this test must run as root (it registers a directory with ldconfig)"
 		skip "needs root: registers a test directory in /etc/ld.so.conf.d and runs ldconfig"
 	fi
 	[[ ! -e $LDCONF ]] || fail "$LDCONF exists already (a previous run died?); remove it and run ldconfig"
-	local dir=$BATS_TEST_TMPDIR/ldcache lib
+	dir=$BATS_TEST_TMPDIR/ldcache
+	local lib
 	mkdir -p "$dir"
 	for lib in libfdgtest-ldcache libfdgtest-ldcache2; do
 		gcc -shared -fPIC -O2 -o "$dir/$lib.so.1" "$FDG_ROOT/tests/dlplug/plug.c" -DVALUE=9 \
@@ -553,6 +692,11 @@ field() {
 	ldconfig
 	ldconfig -p | grep -qF "$dir/libfdgtest-ldcache.so.1" || fail "ldconfig did not register $dir"
 	fidelity "$DT" open libfdgtest-ldcache.so.1 # an ordinary load finds it
+}
+
+@test "at the descriptor limit: a library only /etc/ld.so.cache knows loads, and the cache stays usable" {
+	local dir lib
+	ldcache_dir
 
 	dl '' "$DT" emfile libc.so.6 libfdgtest-ldcache.so.1 libfdgtest-ldcache2.so.1
 	ran
@@ -570,5 +714,161 @@ field() {
 		has "limit restored: value=9 path=$dir/libfdgtest-ldcache.so.1"
 		has "limit restored, another library: value=9 path=$dir/libfdgtest-ldcache2.so.1"
 		[[ $(counter "$st" dlopen_fd_lends) -ge 1 ]]
+	done
+}
+
+@test "at the descriptor limit: a missing library's message is glibc's own, and /etc/ld.so.cache stays usable" {
+	local dir lib
+	ldcache_dir
+	# Without the shim, and a free descriptor: the message to expect.
+	dl '' "$DT" dlerror libfdg-nothere.so
+	ran
+	has "  first dlerror: libfdg-nothere.so: cannot open shared object file: No such file or directory"
+	# Without the shim at the limit: the wrong message, and no cache after.
+	dl '' "$DT" emfile_missing libc.so.6 libfdg-nothere.so libfdgtest-ldcache2.so.1
+	ran
+	has "at the limit: libfdg-nothere.so: cannot open shared object file: Too many open files"
+	has "limit restored, a library only the cache knows: error=libfdgtest-ldcache2.so.1: cannot open shared object file: No such file or directory"
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		dl "$lib" "$DT" emfile_missing libc.so.6 libfdg-nothere.so libfdgtest-ldcache2.so.1
+		ran
+		has "at the limit: libfdg-nothere.so: cannot open shared object file: No such file or directory"
+		has "dlerror again: NULL"
+		has "limit restored, a library only the cache knows: value=9 path=$dir/libfdgtest-ldcache2.so.1"
+	done
+}
+
+# ---- backtraces, shadow stacks, fork
+
+# ctor_frames: the constructor's frames in the last run's stdout.
+ctor_frames() {
+	sed -n '/^  ctor$/,/^  dtor$/p' <<<"$output" | grep -vx '  ctor' | grep -vx '  dtor'
+}
+
+# bt_compare WHAT REF [keep]: the last run's backtraces are REF's but for
+# the frames the shim inserted right after glibc's dlopen in the
+# constructor's (left in $inserted, one per line); in keep mode no
+# destructor ran at dlclose.
+bt_compare() {
+	local ref=$2 nx rest
+	nx=$(grep -m1 -A1 -F 'libc.so.6(dlopen+' <<<"$ref" | sed -n 2p)
+	[[ -n $nx ]] || fail "no dlopen frame in the reference" || return 1
+	inserted=$(awk -v nx="$nx" 'f && $0 == nx { exit } f { print } index($0, "libc.so.6(dlopen+") { f = 1 }' <<<"$output")
+	rest=$(awk -v nx="$nx" 'f && $0 == nx { f = 0 } !f { print } index($0, "libc.so.6(dlopen+") { f = 1 }' <<<"$output")
+	[[ ${3:-} != keep ]] || ref=$(sed '/^  dtor$/,$d' <<<"$ref")
+	output=$rest same_as "$1" "$ref"
+}
+
+@test "backtrace from a constructor run by a dlopen miss: glibc's frames, the gadget's and the trampoline's, then the caller's (both builds)" {
+	local lib mode n_bare n k=2
+	# The helpers of sanitizer builds keep frame pointers: dltest then has
+	# rbp-based returns, whose frame leads straight to the caller (see the
+	# next test). Under ASan and TSan the runtime's interceptor is the caller.
+	[[ -z ${FDG_SANITIZE:-} ]] || k=1
+	dl '' "$DT" bt "$D/bt/bt.so"
+	ran
+	local ref=$output
+	n_bare=$(ctor_frames | wc -l)
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		for mode in keep cache; do
+			FDGUARD_DLOPEN=$mode dl "$lib" "$DT" bt "$D/bt/bt.so"
+			ran
+			n=$(ctor_frames | wc -l)
+			# In cache mode the destructor's frames are glibc's own (the last
+			# dlclose is a tail call).
+			bt_compare "${lib#"$FDG_ROOT"/} $mode" "$ref" "$mode"
+			# The caller's object (its return gadget), then the trampoline.
+			[[ -n $INTERCEPTED || $(wc -l <<<"$inserted") == "$k" ]]
+			((n == n_bare + $(wc -l <<<"$inserted")))
+			[[ -n $INTERCEPTED || $(sed -n 1p <<<"$inserted") == "  dltest(+0x"* ]]
+			[[ $(wc -l <<<"$inserted") == 1 || $(sed -n 2p <<<"$inserted") == "  libfdguard.so(+0x"* ]]
+		done
+	done
+	echo "# constructor's backtrace: $n_bare frames without the shim, $n with it (main: cut at the gadget)" >&3
+}
+
+@test "backtrace through a frame-pointer caller, and in a program built at -O0: the gadget's frame leads straight to the caller" {
+	[[ -z $INTERCEPTED ]] || skip "the sanitizer's interceptor is the caller"
+	local lib mode ref prog
+	for prog in "$DT bt $D/bt/bt.so $D/fp/libcaller.so" "$D/bin/dltest-O0 bt $D/bt/bt.so"; do
+		# shellcheck disable=SC2086 # words
+		dl '' $prog
+		ran
+		ref=$output
+		for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+			for mode in keep cache; do
+				# shellcheck disable=SC2086 # words
+				FDGUARD_DLOPEN=$mode dl "$lib" $prog
+				ran
+				bt_compare "${lib#"$FDG_ROOT"/} $mode: $prog" "$ref" "$mode"
+				[[ $(wc -l <<<"$inserted") == 1 ]]
+				[[ $inserted == "  libcaller.so("* || $inserted == "  dltest-O0("* ]]
+			done
+		done
+	done
+}
+
+@test "FDGUARD=off, FDGUARD_DLOPEN=off and an active shadow stack: dlopen and dlclose are tail calls, backtraces the same frame for frame" {
+	local lib v
+	dl '' "$DT" bt "$D/bt/bt.so"
+	ran
+	local ref=$output
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		for v in FDGUARD=off FDGUARD_DLOPEN=off; do
+			export "${v?}"
+			dl "$lib" "$DT" bt "$D/bt/bt.so"
+			unset "${v%%=*}"
+			ran
+			same_as "${lib#"$FDG_ROOT"/} $v" "$ref"
+		done
+	done
+	for v in keep cache; do
+		FDGUARD_DLOPEN=$v dl "$FDG_LIB_SHSTK" "$DT" bt "$D/bt/bt.so"
+		ran
+		same_as "the shadow-stack test build, $v" "$ref"
+	done
+}
+
+@test "shadow stacks: the library is marked SHSTK-compatible; with a shadow stack active, dlopen passes straight through" {
+	if [[ $(uname -m) == x86_64 ]]; then
+		readelf -n "$FDG_LIB" | grep -q 'x86 feature:.*SHSTK' ||
+			fail "no SHSTK in the GNU property note of $FDG_LIB: $(readelf -n "$FDG_LIB")"
+	fi
+	# The test build takes an active shadow stack for granted, and traps
+	# where a real one would (the return through the gadget): every call
+	# must go to the loader as the application's own, uncached.
+	local st=$BATS_TEST_TMPDIR/stats
+	FDGUARD_STATS=$st dl "$FDG_LIB_SHSTK" "$DT" churn "$D/p/plug.so" 200
+	ran
+	has "ctors=200 dtors=200"
+	[[ $(counter "$st" dlopen_hits) == 0 && $(counter "$st" dlopen_misses) == 0 ]]
+	dl "$FDG_LIB_SHSTK" "$DT" via "$D/rc/libcaller.so" libplug.so
+	ran
+	finds "libplug.so: value=3 path=$D/rc/lib/libplug.so"
+	# The production build on this machine (no shadow stack) caches.
+	FDGUARD_STATS=$st dl "$FDG_LIB" "$DT" churn "$D/p/plug.so" 200
+	ran
+	has "ctors=1 dtors=0"
+	[[ $(counter "$st" dlopen_hits) == 199 ]]
+}
+
+@test "fork while another thread is inside dlopen (cache mode): no child hangs, outcomes as without the shim" {
+	# A thread loads and unloads p/other.so in a loop; 300 children, each
+	# forked at a random point of that, open p/plug.so (which the parent
+	# holds) from a new call site. Without the shim some children stop at
+	# an ld.so assertion (the loader was mid-update at the fork); the shim
+	# must not add hangs (a loader lock inherited locked).
+	[[ ${FDG_SANITIZE:-} != thread ]] ||
+		skip "under TSan fork of a multi-threaded process fails (ENOMEM), with or without the shim"
+	local lib
+	dl '' "$DT" forkload "$D/p/other.so" "$D/p/plug.so" 300
+	ran
+	echo "# without the shim: $output" >&3
+	[[ $output == *" failed=0 "*" hung=0 other=0" ]]
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		FDGUARD_DLOPEN=cache dl "$lib" "$DT" forkload "$D/p/other.so" "$D/p/plug.so" 300
+		ran
+		echo "# ${lib#"$FDG_ROOT"/}: $output" >&3
+		[[ $output == *" failed=0 "*" hung=0 other=0" ]]
 	done
 }

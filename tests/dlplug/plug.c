@@ -2,6 +2,8 @@
  *   -DVALUE=N       what plug_value() returns (tells copies apart)
  *   -DBIG=BYTES     a zero-filled array of that size (a large mapping, for
  *                   the RLIMIT_AS test)
+ *   -DCTOR_DLOPEN=\"name\"  its constructor dlopens that name (a failure whose
+ *                   message glibc leaves for the host's dlerror())
  * plug_call() calls plug_value() through the PLT (an interposable call, as
  * -fPIC code makes it), so the global scope decides which definition runs.
  * Its constructor and destructor count themselves in the host's counters,
@@ -9,6 +11,9 @@
  * outlive the plugin, and the helper exports no symbols to it. */
 #include <stdint.h>
 #include <stdlib.h>
+#ifdef CTOR_DLOPEN
+#include <dlfcn.h>
+#endif
 
 #ifndef VALUE
 #define VALUE 0
@@ -25,6 +30,9 @@ __attribute__((constructor)) static void plug_ctor(void)
 {
     long *n = hook(0);
     if (n) ++*n;
+#ifdef CTOR_DLOPEN
+    dlopen(CTOR_DLOPEN, RTLD_NOW);
+#endif
 }
 
 __attribute__((destructor)) static void plug_dtor(void)

@@ -18,14 +18,18 @@
  * object. Neither may be inlined, merged or turned into a tail call. */
 #include <dlfcn.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -135,6 +139,21 @@ static long mapped(const char *path)
     long lines, n;
     maps(path, &lines, &n);
     return n;
+}
+
+/* Is an object of that (absolute) path in the loader's list? Under the
+ * shim's keep mode an idle object is loaded but no longer mapped from its
+ * file (README: dlopen caching in detail). */
+static int is_loaded(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    char real[4096];
+    return info->dlpi_name[0] && realpath(info->dlpi_name, real) && !strcmp(real, arg);
+}
+
+static const char *loaded(const char *abs)
+{
+    return dl_iterate_phdr(is_loaded, (void *)abs) ? "yes" : "no";
 }
 
 /* An absolute path, as /proc/self/maps shows the file. */
@@ -441,16 +460,15 @@ static int sc_refs(int argc, char **argv)
     printf("opened %ld times: ctors=%ld\n", n, CTORS);
     for (long i = 0; i < n; i++) {
         close_or_die(h[i]);
-        if (i == n - 2)
-            printf("one reference left: dtors=%ld mapped=%s\n", DTORS, mapped(abs) ? "yes" : "no");
+        if (i == n - 2) printf("one reference left: dtors=%ld loaded=%s\n", DTORS, loaded(abs));
     }
-    printf("closed %ld times: dtors=%ld mapped=%s\n", n, DTORS, mapped(abs) ? "yes" : "no");
+    printf("closed %ld times: dtors=%ld loaded=%s mapped=%s\n", n, DTORS, loaded(abs),
+           mapped(abs) ? "yes" : "no");
     if (argc == 3) {
         void *o = open_b(argv[2], RTLD_NOW);
         if (!o) die(dlerror());
         close_or_die(o);
-        printf("after another object's open+close: dtors=%ld mapped=%s\n", DTORS,
-               mapped(abs) ? "yes" : "no");
+        printf("after another object's open+close: dtors=%ld loaded=%s\n", DTORS, loaded(abs));
     }
     free(h);
     return 0;
@@ -488,6 +506,92 @@ static int sc_dlerror_clear(int argc, char **argv)
         close_or_die(h);
     }
     close_or_die(held);
+    return 0;
+}
+
+/* dlerror_close PLUG BAD: every successful dlclose and dlopen clears a
+ * pending message (glibc's _dlerror_run), also when the cache answers it: a
+ * close that is not the last, the last close, RTLD_NOLOAD after it. errno
+ * is what it was. */
+static int sc_dlerror_close(int argc, char **argv)
+{
+    if (argc != 2) die("usage: dlerror_close PLUG BAD");
+    void *h1 = open_a(argv[0], RTLD_NOW);
+    void *h2 = open_a(argv[0], RTLD_NOW);
+    if (!h1 || h2 != h1) die("PLUG failed");
+    if (open_b(argv[1], RTLD_NOW)) die("BAD opened");
+    errno = 1234;
+    int r = dlclose(h2);
+    printf("dlclose (not the last): %d, errno %d, dlerror %s\n", r, errno, error_text());
+    if (open_b(argv[1], RTLD_NOW)) die("BAD opened");
+    errno = 1234;
+    r = dlclose(h1);
+    printf("dlclose (the last): %d, errno %d, dlerror %s\n", r, errno, error_text());
+    if (open_b(argv[1], RTLD_NOW)) die("BAD opened");
+    errno = 1234;
+    void *n = open_a(argv[0], RTLD_NOW | RTLD_NOLOAD);
+    printf("RTLD_NOLOAD after it: %s, errno %d, dlerror %s\n", null_or_handle(n), errno,
+           error_text());
+    errno = 1234;
+    h1 = open_a(argv[0], RTLD_NOW);
+    int e = errno;
+    printf("reopened: %s, errno %d, dlerror %s\n", null_or_handle(h1), e, error_text());
+    if (h1) close_or_die(h1);
+    return 0;
+}
+
+/* ---- mode checks ----------------------------------------------------------- */
+
+/* modes PLUG: glibc's answers to invalid modes, whether PLUG is held (a
+ * cache hit under the shim), closed, or never opened at that site. */
+static void try_modes(const char *when, const char *plug)
+{
+    static const struct {
+        const char *name;
+        int mode;
+    } modes[] = {
+        {"0", 0},
+        {"RTLD_NOLOAD", RTLD_NOLOAD},
+        {"RTLD_GLOBAL", RTLD_GLOBAL},
+        {"RTLD_NOLOAD|RTLD_NODELETE", RTLD_NOLOAD | RTLD_NODELETE},
+        {"RTLD_NOW|0x80000", RTLD_NOW | 0x80000},
+        {"RTLD_LAZY|0x10", RTLD_LAZY | 0x10},
+    };
+    for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+        void *h = open_a(plug, modes[i].mode);
+        printf("%s, mode %s: %s, dlerror %s\n", when, modes[i].name, null_or_handle(h),
+               error_text());
+        if (h) close_or_die(h);
+    }
+}
+
+static int sc_modes(int argc, char **argv)
+{
+    if (argc != 1) die("usage: modes PLUG");
+    try_modes("never opened", argv[0]);
+    void *h = open_a(argv[0], RTLD_NOW);
+    if (!h) die(dlerror());
+    try_modes("held", argv[0]);
+    close_or_die(h);
+    try_modes("closed", argv[0]);
+    printf("ctors=%ld\n", CTORS);
+    return 0;
+}
+
+/* lazy_now UNDEF: an object with an undefined function loads with
+ * RTLD_LAZY; after its last close, RTLD_NOW must load it afresh, and fail. */
+static int sc_lazy_now(int argc, char **argv)
+{
+    if (argc != 1) die("usage: lazy_now UNDEF");
+    void *h = open_a(argv[0], RTLD_LAZY);
+    printf("RTLD_LAZY: %s\n", h ? "handle" : error_text());
+    if (h) close_or_die(h);
+    h = open_a(argv[0], RTLD_NOW);
+    printf("then RTLD_NOW: %s\n", h ? "handle" : error_text());
+    if (h) close_or_die(h);
+    h = open_a(argv[0], RTLD_LAZY);
+    printf("then RTLD_LAZY again: %s\n", h ? "handle" : error_text());
+    if (h) close_or_die(h);
     return 0;
 }
 
@@ -561,6 +665,85 @@ static int sc_reload_global(int argc, char **argv)
     return 0;
 }
 
+/* Writes the bytes of FROM into TO's own inode, as cp does: truncate, then
+ * write. A mapping of TO now shows the new bytes. */
+static void overwrite_in_place(const char *to, const char *from)
+{
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    int out = open(to, O_WRONLY | O_TRUNC | O_CLOEXEC);
+    if (in < 0 || out < 0) die("overwrite: open failed");
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof buf)) > 0)
+        if (write(out, buf, (size_t)n) != n) die("overwrite: short write");
+    if (n < 0 || close(in) != 0 || close(out) != 0) die("overwrite failed");
+}
+
+/* overwrite PLUG FILE NEW reopen|exit: open, call, close PLUG; write NEW
+ * over FILE (PLUG itself, or a library PLUG depends on) in place; then
+ * reopen PLUG (the new file must run) or just exit (the process must exit
+ * 0: whatever runs at exit runs from intact pages). */
+static int sc_overwrite(int argc, char **argv)
+{
+    if (argc != 4 || (strcmp(argv[3], "reopen") && strcmp(argv[3], "exit")))
+        die("usage: overwrite PLUG FILE NEW reopen|exit");
+    void *h = open_a(argv[0], RTLD_NOW);
+    if (!h) die(dlerror());
+    printf("before: value=%d\n", plug_value(h));
+    close_or_die(h);
+    overwrite_in_place(argv[1], argv[2]);
+    printf("overwritten in place\n");
+    if (!strcmp(argv[3], "reopen")) {
+        h = open_a(argv[0], RTLD_NOW);
+        if (!h) die(dlerror());
+        printf("reopened: value=%d\n", plug_value(h));
+        close_or_die(h);
+    }
+    printf("ctors=%ld dtors=%ld\n", CTORS, DTORS);
+    return 0;
+}
+
+/* needed DEP HOST: open DEP, then HOST, which depends on DEP; close DEP:
+ * HOST still needs it, so it stays loaded and RTLD_NOLOAD finds it. */
+static int sc_needed(int argc, char **argv)
+{
+    if (argc != 2) die("usage: needed DEP HOST");
+    void *dep = open_a(argv[0], RTLD_NOW);
+    if (!dep) die(dlerror());
+    void *host = open_b(argv[1], RTLD_NOW);
+    if (!host) die(dlerror());
+    close_or_die(dep);
+    void *n = open_a(argv[0], RTLD_NOW | RTLD_NOLOAD);
+    printf("DEP closed, HOST holds it: RTLD_NOLOAD %s\n",
+           n == dep ? "same handle" : null_or_handle(n));
+    if (n) close_or_die(n);
+    printf("ctors=%ld dtors=%ld\n", CTORS, DTORS);
+    close_or_die(host);
+    n = open_a(argv[0], RTLD_NOW | RTLD_NOLOAD);
+    printf("HOST closed too: RTLD_NOLOAD %s\n", null_or_handle(n));
+    if (n) close_or_die(n);
+    return 0;
+}
+
+/* idle_dep HOST DEP: open and close HOST, which brought DEP with it: both
+ * are gone, so RTLD_NOLOAD finds no DEP and opening DEP loads it afresh. */
+static int sc_idle_dep(int argc, char **argv)
+{
+    if (argc != 2) die("usage: idle_dep HOST DEP");
+    void *host = open_a(argv[0], RTLD_NOW);
+    if (!host) die(dlerror());
+    close_or_die(host);
+    void *n = open_b(argv[1], RTLD_NOW | RTLD_NOLOAD);
+    printf("HOST closed: DEP RTLD_NOLOAD %s\n", null_or_handle(n));
+    if (n) close_or_die(n);
+    long before = CTORS;
+    void *dep = open_b(argv[1], RTLD_NOW);
+    if (!dep) die(dlerror());
+    printf("DEP opened: value=%d, constructors run %ld\n", plug_value(dep), CTORS - before);
+    close_or_die(dep);
+    return 0;
+}
+
 /* reuse HOSTA HOSTB OTHER: HOSTA and HOSTB are plugins whose dependency
  * libcaller.so (each its own copy, with its own RUNPATH) calls dlopen. Open
  * HOSTA, have its libcaller open libplug.so, close both; open and close
@@ -587,6 +770,61 @@ static int sc_reuse(int argc, char **argv)
     if (!open_in_b) die("caller_open not found");
     printf("B's libcaller where A's was: %s\n", open_in_b == open_in_a ? "yes" : "no");
     report("B's libcaller opens libplug.so", open_in_b("libplug.so", RTLD_NOW));
+    return 0;
+}
+
+/* ---- backtraces through dlopen and dlclose -------------------------------- */
+
+/* bt PLUGIN [CALLER]: dlopen and dlclose a plugin whose constructor and
+ * destructor record their backtrace (tests/dlplug/bt.c); the dlopen is this
+ * program's, or with CALLER that library's (caller_open). Prints each frame
+ * as "object(symbol+offset)", the object's directory and the address left
+ * out. */
+static int sc_bt(int argc, char **argv)
+{
+    if (argc != 1 && argc != 2) die("usage: bt PLUGIN [CALLER]");
+    caller_open_fn copen = NULL;
+    if (argc == 2) load_caller(argv[1], &copen, NULL);
+    int fd = memfd_create("bt", MFD_CLOEXEC);
+    if (fd < 0) die("memfd_create failed");
+    char num[16];
+    snprintf(num, sizeof num, "%d", fd);
+    if (setenv("DLTEST_BT_FD", num, 1) != 0) die("setenv failed");
+    void *warm[4];
+    backtrace(warm, 4); /* loads the unwinder before, not inside, the constructor */
+    void *h = copen ? copen(argv[0], RTLD_NOW) : open_a(argv[0], RTLD_NOW);
+    printf("dlopen: %s\n", null_or_handle(h));
+    if (!h) printf("dlerror: %s\n", error_text());
+    if (h) printf("dlclose: %d\n", dlclose(h));
+    off_t len = lseek(fd, 0, SEEK_CUR);
+    char *text =
+        len > 0 ? mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+    for (char *p = text, *end = text + len; text != MAP_FAILED && p < end;) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) break;
+        *nl = '\0';
+        char *addr = strstr(p, "[0x");
+        if (addr) *addr = '\0';
+        char *paren = strchr(p, '(');
+        if (paren) *paren = '\0';
+        char *slash = strrchr(p, '/');
+        printf("  %s%s%s\n", slash ? slash + 1 : p, paren ? "(" : "", paren ? paren + 1 : "");
+        p = nl + 1;
+    }
+    return 0;
+}
+
+/* ctor_error PLUG: PLUG's constructor fails to dlopen something; the
+ * successful outer dlopen leaves that message for dlerror() (glibc keeps an
+ * error a recursive call made). */
+static int sc_ctor_error(int argc, char **argv)
+{
+    if (argc != 1) die("usage: ctor_error PLUG");
+    void *h = open_a(argv[0], RTLD_NOW);
+    printf("dlopen: %s\n", null_or_handle(h));
+    printf("dlerror: %s\n", error_text());
+    printf("dlerror again: %s\n", error_text());
+    if (h) close_or_die(h);
     return 0;
 }
 
@@ -708,6 +946,128 @@ static int sc_emfile(int argc, char **argv)
     return 0;
 }
 
+/* emfile_missing WARM MISSING CACHED: at the descriptor limit (as in
+ * emfile), dlopen(MISSING), a name no directory has; once the limit is
+ * back, CACHED, a library only /etc/ld.so.cache knows. */
+static int sc_emfile_missing(int argc, char **argv)
+{
+    if (argc != 3) die("usage: emfile_missing WARM MISSING CACHED");
+    void *w = open_b(argv[0], RTLD_NOW);
+    if (!w) die(dlerror());
+    fflush(stdout);
+    int lowest = open("/", O_PATH | O_CLOEXEC);
+    if (lowest < 0) die("open / failed");
+    close(lowest);
+    struct rlimit saved, low;
+    if (getrlimit(RLIMIT_NOFILE, &saved) != 0) die("getrlimit failed");
+    low = saved;
+    low.rlim_cur = (rlim_t)lowest;
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0) die("setrlimit(RLIMIT_NOFILE) failed");
+    int probe = open("/", O_PATH | O_CLOEXEC);
+    void *h = open_a(argv[1], RTLD_NOW);
+    const char *msg = h ? "handle" : strdup(error_text());
+    const char *again = error_text();
+    if (setrlimit(RLIMIT_NOFILE, &saved) != 0) die("setrlimit back failed");
+    if (probe >= 0) die("a descriptor was still free at the lowered limit");
+    printf("at the limit: %s\n", msg);
+    printf("dlerror again: %s\n", again);
+    report("limit restored, a library only the cache knows", open_c(argv[2], RTLD_NOW));
+    return 0;
+}
+
+/* ---- fork while another thread loads ---------------------------------------- */
+
+static volatile int churning = 1;
+
+static void *churn_thread(void *arg)
+{
+    while (churning) {
+        void *h = open_b(arg, RTLD_NOW);
+        if (h) dlclose(h);
+    }
+    return NULL;
+}
+
+/* threads N PLUG...: 4 threads each open, call and close the plugins in
+ * turn, N times: every open must succeed and every call return its value. */
+static char **thread_plugs;
+static int thread_nplugs;
+static long thread_cycles, thread_errors;
+
+static void *thread_churn(void *arg)
+{
+    long id = (long)arg;
+    for (long i = 0; i < thread_cycles; i++) {
+        void *h = open_b(thread_plugs[(i + id) % thread_nplugs], RTLD_NOW);
+        int (*fn)(void) = h ? (int (*)(void))dlsym(h, "plug_value") : NULL;
+        if (!fn || fn() <= 0 || dlclose(h) != 0)
+            __atomic_fetch_add(&thread_errors, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static int sc_threads(int argc, char **argv)
+{
+    if (argc < 2) die("usage: threads N PLUG...");
+    thread_cycles = parse_num(argv[0], 1, 10000000);
+    thread_plugs = argv + 1;
+    thread_nplugs = argc - 1;
+    pthread_t t[4];
+    for (long i = 0; i < 4; i++)
+        if (pthread_create(&t[i], NULL, thread_churn, (void *)i) != 0) die("pthread_create failed");
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    printf("threads=4 cycles=%ld errors=%ld\n", thread_cycles, thread_errors);
+    return 0;
+}
+
+/* forkload CHURN PLUG N: a thread opens and closes CHURN in a loop; the main
+ * thread holds PLUG and forks N times; each child opens PLUG from another
+ * call site and exits. POSIX leaves a child of a multi-threaded process
+ * undefined here; the point is what happens: counts of children that
+ * opened it (exit 0), failed to (exit 1), stopped at one of ld.so's
+ * assertions ("Inconsistency detected by ld.so": exit 127), hung (SIGALRM
+ * after 3 s) or ended otherwise. */
+static int sc_forkload(int argc, char **argv)
+{
+    if (argc != 3) die("usage: forkload CHURN PLUG N");
+    long n = parse_num(argv[2], 1, 100000);
+    void *held = open_a(argv[1], RTLD_NOW);
+    if (!held) die(dlerror());
+    fflush(stdout);
+    pthread_t t;
+    if (pthread_create(&t, NULL, churn_thread, argv[0]) != 0) die("pthread_create failed");
+    long ok = 0, failed = 0, hung = 0, asserted = 0, other = 0;
+    for (long i = 0; i < n; i++) {
+        pid_t pid = fork();
+        if (pid < 0) die(strerror(errno));
+        if (pid == 0) {
+            alarm(3);
+            int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+            if (null >= 0) dup2(null, 2); /* ld.so's assertion messages */
+            _exit(open_c(argv[1], RTLD_NOW) ? 0 : 1);
+        }
+        int st;
+        while (waitpid(pid, &st, 0) < 0)
+            if (errno != EINTR) die("waitpid failed");
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+            ok++;
+        else if (WIFEXITED(st) && WEXITSTATUS(st) == 1)
+            failed++;
+        else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGALRM)
+            hung++;
+        else if (WIFEXITED(st) && WEXITSTATUS(st) == 127)
+            asserted++;
+        else
+            other++;
+    }
+    churning = 0;
+    pthread_join(t, NULL);
+    printf("children=%ld opened=%ld failed=%ld ld.so_assertion=%ld hung=%ld other=%ld\n", n, ok,
+           failed, asserted, hung, other);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     char hook[32];
@@ -737,6 +1097,17 @@ int main(int argc, char **argv)
     if (!strcmp(sc, "reload")) return sc_reload(n, a);
     if (!strcmp(sc, "reload_global")) return sc_reload_global(n, a);
     if (!strcmp(sc, "reuse")) return sc_reuse(n, a);
+    if (!strcmp(sc, "overwrite")) return sc_overwrite(n, a);
+    if (!strcmp(sc, "needed")) return sc_needed(n, a);
+    if (!strcmp(sc, "idle_dep")) return sc_idle_dep(n, a);
+    if (!strcmp(sc, "bt")) return sc_bt(n, a);
+    if (!strcmp(sc, "ctor_error")) return sc_ctor_error(n, a);
+    if (!strcmp(sc, "dlerror_close")) return sc_dlerror_close(n, a);
+    if (!strcmp(sc, "modes")) return sc_modes(n, a);
+    if (!strcmp(sc, "lazy_now")) return sc_lazy_now(n, a);
+    if (!strcmp(sc, "emfile_missing")) return sc_emfile_missing(n, a);
+    if (!strcmp(sc, "forkload")) return sc_forkload(n, a);
+    if (!strcmp(sc, "threads")) return sc_threads(n, a);
     if (!strcmp(sc, "transient")) return sc_transient(n, a);
     if (!strcmp(sc, "emfile")) return sc_emfile(n, a);
     die("unknown scenario");
