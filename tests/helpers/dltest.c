@@ -905,37 +905,47 @@ static int sc_transient(int argc, char **argv)
 
 /* ---- descriptor exhaustion and /etc/ld.so.cache ---------------------------- */
 
-/* emfile WARM NAME [NAME2]: dlopen(WARM) with 8 descriptors left (a process
- * that only loads libraries gets the shim's spare on a load near its limit),
- * then a soft RLIMIT_NOFILE at the lowest free number (no free descriptor at
- * all), dlopen(NAME) (a library only /etc/ld.so.cache knows); once the limit
- * is back, NAME again and NAME2 (another such library, never opened before:
- * does the loader still read its cache?). */
+/* The lowest free descriptor number. */
+static int lowest_free(void)
+{
+    int fd = open("/", O_PATH | O_CLOEXEC);
+    if (fd < 0) die("open / failed");
+    close(fd);
+    return fd;
+}
+
+/* dlopen(WARM) with 8 descriptors left (a process that only loads libraries
+ * gets the shim's spare on a load near its limit), then a soft
+ * RLIMIT_NOFILE at the lowest free number: no free descriptor at all. The
+ * limit before is left in *saved; a probe proves nothing is free. */
+static void warm_then_full(const char *warm, struct rlimit *saved)
+{
+    struct rlimit low;
+    if (getrlimit(RLIMIT_NOFILE, saved) != 0) die("getrlimit failed");
+    low = *saved;
+    low.rlim_cur = (rlim_t)lowest_free() + 8;
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0) die("setrlimit(RLIMIT_NOFILE) failed");
+    if (!open_b(warm, RTLD_NOW)) die(dlerror());
+    fflush(stdout);
+    low.rlim_cur = (rlim_t)lowest_free();
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0) die("setrlimit(RLIMIT_NOFILE) failed");
+    int probe = open("/", O_PATH | O_CLOEXEC);
+    if (probe >= 0) die("a descriptor was still free at the lowered limit");
+}
+
+/* emfile WARM NAME [NAME2]: at the limit (warm_then_full), dlopen(NAME) (a
+ * library only /etc/ld.so.cache knows); once the limit is back, NAME again
+ * and NAME2 (another such library, never opened before: does the loader
+ * still read its cache?). */
 static int sc_emfile(int argc, char **argv)
 {
     if (argc != 2 && argc != 3) die("usage: emfile WARM NAME [NAME2]");
-    struct rlimit saved, low;
-    if (getrlimit(RLIMIT_NOFILE, &saved) != 0) die("getrlimit failed");
-    int lowest = open("/", O_PATH | O_CLOEXEC);
-    if (lowest < 0) die("open / failed");
-    close(lowest);
-    low = saved;
-    low.rlim_cur = (rlim_t)lowest + 8;
-    if (setrlimit(RLIMIT_NOFILE, &low) != 0) die("setrlimit(RLIMIT_NOFILE) failed");
-    void *w = open_b(argv[0], RTLD_NOW);
-    if (!w) die(dlerror());
-    fflush(stdout);
-    lowest = open("/", O_PATH | O_CLOEXEC);
-    if (lowest < 0) die("open / failed");
-    close(lowest);
-    low.rlim_cur = (rlim_t)lowest;
-    if (setrlimit(RLIMIT_NOFILE, &low) != 0) die("setrlimit(RLIMIT_NOFILE) failed");
-    int probe = open("/", O_PATH | O_CLOEXEC);
+    struct rlimit saved;
+    warm_then_full(argv[0], &saved);
     int probe_errno = errno;
     void *h = open_a(argv[1], RTLD_NOW);
     const char *msg = h ? NULL : strdup(error_text());
     if (setrlimit(RLIMIT_NOFILE, &saved) != 0) die("setrlimit back failed");
-    if (probe >= 0) die("a descriptor was still free at the lowered limit");
     printf("free descriptors at the lowered limit: none (%s)\n", strerror(probe_errno));
     if (h)
         printf("at the limit: value=%d path=%s\n", plug_value(h), path_of(h));
@@ -946,29 +956,18 @@ static int sc_emfile(int argc, char **argv)
     return 0;
 }
 
-/* emfile_missing WARM MISSING CACHED: at the descriptor limit (as in
- * emfile), dlopen(MISSING), a name no directory has; once the limit is
- * back, CACHED, a library only /etc/ld.so.cache knows. */
+/* emfile_missing WARM MISSING CACHED: at the limit (warm_then_full),
+ * dlopen(MISSING), a name no directory has; once the limit is back, CACHED,
+ * a library only /etc/ld.so.cache knows. */
 static int sc_emfile_missing(int argc, char **argv)
 {
     if (argc != 3) die("usage: emfile_missing WARM MISSING CACHED");
-    void *w = open_b(argv[0], RTLD_NOW);
-    if (!w) die(dlerror());
-    fflush(stdout);
-    int lowest = open("/", O_PATH | O_CLOEXEC);
-    if (lowest < 0) die("open / failed");
-    close(lowest);
-    struct rlimit saved, low;
-    if (getrlimit(RLIMIT_NOFILE, &saved) != 0) die("getrlimit failed");
-    low = saved;
-    low.rlim_cur = (rlim_t)lowest;
-    if (setrlimit(RLIMIT_NOFILE, &low) != 0) die("setrlimit(RLIMIT_NOFILE) failed");
-    int probe = open("/", O_PATH | O_CLOEXEC);
+    struct rlimit saved;
+    warm_then_full(argv[0], &saved);
     void *h = open_a(argv[1], RTLD_NOW);
     const char *msg = h ? "handle" : strdup(error_text());
     const char *again = error_text();
     if (setrlimit(RLIMIT_NOFILE, &saved) != 0) die("setrlimit back failed");
-    if (probe >= 0) die("a descriptor was still free at the lowered limit");
     printf("at the limit: %s\n", msg);
     printf("dlerror again: %s\n", again);
     report("limit restored, a library only the cache knows", open_c(argv[2], RTLD_NOW));
