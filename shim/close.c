@@ -54,8 +54,11 @@ static inline void replacing(int oldfd, int newfd, int flags)
 static inline int duplicated(int oldfd, int newfd)
 {
     if (newfd >= 0 && oldfd != newfd && FDG_LIKELY(fdg_active()) &&
-        FDG_UNLIKELY(fdg_ept_word((unsigned)oldfd) & FDG_EPT_IS_INSTANCE))
+        FDG_UNLIKELY(fdg_ept_word((unsigned)oldfd) & FDG_EPT_IS_INSTANCE)) {
+        int saved = errno; /* a new chunk of the table is an mmap */
         fdg_ept_duplicated(oldfd, newfd);
+        errno = saved;
+    }
     return newfd;
 }
 
@@ -124,9 +127,16 @@ EXPORT void closefrom(int lo)
     fdg_next.closefrom(lo);
 }
 
-/* stdio closes its descriptor internally, not through close(). */
+/* stdio closes its descriptor internally, not through close(). A memory
+ * stream (fmemopen, open_memstream) has none: fileno fails with EBADF, which
+ * must not become the errno of a successful fclose. */
 EXPORT int fclose(FILE *stream)
 {
-    if (stream) one_closing(fileno(stream));
+    if (stream && FDG_LIKELY(fdg_active())) {
+        int saved = errno;
+        int fd = fileno(stream);
+        errno = saved;
+        if (fd >= 0) fdg_fd_closing((unsigned)fd);
+    }
     return fdg_next.fclose(stream);
 }

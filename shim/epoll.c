@@ -33,7 +33,11 @@ static bool hygiene(void)
 
 static int created(int epfd)
 {
-    if (epfd >= 0 && hygiene() && fdg_owner_process()) fdg_ept_instance_created(epfd);
+    if (epfd >= 0) {
+        int saved = errno; /* a new chunk of the table is an mmap */
+        if (hygiene() && fdg_owner_process()) fdg_ept_instance_created(epfd);
+        errno = saved;
+    }
     return epfd;
 }
 
@@ -49,8 +53,12 @@ EXPORT int epoll_create1(int flags)
 
 static bool exclusive_wanted(int epfd, int fd, const struct epoll_event *ev)
 {
-    return fdg_active() && fdg_cfg.epollexclusive && ev && !(ev->events & ~EXCLUSIVE_OK) &&
-           is_listener(fd) && fdg_owner_process() && fdg_ept_recordable(epfd, fd);
+    if (!fdg_cfg.epollexclusive || !ev || (ev->events & ~EXCLUSIVE_OK) || !is_listener(fd))
+        return false;
+    int saved = errno;
+    bool ok = fdg_owner_process() && fdg_ept_recordable(epfd, fd);
+    errno = saved;
+    return ok;
 }
 
 static int add(int epfd, int fd, struct epoll_event *ev)
