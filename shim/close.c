@@ -29,16 +29,19 @@ static void range_closing(unsigned lo, unsigned hi)
     fdg_ept_closing_range(lo, hi);
 }
 
-/* Will dup2/dup3(oldfd, newfd, flags) replace newfd? A call that fails
- * closes nothing, and its registrations must survive. Checked only for a
- * tracked newfd. */
+/* Will dup2/dup3(oldfd, newfd, flags) take newfd's description away? A call
+ * that fails closes nothing, and its registrations must survive; so must
+ * they when oldfd names the very description newfd names (restoring a number
+ * from a saved dup): epoll keys a registration by description and number,
+ * and both stay. Checked only for a tracked newfd. */
 static bool replaces(int oldfd, int newfd, int flags)
 {
     if (oldfd == newfd || newfd < 0 || (flags & ~O_CLOEXEC)) return false;
     int saved = errno;
     struct rlimit rl;
     bool ok = fdg_raw_fcntl(oldfd, F_GETFD, 0) >= 0 &&
-              (getrlimit(RLIMIT_NOFILE, &rl) != 0 || (rlim_t)newfd < rl.rlim_cur);
+              (getrlimit(RLIMIT_NOFILE, &rl) != 0 || (rlim_t)newfd < rl.rlim_cur) &&
+              !fdg_same_description(oldfd, newfd);
     errno = saved;
     return ok;
 }

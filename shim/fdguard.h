@@ -313,6 +313,17 @@ void fdg_ept_after_fork(void);
  * names it too (an epoll fd moved to another number keeps its records). */
 void fdg_ept_duplicated(int oldfd, int newfd);
 
+/* ---- samefile.c ------------------------------------------------------------ */
+
+/* Do fd1 in this process and fd2 in process pid2 (0: this one) name the same
+ * open file description? 1 yes, 0 no, -errno when kcmp failed (ESRCH: no
+ * such process; EBADF: a number not open; ENOSYS, EPERM: no kcmp here).
+ * Preserves errno. */
+int fdg_kcmp_file(pid_t pid2, int fd1, int fd2);
+/* The same question within this process, with a fallback where kcmp is not
+ * allowed: a socket has one description per inode. */
+bool fdg_same_description(int fd1, int fd2);
+
 /* Is fd registered in epoll or one of ours? The close family's fast check. */
 static inline bool fdg_fd_tracked(unsigned fd)
 {

@@ -38,6 +38,11 @@
  *   vfork_close_range    a vfork child runs close_range(3, ~0U, 0) and exits;
  *                        the parent's registration and the shim's records
  *                        are intact (a later close still deletes)
+ *   dup2_same | dup3_same [socket] [nokcmp]
+ *                        a saved duplicate dup2'd back onto its registered
+ *                        number: the registration stays (an event, MOD
+ *                        works), then a close with the duplicate held
+ *                        deletes it; `nokcmp`: kcmp refused by seccomp
  *   model SEED STEPS     random operations checked against the kernel after
  *                        every step
  *   threads [N [ITERS]]  threads registering, closing, dup2-ing concurrently
@@ -57,21 +62,26 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -500,6 +510,64 @@ static int sc_vfork_close_range(void)
     return verdict("vfork_close_range (parent closes)", ep, &none);
 }
 
+/* ---- a number restored from a saved duplicate ----------------------------- */
+
+/* No kcmp (as under a container's default seccomp profile): kcmp fails with
+ * EPERM, the shim's fallback answers. Returns the errno kcmp now gives. */
+static int block_kcmp(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_kcmp, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        die("seccomp filter");
+    errno = 0;
+    syscall(SYS_kcmp, getpid(), getpid(), 0, 0, 0);
+    return errno;
+}
+
+/* The registered number restored from a saved duplicate (dup2 or dup3 of a
+ * number naming the same open file description onto it): it never stops
+ * naming the registered file, so the registration stays: the write is
+ * reported and EPOLL_CTL_MOD works. Then the number is closed while the
+ * duplicate is held: the registration must go (the shim's records lived
+ * on). `sock`: a socket pair instead of a pipe; `nokcmp`: without kcmp. */
+static int sc_dup2_same(bool three, bool sock, bool nokcmp)
+{
+    const char *what = three ? "dup3_same" : "dup2_same";
+    if (nokcmp) printf("%s: kcmp blocked (%s)\n", what, strerror(block_kcmp()));
+    int p[2], ep = xepoll();
+    if (sock ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) != 0
+             : pipe2(p, O_CLOEXEC) != 0)
+        die("pipe or socketpair");
+    xadd(ep, p[0], EPOLLIN);
+    int saved = hold(p[0], 100);
+    if ((three ? dup3(saved, p[0], O_CLOEXEC) : dup2(saved, p[0])) != p[0]) die("%s", what);
+    xwrite(p[1]);
+    struct epoll_event ev[4];
+    int n = epoll_wait(ep, ev, 4, 0);
+    struct epoll_event mod = {.events = EPOLLIN | EPOLLOUT, .data.fd = p[0]};
+    int m = epoll_ctl(ep, EPOLL_CTL_MOD, p[0], &mod);
+    printf("%s (%s): %d event(s)%s; EPOLL_CTL_MOD returned %d%s%s\n", what,
+           sock ? "socket" : "pipe", n,
+           n > 0 && ev[0].data.fd == p[0] ? " for the restored number" : "", m, m ? ", " : "",
+           m ? strerror(errno) : "");
+    struct expect x = {0}, none = {0};
+    expect_add(&x, p[0]);
+    int r = verdict(what, ep, &x);
+    if (n != 1 || m != 0) r = LOST;
+    if (r != OK) return r;
+    close(p[0]); /* the duplicate is held: only a DEL removes the registration */
+    char what2[64];
+    snprintf(what2, sizeof what2, "%s (then closed)", what);
+    return verdict(what2, ep, &none);
+}
+
 /* ---- the randomised model -------------------------------------------------- */
 
 /* The program's view: which numbers it has open and what they are, and what
@@ -522,8 +590,8 @@ struct model {
     bool inst_live[M_INST];
     /* reg[i][t]: the inode registered under number t in instance i, or 0 */
     unsigned long reg[M_INST][M_FDS];
-    long steps, bad_steps, stale, lost, risky, aliased;
-    long ops[16];
+    long steps, bad_steps, stale, lost, risky, aliased, same_kept;
+    long ops[24];
 };
 
 enum {
@@ -541,12 +609,13 @@ enum {
     OP_CLOSE_EPFD,
     OP_CREATE_EPFD,
     OP_DUP_EPFD,
+    OP_DUP2_SAME,
     OP_COUNT
 };
 static const char *const op_names[OP_COUNT] = {
-    "open",  "add",         "mod",  "del",   "dup",        "dup2",        "dup3",
-    "close", "close_range", "fork", "vfork", "close_epfd", "create_epfd", "dup_epfd"};
-static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2, 2, 5, 3};
+    "open",        "add",  "mod",   "del",        "dup",         "dup2",     "dup3",     "close",
+    "close_range", "fork", "vfork", "close_epfd", "create_epfd", "dup_epfd", "dup2_same"};
+static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2, 2, 5, 3, 4};
 
 static uint64_t rnd(struct model *m)
 {
@@ -744,6 +813,29 @@ static int m_dup_any(struct model *m, int src)
     }
 }
 
+/* dup2/dup3(src, to) happened. If both named the same file (a saved
+ * duplicate restored), `to` never stopped naming it: its registrations
+ * stay. Otherwise `to` was closed and now names src's file. */
+static void m_replaced(struct model *m, int src, int to)
+{
+    if (m->kind[to] == M_DATA_FD && m->ino[to] == m->ino[src]) {
+        m->same_kept += m_registered(m, to);
+        return;
+    }
+    unsigned long ino = m->ino[src];
+    m_closed(m, to);
+    m_new_data(m, to, ino);
+}
+
+/* Another number with the same file as `to`, or -1. */
+static int pick_same(struct model *m, int to)
+{
+    int c[M_FDS], n = 0;
+    for (int fd = 0; fd < M_HI; fd++)
+        if (fd != to && m->kind[fd] == M_DATA_FD && m->ino[fd] == m->ino[to]) c[n++] = fd;
+    return n ? c[rnd_below(m, n)] : -1;
+}
+
 static void m_step(struct model *m)
 {
     int total = 0, op = 0;
@@ -803,9 +895,14 @@ static void m_step(struct model *m)
         to = rnd_below(m, 2) ? pick_registered(m) : pick_target(m);
         if (fd < 0 || to < 0 || fd == to) break;
         if ((op == OP_DUP2 ? dup2(fd, to) : dup3(fd, to, O_CLOEXEC)) != to) die("dup2/dup3");
-        unsigned long ino = m->ino[fd];
-        m_closed(m, to);
-        m_new_data(m, to, ino);
+        m_replaced(m, fd, to);
+        break;
+    case OP_DUP2_SAME: /* restore a number from a saved duplicate */
+        to = pick_registered(m);
+        fd = to >= 0 ? pick_same(m, to) : -1;
+        if (fd < 0) break;
+        if ((rnd_below(m, 2) ? dup2(fd, to) : dup3(fd, to, O_CLOEXEC)) != to) die("dup2/dup3");
+        m_replaced(m, fd, to);
         break;
     case OP_CLOSE:
         fd = rnd_below(m, 2) ? pick_registered(m) : pick_target(m);
@@ -885,8 +982,9 @@ static int sc_model(long seed, long steps, bool verbose)
     m.steps--;
     printf("model: seed %ld steps %ld mismatches %ld (stale %ld, lost %ld) in %ld steps; "
            "registered numbers closed while shared: %ld; epoll fds closed while another names "
-           "the instance: %ld\n",
-           seed, m.steps, m.stale + m.lost, m.stale, m.lost, m.bad_steps, m.risky, m.aliased);
+           "the instance: %ld; registered numbers restored from a duplicate: %ld\n",
+           seed, m.steps, m.stale + m.lost, m.stale, m.lost, m.bad_steps, m.risky, m.aliased,
+           m.same_kept);
     printf("model: ops");
     for (int i = 0; i < OP_COUNT; i++)
         printf(" %s %ld", op_names[i], m.ops[i]);
@@ -1311,6 +1409,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: epolltest seed|dup2|dup3|close_range|closefrom|fclose|epfd_reuse|\n"
                     "                 fork_listener|vfork_close_range\n"
+                    "       epolltest dup2_same|dup3_same [socket] [nokcmp]\n"
                     "       epolltest model SEED STEPS [-v]\n"
                     "       epolltest threads [N [ITERS]]\n"
                     "       epolltest signal [kill|itimer] [MS]\n"
@@ -1346,6 +1445,18 @@ int main(int argc, char **argv)
     if (!strcmp(s, "epfd_move")) return sc_epfd_move();
     if (!strcmp(s, "fork_listener")) return sc_fork_listener();
     if (!strcmp(s, "vfork_close_range")) return sc_vfork_close_range();
+    if (!strcmp(s, "dup2_same") || !strcmp(s, "dup3_same")) {
+        bool sock = false, nokcmp = false;
+        for (int i = 2; i < argc; i++) {
+            if (!strcmp(argv[i], "socket"))
+                sock = true;
+            else if (!strcmp(argv[i], "nokcmp"))
+                nokcmp = true;
+            else
+                usage();
+        }
+        return sc_dup2_same(s[3] == '3', sock, nokcmp);
+    }
     if (!strcmp(s, "model")) {
         if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "-v"))) usage();
         return sc_model(arg_long(argc, argv, 2, 0, 1L << 40, 0),
