@@ -118,10 +118,19 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 EXPORT int close_range(unsigned int lo, unsigned int hi, int flags)
 {
     /* CLOSE_RANGE_CLOEXEC only marks for exec, and exec drops the table; an
-     * unknown flag fails and closes nothing. */
-    if (!(flags & ~(CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) && !(flags & CLOSE_RANGE_CLOEXEC))
-        range_closing(lo, hi);
-    return fdg_next.close_range(lo, hi, flags);
+     * unknown flag fails and closes nothing. CLOSE_RANGE_UNSHARE first gives
+     * the thread its own copy of the table if another thread shares it: the
+     * close then takes nothing away from the others (private_table.c). */
+    bool unshared = false;
+    if (!(flags & ~(CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) && FDG_LIKELY(fdg_active())) {
+        if ((flags & CLOSE_RANGE_UNSHARE) && !fdg_private_table && fdg_table_shared())
+            unshared = true;
+        else if (!(flags & CLOSE_RANGE_CLOEXEC))
+            range_closing(lo, hi);
+    }
+    int r = fdg_next.close_range(lo, hi, flags);
+    if (unshared && r == 0) fdg_private_table = true;
+    return r;
 }
 
 EXPORT void closefrom(int lo)

@@ -35,7 +35,7 @@ static int created(int epfd)
 {
     if (epfd >= 0) {
         int saved = errno; /* a new chunk of the table is an mmap */
-        if (hygiene() && fdg_owner_process()) fdg_ept_instance_created(epfd);
+        if (hygiene() && fdg_table_owner()) fdg_ept_instance_created(epfd);
         errno = saved;
     }
     return epfd;
@@ -56,7 +56,7 @@ static bool exclusive_wanted(int epfd, int fd, const struct epoll_event *ev)
     if (!fdg_cfg.epollexclusive || !ev || (ev->events & ~EXCLUSIVE_OK) || !is_listener(fd))
         return false;
     int saved = errno;
-    bool ok = fdg_owner_process() && fdg_ept_recordable(epfd, fd);
+    bool ok = fdg_table_owner() && fdg_ept_recordable(epfd, fd);
     errno = saved;
     return ok;
 }
@@ -77,9 +77,9 @@ static int add(int epfd, int fd, struct epoll_event *ev)
     if (!exclusive) r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev);
     /* Recorded for hygiene, and for MOD of a registration we made exclusive. */
     bool ours_exclusive = exclusive && !(ev->events & EPOLLEXCLUSIVE);
-    if (r == 0 && (hygiene() || ours_exclusive) && fdg_owner_process()) {
+    if (r == 0 && (fdg_cfg.epoll || ours_exclusive)) {
         int saved = errno;
-        fdg_ept_added(epfd, fd, ours_exclusive);
+        if (fdg_table_owner()) fdg_ept_added(epfd, fd, ours_exclusive);
         errno = saved;
     }
     return r;
@@ -102,15 +102,19 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     case EPOLL_CTL_ADD:
         return add(epfd, fd, ev);
     case EPOLL_CTL_MOD:
-        if (ev && (fdg_ept_word((unsigned)fd) & FDG_EPT_EXCLUSIVE) && fdg_owner_process())
-            return modify_exclusive(epfd, fd, ev);
+        if (ev && FDG_UNLIKELY(fdg_ept_word((unsigned)fd) & FDG_EPT_EXCLUSIVE)) {
+            int saved = errno;
+            bool ours = fdg_table_owner();
+            errno = saved;
+            if (ours) return modify_exclusive(epfd, fd, ev);
+        }
         return fdg_next.epoll_ctl(epfd, op, fd, ev);
     case EPOLL_CTL_DEL: {
         int r = fdg_next.epoll_ctl(epfd, op, fd, ev);
         /* Success, or the kernel has no such registration: forget ours. */
-        if ((r == 0 || errno == ENOENT) && fdg_ept_word((unsigned)fd) && fdg_owner_process()) {
+        if ((r == 0 || errno == ENOENT) && fdg_ept_word((unsigned)fd)) {
             int saved = errno;
-            fdg_ept_removed(epfd, fd);
+            if (fdg_table_owner()) fdg_ept_removed(epfd, fd);
             errno = saved;
         }
         return r;

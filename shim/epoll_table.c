@@ -10,8 +10,9 @@
  * fork and exec. Memory is mmap'd chunk by chunk on registration, never on
  * the close path, and is inherited copy-on-write by fork children, which
  * tell their parent's records apart by epoch. A vfork child shares this
- * memory with its parent and must write nothing: every writer checks
- * fdg_owner_process() first. */
+ * memory with its parent and must write nothing, nor may a thread that
+ * closes in a private copy of the descriptor table: every writer checks
+ * fdg_table_owner() first. */
 #include "fdguard.h"
 
 #include <errno.h>
@@ -146,13 +147,13 @@ static void closing_owned(unsigned fd, uint64_t word)
 
 void fdg_ept_closing(unsigned fd, uint64_t word)
 {
-    if (fdg_owner_process()) closing_owned(fd, word);
+    if (fdg_table_owner()) closing_owned(fd, word);
 }
 
 void fdg_ept_closing_range(unsigned lo, unsigned hi)
 {
     unsigned end = atomic_load(&chunks_end);
-    int owner = -1; /* unknown until a registered fd is found: getpid is a syscall */
+    int owner = -1; /* unknown until a registered fd is found: it costs a syscall */
     for (unsigned c = lo >> FDG_EPT_CHUNK_BITS; c < end && c <= hi >> FDG_EPT_CHUNK_BITS; c++) {
         _Atomic uint64_t *chunk = atomic_load_explicit(&fdg_ept_dir[c], memory_order_acquire);
         if (!chunk) continue;
@@ -162,7 +163,7 @@ void fdg_ept_closing_range(unsigned lo, unsigned hi)
         for (unsigned i = first; i <= last; i++) {
             uint64_t w = atomic_load_explicit(&chunk[i], memory_order_relaxed);
             if (!w) continue;
-            if (owner < 0) owner = fdg_owner_process();
+            if (owner < 0) owner = fdg_table_owner();
             if (!owner) return;
             closing_owned((c << FDG_EPT_CHUNK_BITS) | i, w);
         }
@@ -234,7 +235,7 @@ void fdg_ept_removed(int epfd, int fd)
 void fdg_ept_duplicated(int oldfd, int newfd)
 {
     uint64_t w = fdg_ept_word((unsigned)oldfd);
-    if (!(w & FDG_EPT_IS_INSTANCE) || !fdg_owner_process()) return;
+    if (!(w & FDG_EPT_IS_INSTANCE) || !fdg_table_owner()) return;
     _Atomic uint64_t *s = slot((unsigned)newfd, true);
     if (!s) return;
     clear_bits(s, FDG_EPT_IS_INSTANCE | FDG_EPT_INDEX_MASK);
@@ -249,4 +250,6 @@ bool fdg_ept_recordable(int epfd, int fd)
 void fdg_ept_after_fork(void)
 {
     atomic_fetch_add(&fdg_epoch, 1);
+    /* The child's only thread shares no table with anyone. */
+    fdg_private_table = false;
 }

@@ -33,6 +33,8 @@ struct fdg_next {
     int (*epoll_create)(int);
     int (*epoll_create1)(int);
     int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*unshare)(int);
+    const char *libc_single_threaded; /* glibc 2.32's __libc_single_threaded, or NULL */
     int (*dup)(int);
     int (*fcntl)(int, int, ...);
     int (*fcntl64)(int, int, ...);
@@ -323,6 +325,25 @@ int fdg_kcmp_file(pid_t pid2, int fd1, int fd2);
 /* The same question within this process, with a fallback where kcmp is not
  * allowed: a socket has one description per inode. */
 bool fdg_same_description(int fd1, int fd2);
+
+/* ---- private_table.c: threads with a descriptor table of their own -------- */
+
+/* Set on a thread that called unshare(CLONE_FILES) or
+ * close_range(CLOSE_RANGE_UNSHARE) while the table was shared: it closes
+ * numbers in its own copy, which takes nothing away from the other threads,
+ * so it must neither delete registrations nor forget the shim's descriptors.
+ * initial-exec: read on the close path, in signal handlers. */
+extern __thread bool fdg_private_table __attribute__((tls_model("initial-exec")));
+/* Would unshare(CLONE_FILES) copy the table now (another thread shares it)? */
+bool fdg_table_shared(void);
+
+/* True when this thread may act on the shim's tables: the process that owns
+ * this memory, on a thread that shares the process's descriptor table. The
+ * TLS is read only on slow paths (a tracked fd). */
+static inline bool fdg_table_owner(void)
+{
+    return !fdg_private_table && fdg_owner_process();
+}
 
 /* Is fd registered in epoll or one of ours? The close family's fast check. */
 static inline bool fdg_fd_tracked(unsigned fd)

@@ -24,6 +24,7 @@ extern int fclose(FILE *);
 extern int epoll_create(int);
 extern int epoll_create1(int);
 extern int epoll_ctl(int, int, int, struct epoll_event *);
+extern int unshare(int);
 extern int dup(int);
 extern int fcntl(int, int, ...);
 extern int fcntl64(int, int, ...);
@@ -60,6 +61,8 @@ void fdg_bind_next(void)
     BIND(epoll_create, true);
     BIND(epoll_create1, true);
     BIND(epoll_ctl, true);
+    BIND(unshare, true);
+    fdg_next.libc_single_threaded = dlsym(RTLD_NEXT, "__libc_single_threaded"); /* glibc 2.32 */
     BIND(dup, true);
     BIND(fcntl, true);
     BIND(fcntl64, false); /* glibc 2.28 */

@@ -88,6 +88,11 @@ static int raw_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     return (int)syscall(SYS_epoll_ctl, epfd, op, fd, ev);
 }
 
+static int raw_unshare(int flags)
+{
+    return (int)syscall(SYS_unshare, flags);
+}
+
 /* stdio has no system call: bind on demand (fclose is no signal path). */
 static int lazy_fclose(FILE *stream)
 {
@@ -136,6 +141,7 @@ struct fdg_next fdg_next = {
     .epoll_create = raw_epoll_create,
     .epoll_create1 = raw_epoll_create1,
     .epoll_ctl = raw_epoll_ctl,
+    .unshare = raw_unshare,
     .dup = raw_dup,
     .fcntl = raw_fcntl,
     .fcntl64 = raw_fcntl,

@@ -145,6 +145,34 @@ dup_same() {
 	has "0 event(s); EPOLL_CTL_MOD returned -1, No such file or directory"
 }
 
+# A thread with a private descriptor table (close_range with
+# CLOSE_RANGE_UNSHARE, unshare(CLONE_FILES)) closes nothing of the others'.
+unshare_case() {
+	local re='descriptors ([0-9]+) -> ([0-9]+)'
+	bare "$1"
+	expect 1
+	has "the main thread got 1 event(s)"
+	[[ $output =~ $re ]] && ((BASH_REMATCH[1] == BASH_REMATCH[2]))
+	has "(main thread closes): STALE"
+	shim "$1"
+	expect 0
+	has "the main thread got 1 event(s)"
+	[[ $output =~ $re ]] && ((BASH_REMATCH[1] == BASH_REMATCH[2]))
+	has "(main thread closes): OK"
+}
+
+@test "a thread's close_range(CLOSE_RANGE_UNSHARE) deletes nothing and leaks no spare" {
+	unshare_case unshare_range
+}
+
+@test "a thread's closes after unshare(CLONE_FILES) delete nothing and leak no spare" {
+	unshare_case unshare_close
+}
+
+@test "close_range(CLOSE_RANGE_UNSHARE) in a single-threaded process closes for real: deleted" {
+	stale_then_clean unshare_single
+}
+
 @test "close(epfd) and the number reused by a new instance, dup2 over an instance" {
 	stale_then_clean epfd_reuse
 	has "epfd_reuse (new instance): OK"
@@ -174,12 +202,12 @@ dup_same() {
 }
 
 # 4 seeds x 3000 steps of ADD, MOD, DEL, dup/F_DUPFD, dup2, dup3 (also of a
-# saved duplicate back onto its number), close,
-# close_range, fork-and-close-in-child, vfork-and-close_range, creation,
-# duplication and close of epoll fds, checked against /proc/self/fdinfo after
-# every step. Sanitizer builds
-# fork slowly (some 25 ms a fork under TSan): they run a shorter walk, for the
-# sanitizer's findings, not for coverage.
+# saved duplicate back onto its number), close, close_range, threads that
+# close in a private table, fork-and-close-in-child, vfork-and-close_range,
+# creation, duplication and close of epoll fds, checked against
+# /proc/self/fdinfo after every step. Sanitizer builds fork slowly (some
+# 25 ms a fork under TSan): they run a shorter walk, for the sanitizer's
+# findings, not for coverage.
 if [[ -n ${FDG_SANITIZE:-} ]]; then
 	MODEL_SEEDS="11 23"
 	MODEL_STEPS=1000
@@ -191,7 +219,7 @@ else
 fi
 
 @test "model: random operations against the kernel's truth, zero mismatches with the shim" {
-	local seed steps=0 bad=0 risky=0 same=0
+	local seed steps=0 bad=0 risky=0 same=0 unshared=0
 	for seed in $MODEL_SEEDS; do
 		shim model "$seed" "$MODEL_STEPS"
 		expect 0
@@ -200,11 +228,12 @@ fi
 		bad=$((bad + $(field mismatches)))
 		risky=$((risky + $(field shared:)))
 		same=$((same + $(field "duplicate:")))
+		unshared=$((unshared + $(field "private table:")))
 	done
 	((steps >= MODEL_MIN))
-	((risky > 0 && same > 0)) # the situations did arise
+	((risky > 0 && same > 0 && unshared > 0)) # the situations did arise
 	echo "# model with the shim: $steps steps, $bad mismatches ($risky registered numbers closed while shared," \
-		"$same restored from a duplicate)" >&3
+		"$same restored from a duplicate, $unshared private-table threads)" >&3
 }
 
 @test "model: the same steps find mismatches without the shim" {

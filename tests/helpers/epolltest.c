@@ -43,6 +43,12 @@
  *                        number: the registration stays (an event, MOD
  *                        works), then a close with the duplicate held
  *                        deletes it; `nokcmp`: kcmp refused by seccomp
+ *   unshare_range        a thread's close_range(LFD, ~0U, CLOSE_RANGE_UNSHARE)
+ *   unshare_close        a thread's unshare(CLONE_FILES) and close loop: the
+ *                        main thread keeps its event and its descriptor
+ *                        count, then a close with a duplicate held deletes
+ *   unshare_single       close_range(CLOSE_RANGE_UNSHARE) with one thread
+ *                        closes for real
  *   model SEED STEPS     random operations checked against the kernel after
  *                        every step
  *   threads [N [ITERS]]  threads registering, closing, dup2-ing concurrently
@@ -66,6 +72,7 @@
 #include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -89,6 +96,9 @@
 
 #include "common.h"
 
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -568,6 +578,91 @@ static int sc_dup2_same(bool three, bool sock, bool nokcmp)
     return verdict(what2, ep, &none);
 }
 
+/* ---- threads with a private descriptor table ------------------------------- */
+
+static int count_fds(void)
+{
+    int n = 0;
+    char path[64];
+    for (int fd = 0; fd < 1024; fd++) {
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        n += access(path, F_OK) == 0;
+    }
+    return n;
+}
+
+struct unshare_ctx {
+    bool range;
+    int lo;
+};
+
+static void *unshare_main(void *arg)
+{
+    struct unshare_ctx *u = arg;
+    if (u->range) {
+        if (close_range((unsigned)u->lo, ~0U, CLOSE_RANGE_UNSHARE) != 0)
+            die("close_range(UNSHARE)");
+    } else {
+        if (unshare(CLONE_FILES) != 0) die("unshare(CLONE_FILES)");
+        for (int fd = 1023; fd >= 3; fd--)
+            close(fd);
+    }
+    return NULL;
+}
+
+/* A thread gives itself a private copy of the descriptor table and closes
+ * in it: close_range(LFD, ~0U, CLOSE_RANGE_UNSHARE), or unshare(CLONE_FILES)
+ * and a close loop over every number. The main thread's table is not
+ * touched: its registration must still report the write, and the process
+ * must hold as many descriptors as before (the shim's spare, armed by
+ * listen(), is still its own: a later accept must not arm a second one).
+ * Then the main thread closes the registered number while a duplicate is
+ * held: the shim's records must have survived to delete it. */
+static int sc_unshare(bool range)
+{
+    const char *what = range ? "unshare_range" : "unshare_close";
+    int ep = xepoll(), lfd = listen_tcp(), p[2];
+    xpipe(p);
+    xadd(ep, p[0], EPOLLIN);
+    int before = count_fds();
+    pthread_t t;
+    struct unshare_ctx u = {.range = range, .lo = lfd};
+    if (pthread_create(&t, NULL, unshare_main, &u) != 0) die("pthread_create");
+    pthread_join(t, NULL);
+    if (accept4(lfd, NULL, NULL, SOCK_CLOEXEC) >= 0 || errno != EAGAIN) die("accept4");
+    int after = count_fds();
+    xwrite(p[1]);
+    struct epoll_event ev[4];
+    int n = epoll_wait(ep, ev, 4, 0);
+    printf("%s: the main thread got %d event(s); descriptors %d -> %d\n", what, n, before, after);
+    if (n != 1 || after != before) {
+        printf("%s: LOST\n", what);
+        return LOST;
+    }
+    hold(p[0], 100);
+    close(p[0]);
+    struct expect none = {0};
+    char what2[64];
+    snprintf(what2, sizeof what2, "%s (main thread closes)", what);
+    return verdict(what2, ep, &none);
+}
+
+/* close_range(CLOSE_RANGE_UNSHARE) in a process with one thread: nothing
+ * shares the table, the kernel copies nothing, and the numbers really
+ * close: registrations must be deleted as for a plain close_range. */
+static int sc_unshare_single(void)
+{
+    int p[2], ep = xepoll();
+    xpipe(p);
+    int fd = fcntl(p[0], F_DUPFD_CLOEXEC, 200);
+    if (fd != 200) die("F_DUPFD 200");
+    xadd(ep, fd, EPOLLIN);
+    if (close_range(200, ~0U, CLOSE_RANGE_UNSHARE) != 0) die("close_range(UNSHARE)");
+    xwrite(p[1]);
+    struct expect none = {0};
+    return verdict("unshare_single", ep, &none);
+}
+
 /* ---- the randomised model -------------------------------------------------- */
 
 /* The program's view: which numbers it has open and what they are, and what
@@ -590,7 +685,7 @@ struct model {
     bool inst_live[M_INST];
     /* reg[i][t]: the inode registered under number t in instance i, or 0 */
     unsigned long reg[M_INST][M_FDS];
-    long steps, bad_steps, stale, lost, risky, aliased, same_kept;
+    long steps, bad_steps, stale, lost, risky, aliased, same_kept, unshared;
     long ops[24];
 };
 
@@ -610,12 +705,14 @@ enum {
     OP_CREATE_EPFD,
     OP_DUP_EPFD,
     OP_DUP2_SAME,
+    OP_UNSHARE,
     OP_COUNT
 };
-static const char *const op_names[OP_COUNT] = {
-    "open",        "add",  "mod",   "del",        "dup",         "dup2",     "dup3",     "close",
-    "close_range", "fork", "vfork", "close_epfd", "create_epfd", "dup_epfd", "dup2_same"};
-static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2, 2, 5, 3, 4};
+static const char *const op_names[OP_COUNT] = {"open",        "add",      "mod",       "del",
+                                               "dup",         "dup2",     "dup3",      "close",
+                                               "close_range", "fork",     "vfork",     "close_epfd",
+                                               "create_epfd", "dup_epfd", "dup2_same", "unshare"};
+static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2, 2, 5, 3, 4, 2};
 
 static uint64_t rnd(struct model *m)
 {
@@ -836,6 +933,31 @@ static int pick_same(struct model *m, int to)
     return n ? c[rnd_below(m, n)] : -1;
 }
 
+/* A thread that gives itself a private copy of the descriptor table and
+ * closes in it: the program's own table, and so its registrations, stay as
+ * they were. */
+static void *m_unshare_main(void *arg)
+{
+    struct model *m = arg;
+    int lo = 3 + rnd_below(m, M_HI - 3);
+    if (rnd_below(m, 2)) {
+        close_range((unsigned)lo, rnd_below(m, 2) ? ~0U : (unsigned)lo + 4, CLOSE_RANGE_UNSHARE);
+    } else {
+        if (unshare(CLONE_FILES) != 0) die("unshare(CLONE_FILES)");
+        for (int fd = lo; fd < M_HI; fd++)
+            if (m->kind[fd] != M_FOREIGN) close(fd);
+    }
+    return NULL;
+}
+
+static void m_unshare_thread(struct model *m)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, m_unshare_main, m) != 0) die("pthread_create");
+    pthread_join(t, NULL);
+    m->unshared++;
+}
+
 static void m_step(struct model *m)
 {
     int total = 0, op = 0;
@@ -936,6 +1058,9 @@ static void m_step(struct model *m)
         if (pid < 0 || waitpid(pid, &st, 0) != pid) die("vfork");
         break;
     }
+    case OP_UNSHARE:
+        m_unshare_thread(m);
+        break;
     case OP_CLOSE_EPFD:
         close(ep);
         m_closed(m, ep);
@@ -982,9 +1107,11 @@ static int sc_model(long seed, long steps, bool verbose)
     m.steps--;
     printf("model: seed %ld steps %ld mismatches %ld (stale %ld, lost %ld) in %ld steps; "
            "registered numbers closed while shared: %ld; epoll fds closed while another names "
-           "the instance: %ld; registered numbers restored from a duplicate: %ld\n",
+           "the instance: %ld; registered numbers restored from a duplicate: %ld; threads that "
+           "closed in a "
+           "private table: %ld\n",
            seed, m.steps, m.stale + m.lost, m.stale, m.lost, m.bad_steps, m.risky, m.aliased,
-           m.same_kept);
+           m.same_kept, m.unshared);
     printf("model: ops");
     for (int i = 0; i < OP_COUNT; i++)
         printf(" %s %ld", op_names[i], m.ops[i]);
@@ -1408,7 +1535,8 @@ static int sc_exclusive_many(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: epolltest seed|dup2|dup3|close_range|closefrom|fclose|epfd_reuse|\n"
-                    "                 fork_listener|vfork_close_range\n"
+                    "                 fork_listener|vfork_close_range|unshare_range|\n"
+                    "                 unshare_close|unshare_single\n"
                     "       epolltest dup2_same|dup3_same [socket] [nokcmp]\n"
                     "       epolltest model SEED STEPS [-v]\n"
                     "       epolltest threads [N [ITERS]]\n"
@@ -1457,6 +1585,9 @@ int main(int argc, char **argv)
         }
         return sc_dup2_same(s[3] == '3', sock, nokcmp);
     }
+    if (!strcmp(s, "unshare_range")) return sc_unshare(true);
+    if (!strcmp(s, "unshare_close")) return sc_unshare(false);
+    if (!strcmp(s, "unshare_single")) return sc_unshare_single();
     if (!strcmp(s, "model")) {
         if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "-v"))) usage();
         return sc_model(arg_long(argc, argv, 2, 0, 1L << 40, 0),
