@@ -1,5 +1,8 @@
 /* epoll_create, epoll_create1, epoll_ctl: feed the registration table, and
- * the opt-in EPOLLEXCLUSIVE for listening sockets.
+ * the opt-in EPOLLEXCLUSIVE for listening sockets. epoll_wait, epoll_pwait,
+ * epoll_pwait2: note, once per instance, that this process waits on it (the
+ * fork rule, epoll_fork.c); otherwise a load, a branch and a tail call, so
+ * errno, cancellation and the signal mask are the real call's own.
  *
  * With several threads each waiting on its own epoll set for one listener,
  * every connection wakes them all (the thundering herd); EPOLLEXCLUSIVE wakes
@@ -61,6 +64,14 @@ static bool exclusive_wanted(int epfd, int fd, const struct epoll_event *ev)
     return ok;
 }
 
+/* A successful ADD or MOD: in an instance this fork child inherited, a use. */
+static int changed(int r, int epfd)
+{
+    if (r == 0 && FDG_UNLIKELY(atomic_load_explicit(&fdg_ept_inherited, memory_order_relaxed)))
+        fdg_ept_using(epfd);
+    return r;
+}
+
 static int add(int epfd, int fd, struct epoll_event *ev)
 {
     bool exclusive = exclusive_wanted(epfd, fd, ev);
@@ -82,7 +93,7 @@ static int add(int epfd, int fd, struct epoll_event *ev)
         if (fdg_table_owner()) fdg_ept_added(epfd, fd, ours_exclusive);
         errno = saved;
     }
-    return r;
+    return changed(r, epfd);
 }
 
 /* MOD of a registration we made exclusive: the kernel would say EINVAL. */
@@ -108,7 +119,7 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
             errno = saved;
             if (ours) return modify_exclusive(epfd, fd, ev);
         }
-        return fdg_next.epoll_ctl(epfd, op, fd, ev);
+        return changed(fdg_next.epoll_ctl(epfd, op, fd, ev), epfd);
     case EPOLL_CTL_DEL: {
         int r = fdg_next.epoll_ctl(epfd, op, fd, ev);
         /* Success, or the kernel has no such registration: forget ours. */
@@ -122,4 +133,23 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     default:
         return fdg_next.epoll_ctl(epfd, op, fd, ev);
     }
+}
+
+EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+{
+    fdg_ept_wait_watch(epfd);
+    return fdg_next.epoll_wait(epfd, ev, max, timeout);
+}
+
+EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
+{
+    fdg_ept_wait_watch(epfd);
+    return fdg_next.epoll_pwait(epfd, ev, max, timeout, mask);
+}
+
+EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *timeout,
+                        const sigset_t *mask)
+{
+    fdg_ept_wait_watch(epfd);
+    return fdg_next.epoll_pwait2(epfd, ev, max, timeout, mask);
 }

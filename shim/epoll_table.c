@@ -4,7 +4,8 @@
  * epoll registers the open file description but names it by fd number; once
  * the description has another reference (dup, fork, SCM_RIGHTS), close(fd)
  * leaves the registration alive and it can no longer be deleted by number.
- * So before a registered number goes away we delete it ourselves.
+ * So before a registered number goes away we delete it ourselves, unless the
+ * fork rule (epoll_fork.c) says another process relies on it.
  *
  * Everything here is lock-free: close runs in signal handlers and between
  * fork and exec. Memory is mmap'd chunk by chunk on registration, never on
@@ -75,6 +76,13 @@ static uint64_t clear_bits(_Atomic uint64_t *s, uint64_t bits)
     return atomic_fetch_and_explicit(s, ~bits, memory_order_relaxed);
 }
 
+/* Instance idx is no longer named by any number we know of. */
+static void instance_gone(unsigned idx)
+{
+    fdg_epf_instance_gone(idx);
+    atomic_store(&instance_fd[idx], -1);
+}
+
 /* Forgets every current-epoch registration in instance idx (its epoll fd is
  * being closed: the kernel drops them with it). No syscalls. */
 static void drop_instance(unsigned idx)
@@ -92,7 +100,7 @@ static void drop_instance(unsigned idx)
             }
         }
     }
-    atomic_store(&instance_fd[idx], -1);
+    instance_gone(idx);
 }
 
 /* Another number naming instance idx (a dup of its epoll fd), or -1. */
@@ -111,6 +119,19 @@ static int find_alias(unsigned idx)
     return -1;
 }
 
+/* Number fd, whose word was `word`, no longer names its instance. */
+static void instance_number_gone(uint64_t word, unsigned fd)
+{
+    unsigned idx = (unsigned)((word & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
+    if (idx >= FDG_EPT_INSTANCES || atomic_load(&instance_fd[idx]) != (int)fd) return;
+    /* The instance lives on while another number names it. */
+    int other = find_alias(idx);
+    if (other >= 0)
+        atomic_store(&instance_fd[idx], other);
+    else
+        drop_instance(idx);
+}
+
 /* The caller knows it is the owner process. */
 static void closing_owned(unsigned fd, uint64_t word)
 {
@@ -125,7 +146,11 @@ static void closing_owned(unsigned fd, uint64_t word)
         if (current_epoch(word) && fdg_cfg.epoll) {
             for (unsigned i = 0; mask; i++, mask >>= 1) {
                 int epfd = (mask & 1) ? atomic_load(&instance_fd[i]) : -1;
-                if (epfd >= 0) epoll_del(epfd, (int)fd);
+                if (epfd < 0) continue;
+                if (fdg_epf_keep(i, epfd))
+                    fdg_count(FDG_C_epoll_dropped, 1); /* left to those that inherited it */
+                else
+                    epoll_del(epfd, (int)fd);
             }
         } else {
             fdg_count(FDG_C_epoll_dropped, 1); /* a parent's, in a fork child */
@@ -133,15 +158,7 @@ static void closing_owned(unsigned fd, uint64_t word)
     }
     if (word & FDG_EPT_IS_INSTANCE) {
         clear_bits(s, FDG_EPT_IS_INSTANCE | FDG_EPT_INDEX_MASK);
-        unsigned idx = (unsigned)((word & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
-        if (idx < FDG_EPT_INSTANCES && atomic_load(&instance_fd[idx]) == (int)fd) {
-            /* The instance lives on while another number names it. */
-            int other = find_alias(idx);
-            if (other >= 0)
-                atomic_store(&instance_fd[idx], other);
-            else
-                drop_instance(idx);
-        }
+        instance_number_gone(word, fd);
     }
 }
 
@@ -182,6 +199,7 @@ static int instance_index(int epfd, bool create)
     for (int i = 0; i < FDG_EPT_INSTANCES; i++) {
         int none = -1;
         if (atomic_compare_exchange_strong(&instance_fd[i], &none, epfd)) {
+            fdg_epf_instance_new((unsigned)i);
             atomic_fetch_or(s, FDG_EPT_IS_INSTANCE | ((uint64_t)i << FDG_EPT_INDEX_SHIFT));
             return i;
         }
@@ -200,8 +218,7 @@ void fdg_ept_instance_created(int epfd)
     /* A new fd: anything recorded under this number is stale (it was closed
      * behind our back, by a raw syscall). */
     uint64_t old = atomic_exchange(s, 0);
-    if (old & FDG_EPT_IS_INSTANCE)
-        atomic_store(&instance_fd[(old & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT], -1);
+    if (old & FDG_EPT_IS_INSTANCE) instance_number_gone(old, (unsigned)epfd);
     instance_index(epfd, true);
 }
 
@@ -220,6 +237,7 @@ void fdg_ept_added(int epfd, int fd, bool exclusive_added)
         updated = (keep & ~FDG_EPT_EPOCH_MASK) | epoch_bits() | (UINT64_C(1) << idx) |
                   (exclusive_added ? FDG_EPT_EXCLUSIVE : 0);
     } while (!atomic_compare_exchange_weak(s, &w, updated));
+    if (fdg_cfg.epoll) fdg_epf_registered((unsigned)idx);
     fdg_count(FDG_C_epoll_registrations, 1);
 }
 
@@ -247,9 +265,25 @@ bool fdg_ept_recordable(int epfd, int fd)
     return instance_index(epfd, true) >= 0 && slot((unsigned)fd, true) != NULL;
 }
 
+/* Instances alive now, as a mask of indices. */
+static uint64_t live_instances(void)
+{
+    uint64_t live = 0;
+    for (unsigned i = 0; i < FDG_EPT_INSTANCES; i++)
+        if (atomic_load_explicit(&instance_fd[i], memory_order_relaxed) >= 0)
+            live |= UINT64_C(1) << i;
+    return live;
+}
+
+void fdg_ept_before_fork(void)
+{
+    fdg_epf_before_fork(live_instances());
+}
+
 void fdg_ept_after_fork(void)
 {
     atomic_fetch_add(&fdg_epoch, 1);
     /* The child's only thread shares no table with anyone. */
     fdg_private_table = false;
+    fdg_epf_after_fork(live_instances());
 }

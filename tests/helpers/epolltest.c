@@ -49,6 +49,16 @@
  *                        count, then a close with a duplicate held deletes
  *   unshare_single       close_range(CLOSE_RANGE_UNSHARE) with one thread
  *                        closes for real
+ *   fork_worker          a pre-fork worker waits on the inherited instance;
+ *                        the parent closes its listener at once
+ *   fork_worker_waited   the same after the parent waited on the instance,
+ *                        and closes once the worker has waited
+ *   fork_worker_exited | fork_worker_closed
+ *                        the worker used the instance, then exited or closed
+ *                        it; the parent's close (duplicate held) deletes
+ *   fork_client          a server closes a client its fork child holds, then
+ *                        the peer writes: no stale event for the server
+ *   fork_client_nowait   the same, the server never waited on the instance
  *   model SEED STEPS     random operations checked against the kernel after
  *                        every step
  *   threads [N [ITERS]]  threads registering, closing, dup2-ing concurrently
@@ -520,6 +530,160 @@ static int sc_vfork_close_range(void)
     return verdict("vfork_close_range (parent closes)", ep, &none);
 }
 
+/* ---- the fork rule: pre-fork workers and a server's helper child ----------- */
+
+/* A pre-fork worker: waits on the instance it inherited and accepts on the
+ * listener its parent registered. `waited`: the parent ran its own loop on
+ * the instance before forking, so it only learns the worker's use when the
+ * worker tells it (ready pipe) that it has waited once. Returns the
+ * worker's pid; it exits 0 when it accepted a connection within 5 s. */
+static pid_t fork_worker(int ep, int lfd, int ready)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        struct epoll_event ev;
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (ready >= 0) {
+            epoll_wait(ep, &ev, 1, 0);
+            if (write(ready, "r", 1) != 1) _exit(2);
+        }
+        int n = epoll_wait(ep, &ev, 1, 5000);
+        int a = n == 1 && ev.data.fd == lfd ? accept4(lfd, NULL, NULL, SOCK_CLOEXEC) : -1;
+        _exit(a >= 0 ? 0 : 1);
+    }
+    return pid;
+}
+
+static int worker_result(const char *what, pid_t pid)
+{
+    int st;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) > 1) die("worker");
+    bool ok = WEXITSTATUS(st) == 0;
+    printf("%s: the worker %s\n", what,
+           ok ? "got the listener's event and accepted" : "got no event within 5 s");
+    return ok ? OK : LOST;
+}
+
+/* The parent registers its listener, forks a worker that waits on the
+ * inherited instance, and closes its own copy of the listener at once (the
+ * worker may not have run yet). A client then connects: the worker must
+ * get the event. `waited`: the parent has waited on the instance itself
+ * (it is its event loop too); it closes after the worker said it waited. */
+static int sc_fork_worker(bool waited)
+{
+    const char *what = waited ? "fork_worker (parent waited)" : "fork_worker";
+    int lfd = listen_tcp(), ep = xepoll(), ready[2] = {-1, -1};
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    if (getsockname(lfd, (struct sockaddr *)&sa, &len) != 0) die("getsockname");
+    xadd(ep, lfd, EPOLLIN);
+    if (waited) {
+        struct epoll_event ev;
+        epoll_wait(ep, &ev, 1, 0);
+        xpipe(ready);
+    }
+    pid_t pid = fork_worker(ep, lfd, ready[1]);
+    if (waited) {
+        char b;
+        close(ready[1]);
+        if (read(ready[0], &b, 1) != 1) die("the worker did not start");
+    }
+    close(lfd);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0 || connect(c, (struct sockaddr *)&sa, len) != 0) die("connect");
+    int r = worker_result(what, pid);
+    close(c);
+    return r;
+}
+
+/* The worker used the instance and then went away: it exited, or it
+ * closed the instance and lives on. The parent, which waits on the
+ * instance, closes its registered listener while a duplicate is held: now
+ * nobody else relies on the registration, and it must be deleted. */
+static int sc_fork_worker_gone(bool closed)
+{
+    const char *what =
+        closed ? "fork_worker_gone (closed the instance)" : "fork_worker_gone (exited)";
+    int lfd = listen_tcp(), ep = xepoll(), ready[2], go[2];
+    struct epoll_event ev;
+    xadd(ep, lfd, EPOLLIN);
+    epoll_wait(ep, &ev, 1, 0);
+    hold(lfd, 100);
+    xpipe(ready);
+    xpipe(go);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        char b;
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(go[1]);
+        epoll_wait(ep, &ev, 1, 0);
+        if (closed) close(ep);
+        if (write(ready[1], "r", 1) != 1) _exit(2);
+        if (closed && read(go[0], &b, 1) < 0) _exit(2);
+        _exit(0);
+    }
+    char b;
+    close(go[0]);
+    close(ready[1]);
+    if (read(ready[0], &b, 1) != 1) die("the worker did not start");
+    int st;
+    if (!closed && waitpid(pid, &st, 0) != pid) die("waitpid");
+    close(lfd);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    if (c < 0 || getsockname(100, (struct sockaddr *)&sa, &len) != 0 ||
+        connect(c, (struct sockaddr *)&sa, len) != 0)
+        die("connect");
+    struct expect none = {0};
+    int r = verdict(what, ep, &none);
+    close(go[1]);
+    if (closed && waitpid(pid, &st, 0) != pid) die("waitpid");
+    close(c);
+    return r;
+}
+
+/* Redis's background save: the server forks a child that holds every
+ * descriptor but never touches the instance, then closes a client. The
+ * client's peer writes and hangs up: the server's instance must not report
+ * the closed number. `nowait`: the server never waited on the instance
+ * before it forked and closed (the fork rule leaves the registration then,
+ * as without the shim). */
+static int sc_fork_client(bool nowait)
+{
+    const char *what = nowait ? "fork_client (server never waited)" : "fork_client";
+    int sv[2], go[2], ep = xepoll();
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+    xpipe(go);
+    xadd(ep, sv[0], EPOLLIN);
+    struct epoll_event ev[4];
+    if (!nowait) epoll_wait(ep, ev, 4, 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        char b;
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(go[1]);
+        if (read(go[0], &b, 1) < 0) _exit(2);
+        _exit(0);
+    }
+    close(go[0]);
+    close(sv[0]); /* the child still holds the client */
+    xwrite(sv[1]);
+    close(sv[1]);
+    struct expect none = {0};
+    int r = verdict(what, ep, &none);
+    close(go[1]);
+    int st;
+    if (waitpid(pid, &st, 0) != pid) die("waitpid");
+    return r;
+}
+
 /* ---- a number restored from a saved duplicate ----------------------------- */
 
 /* No kcmp (as under a container's default seccomp profile): kcmp fails with
@@ -677,6 +841,8 @@ static int sc_unshare_single(void)
 #define M_ROUNDS 8 /* fork children close this many numbers */
 enum { M_FREE, M_DATA_FD, M_EPOLL_FD, M_FOREIGN };
 
+#define M_KEPT 64 /* registrations left in place by the fork rule, per instance */
+
 struct model {
     uint64_t rng;
     int kind[M_FDS];
@@ -685,7 +851,23 @@ struct model {
     bool inst_live[M_INST];
     /* reg[i][t]: the inode registered under number t in instance i, or 0 */
     unsigned long reg[M_INST][M_FDS];
-    long steps, bad_steps, stale, lost, risky, aliased, same_kept, unshared;
+    /* The fork rule (README, "Epoll hygiene in detail"): the program waits
+     * on an instance (its event loop) or hands it to children and never
+     * does; forked: the program forked while the instance existed;
+     * recorded: a registration in it was recorded (it has a serial). */
+    bool waits[M_INST], forked[M_INST], recorded[M_INST];
+    /* Registrations the rule leaves in place when the program closes its
+     * number: the kernel may keep them (another process holds the file),
+     * so they are allowed, not required. */
+    struct {
+        int fd;
+        unsigned long ino;
+    } kept[M_INST][M_KEPT];
+    int nkept[M_INST];
+    /* A worker: a child that waited on instance worker_inst and lives on. */
+    pid_t worker;
+    int worker_inst, worker_ctl, worker_steps;
+    long steps, bad_steps, stale, lost, risky, aliased, kept_total, same_kept, unshared;
     long ops[24];
 };
 
@@ -705,14 +887,15 @@ enum {
     OP_CREATE_EPFD,
     OP_DUP_EPFD,
     OP_DUP2_SAME,
+    OP_WORKER,
     OP_UNSHARE,
     OP_COUNT
 };
-static const char *const op_names[OP_COUNT] = {"open",        "add",      "mod",       "del",
-                                               "dup",         "dup2",     "dup3",      "close",
-                                               "close_range", "fork",     "vfork",     "close_epfd",
-                                               "create_epfd", "dup_epfd", "dup2_same", "unshare"};
-static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2, 2, 5, 3, 4, 2};
+static const char *const op_names[OP_COUNT] = {
+    "open",        "add",      "mod",         "del",    "dup",    "dup2",
+    "dup3",        "close",    "close_range", "fork",   "vfork",  "close_epfd",
+    "create_epfd", "dup_epfd", "dup2_same",   "worker", "unshare"};
+static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2, 2, 5, 3, 4, 2, 2};
 
 static uint64_t rnd(struct model *m)
 {
@@ -771,6 +954,33 @@ static int pick_registered(struct model *m)
     return n ? c[rnd_below(m, n)] : -1;
 }
 
+/* Does the fork rule leave the registrations of instance i in place when the
+ * program closes their numbers? Only once it forked while i existed; then
+ * if the program never waits on i (it is not its event loop), or the live
+ * worker uses i. */
+static bool m_keeps(const struct model *m, int i)
+{
+    return m->forked[i] && (!m->waits[i] || (m->worker > 0 && m->worker_inst == i));
+}
+
+static void m_keep(struct model *m, int i, int fd, unsigned long ino)
+{
+    m->kept_total++;
+    for (int k = 0; k < m->nkept[i]; k++)
+        if (m->kept[i][k].fd == fd && m->kept[i][k].ino == ino) return;
+    if (m->nkept[i] == M_KEPT) return; /* m_check prunes what the kernel dropped */
+    m->kept[i][m->nkept[i]].fd = fd;
+    m->kept[i][m->nkept[i]].ino = ino;
+    m->nkept[i]++;
+}
+
+static bool m_kept(const struct model *m, int i, int fd, unsigned long ino)
+{
+    for (int k = 0; k < m->nkept[i]; k++)
+        if (m->kept[i][k].fd == fd && m->kept[i][k].ino == ino) return true;
+    return false;
+}
+
 /* The program's view of a number going away (close, or replaced by dup2):
  * its registrations are gone; if it was the last number of an instance, the
  * instance is gone with everything in it. */
@@ -779,8 +989,10 @@ static void m_closed(struct model *m, int fd)
     if (fd < 0 || fd >= M_FDS || m->kind[fd] == M_FOREIGN) return;
     if (m->kind[fd] == M_DATA_FD) {
         bool registered = m_registered(m, fd), shared = false;
-        for (int i = 0; i < M_INST; i++)
+        for (int i = 0; i < M_INST; i++) {
+            if (m->reg[i][fd] && m_keeps(m, i)) m_keep(m, i, fd, m->reg[i][fd]);
             m->reg[i][fd] = 0;
+        }
         for (int o = 0; o < M_FDS; o++)
             shared |= o != fd && m->kind[o] == M_DATA_FD && m->ino[o] == m->ino[fd];
         m->risky += registered && shared; /* the stale case, unless deleted */
@@ -792,6 +1004,7 @@ static void m_closed(struct model *m, int fd)
         if (!named) {
             memset(m->reg[i], 0, sizeof m->reg[i]);
             m->inst_live[i] = false;
+            m->nkept[i] = 0;
         } else {
             m->aliased++; /* the instance lives on under another number */
         }
@@ -822,12 +1035,23 @@ static long m_check(struct model *m, bool verbose)
         int e = -1;
         for (int fd = 0; fd < M_FDS && e < 0; fd++)
             if (m->kind[fd] == M_EPOLL_FD && m->inst[fd] == i) e = fd;
+        if (m->waits[i]) { /* the program's event loop: it waits on the instance */
+            struct epoll_event ev[16];
+            epoll_wait(e, ev, 16, 0);
+        }
         int n = kernel_view(e, k);
         if (n < 0) die("cannot read /proc/self/fdinfo/%d", e);
+        for (int q = 0; q < m->nkept[i]; q++) { /* the kernel dropped it: forget it */
+            bool there = false;
+            for (int j = 0; j < n && j < KMAX; j++)
+                there |= k[j].tfd == m->kept[i][q].fd && k[j].ino == m->kept[i][q].ino;
+            if (!there) m->kept[i][q--] = m->kept[i][--m->nkept[i]];
+        }
         for (int j = 0; j < n && j < KMAX; j++) {
             int t = k[j].tfd;
-            bool ok = t >= 0 && t < M_FDS && m->kind[t] == M_DATA_FD && m->reg[i][t] == k[j].ino &&
-                      ino_of(t) == k[j].ino;
+            bool ok = (t >= 0 && t < M_FDS && m->kind[t] == M_DATA_FD && m->reg[i][t] == k[j].ino &&
+                       ino_of(t) == k[j].ino) ||
+                      m_kept(m, i, t, k[j].ino);
             if (!ok) {
                 m->stale++;
                 bad++;
@@ -933,6 +1157,57 @@ static int pick_same(struct model *m, int to)
     return n ? c[rnd_below(m, n)] : -1;
 }
 
+/* The program forked: every live instance is shared with the child. */
+static void m_forked(struct model *m)
+{
+    for (int i = 0; i < M_INST; i++)
+        if (m->inst_live[i]) m->forked[i] = true;
+}
+
+/* A pre-fork worker: waits once on an inherited instance (its use is then
+ * known), tells the parent, and lives until told to go. */
+static void m_worker_start(struct model *m)
+{
+    int ep = pick(m, M_EPOLL_FD), ready[2], ctl[2];
+    if (ep < 0) return;
+    if (pipe2(ready, O_CLOEXEC) != 0 || pipe2(ctl, O_CLOEXEC) != 0) die("pipe2");
+    int r = hold(ready[0], 100), c = hold(ctl[1], 101);
+    int rw = hold(ready[1], 102), cr = hold(ctl[0], 103);
+    close(ready[0]), close(ready[1]), close(ctl[0]), close(ctl[1]);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        struct epoll_event ev[4];
+        char b = 0;
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a failed run */
+        epoll_wait(ep, ev, 4, 0);
+        if (write(rw, &b, 1) != 1 || read(cr, &b, 1) < 0) _exit(1);
+        _exit(0);
+    }
+    close(rw);
+    close(cr);
+    char b;
+    if (read(r, &b, 1) != 1) die("the worker did not start");
+    close(r);
+    m_forked(m);
+    m->worker = pid;
+    m->worker_ctl = c;
+    /* Its wait is a use only if the instance had a registration then. */
+    m->worker_inst = m->recorded[m->inst[ep]] ? m->inst[ep] : -1;
+}
+
+static void m_worker_end(struct model *m)
+{
+    char b = 0;
+    int st;
+    if (write(m->worker_ctl, &b, 1) != 1 || waitpid(m->worker, &st, 0) != m->worker)
+        die("worker exit");
+    close(m->worker_ctl);
+    m->worker = 0;
+    m->worker_inst = -1;
+}
+
 /* A thread that gives itself a private copy of the descriptor table and
  * closes in it: the program's own table, and so its registrations, stay as
  * they were. */
@@ -997,7 +1272,10 @@ static void m_step(struct model *m)
         if (fd < 0) break;
         ev.events = EPOLLIN | (rnd_below(m, 2) ? EPOLLOUT : 0) | (rnd_below(m, 4) ? 0 : EPOLLET);
         ev.data.fd = fd;
-        if (op == OP_ADD && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0) m->reg[in][fd] = m->ino[fd];
+        if (op == OP_ADD && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0) {
+            m->reg[in][fd] = m->ino[fd];
+            m->recorded[in] = true;
+        }
         if (op == OP_MOD) epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
         break;
     case OP_DEL:
@@ -1048,19 +1326,29 @@ static void m_step(struct model *m)
         pid_t pid = fork();
         if (pid < 0) die("fork");
         if (pid == 0) m_child(m);
+        m_forked(m);
         int st;
         if (waitpid(pid, &st, 0) != pid) die("waitpid");
         break;
     }
+    case OP_WORKER:
+        if (m->worker > 0)
+            m_worker_end(m);
+        else
+            m_worker_start(m);
+        break;
+    case OP_UNSHARE:
+        m_unshare_thread(m);
+        break;
     case OP_VFORK: {
         pid_t pid = vfork_and_close_range();
         int st;
         if (pid < 0 || waitpid(pid, &st, 0) != pid) die("vfork");
+#ifdef __SANITIZE_THREAD__
+        m_forked(m); /* ThreadSanitizer's vfork is a fork: fork handlers ran */
+#endif
         break;
     }
-    case OP_UNSHARE:
-        m_unshare_thread(m);
-        break;
     case OP_CLOSE_EPFD:
         close(ep);
         m_closed(m, ep);
@@ -1077,6 +1365,9 @@ static void m_step(struct model *m)
         if (in == M_INST) die("model: out of instance slots");
         m->inst_live[in] = true;
         memset(m->reg[in], 0, sizeof m->reg[in]);
+        m->nkept[in] = 0;
+        m->forked[in] = m->recorded[in] = false;
+        m->waits[in] = rnd_below(m, 4) != 0; /* one in four is handed to children */
         m->kind[fd] = M_EPOLL_FD;
         m->inst[fd] = in;
         break;
@@ -1105,13 +1396,13 @@ static int sc_model(long seed, long steps, bool verbose)
         if (m_check(&m, verbose && m.bad_steps < 5)) m.bad_steps++;
     }
     m.steps--;
+    if (m.worker > 0) m_worker_end(&m);
     printf("model: seed %ld steps %ld mismatches %ld (stale %ld, lost %ld) in %ld steps; "
            "registered numbers closed while shared: %ld; epoll fds closed while another names "
-           "the instance: %ld; registered numbers restored from a duplicate: %ld; threads that "
-           "closed in a "
-           "private table: %ld\n",
+           "the instance: %ld; kept by the fork rule: %ld; registered numbers restored from a "
+           "duplicate: %ld; threads that closed in a private table: %ld\n",
            seed, m.steps, m.stale + m.lost, m.stale, m.lost, m.bad_steps, m.risky, m.aliased,
-           m.same_kept, m.unshared);
+           m.kept_total, m.same_kept, m.unshared);
     printf("model: ops");
     for (int i = 0; i < OP_COUNT; i++)
         printf(" %s %ld", op_names[i], m.ops[i]);
@@ -1536,7 +1827,9 @@ static void usage(void)
 {
     fprintf(stderr, "usage: epolltest seed|dup2|dup3|close_range|closefrom|fclose|epfd_reuse|\n"
                     "                 fork_listener|vfork_close_range|unshare_range|\n"
-                    "                 unshare_close|unshare_single\n"
+                    "                 unshare_close|unshare_single|fork_worker|\n"
+                    "                 fork_worker_waited|fork_worker_exited|\n"
+                    "                 fork_worker_closed|fork_client|fork_client_nowait\n"
                     "       epolltest dup2_same|dup3_same [socket] [nokcmp]\n"
                     "       epolltest model SEED STEPS [-v]\n"
                     "       epolltest threads [N [ITERS]]\n"
@@ -1588,6 +1881,12 @@ int main(int argc, char **argv)
     if (!strcmp(s, "unshare_range")) return sc_unshare(true);
     if (!strcmp(s, "unshare_close")) return sc_unshare(false);
     if (!strcmp(s, "unshare_single")) return sc_unshare_single();
+    if (!strcmp(s, "fork_worker")) return sc_fork_worker(false);
+    if (!strcmp(s, "fork_worker_waited")) return sc_fork_worker(true);
+    if (!strcmp(s, "fork_worker_exited")) return sc_fork_worker_gone(false);
+    if (!strcmp(s, "fork_worker_closed")) return sc_fork_worker_gone(true);
+    if (!strcmp(s, "fork_client")) return sc_fork_client(false);
+    if (!strcmp(s, "fork_client_nowait")) return sc_fork_client(true);
     if (!strcmp(s, "model")) {
         if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "-v"))) usage();
         return sc_model(arg_long(argc, argv, 2, 0, 1L << 40, 0),
