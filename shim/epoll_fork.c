@@ -287,8 +287,7 @@ void fdg_ept_waiting(int epfd)
         watch = on ? atomic_load(&fdg_ept_waitwatch) : 0;
         errno = saved;
     }
-    /* An instance this process registered in and has not waited on yet (a
-     * handed-over instance stays so): every wait comes here, keep it short. */
+    if (!watch) return; /* FDGUARD=off, or nothing to note: the table is not read */
     int idx = index_of(epfd);
     if (FDG_LIKELY(idx < 0 || !(watch & BIT(idx)))) return;
     int saved = errno;

@@ -343,11 +343,14 @@ static inline void fdg_ept_wait_watch(int epfd)
 {
     uint64_t watch = atomic_load_explicit(&fdg_ept_waitwatch, memory_order_relaxed);
     if (FDG_LIKELY(!watch)) return;
-    /* Some instance is watched (bit 63: not initialised yet): is it this one? */
+    if ((int64_t)watch < 0) { /* bit 63: not initialised yet */
+        fdg_ept_waiting(epfd);
+        return;
+    }
+    /* Some instance is watched: is it this one? */
     uint64_t w = epfd >= 0 ? fdg_ept_word((unsigned)epfd) : 0;
     unsigned idx = (unsigned)((w & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
-    if ((int64_t)watch < 0 || ((w & FDG_EPT_IS_INSTANCE) && ((watch >> idx) & 1)))
-        fdg_ept_waiting(epfd);
+    if ((w & FDG_EPT_IS_INSTANCE) && ((watch >> idx) & 1)) fdg_ept_waiting(epfd);
 }
 
 /* ---- epoll_fork.c: the fork rule (see there) ------------------------------ */
