@@ -53,15 +53,20 @@ static inline void replacing(int oldfd, int newfd, int flags)
         fdg_fd_closing((unsigned)newfd);
 }
 
+/* Out of line: the errno it keeps would cost every dup a register. */
+__attribute__((noinline)) static void instance_duplicated(int oldfd, int newfd)
+{
+    int saved = errno; /* a new chunk of the table is an mmap */
+    fdg_ept_duplicated(oldfd, newfd);
+    errno = saved;
+}
+
 /* An epoll fd duplicated: the new number names the same instance. */
 static inline int duplicated(int oldfd, int newfd)
 {
     if (newfd >= 0 && oldfd != newfd && FDG_LIKELY(fdg_active()) &&
-        FDG_UNLIKELY(fdg_ept_word((unsigned)oldfd) & FDG_EPT_IS_INSTANCE)) {
-        int saved = errno; /* a new chunk of the table is an mmap */
-        fdg_ept_duplicated(oldfd, newfd);
-        errno = saved;
-    }
+        FDG_UNLIKELY(fdg_ept_word((unsigned)oldfd) & FDG_EPT_IS_INSTANCE))
+        instance_duplicated(oldfd, newfd);
     return newfd;
 }
 

@@ -119,6 +119,8 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
             errno = saved;
             if (ours) return modify_exclusive(epfd, fd, ev);
         }
+        if (FDG_LIKELY(!atomic_load_explicit(&fdg_ept_inherited, memory_order_relaxed)))
+            return fdg_next.epoll_ctl(epfd, op, fd, ev);
         return changed(fdg_next.epoll_ctl(epfd, op, fd, ev), epfd);
     case EPOLL_CTL_DEL: {
         int r = fdg_next.epoll_ctl(epfd, op, fd, ev);

@@ -189,13 +189,10 @@ void fdg_ept_closing_range(unsigned lo, unsigned hi)
 
 /* Index of the instance behind epfd, registering it if asked (an epoll fd
  * created before we were loaded, or received from elsewhere); -1 if none. */
-static int instance_index(int epfd, bool create)
+/* An index for an instance not seen before (its first registration, or one
+ * created before we were loaded), or -1. Out of the common path. */
+__attribute__((noinline, cold)) static int claim_index(int epfd, _Atomic uint64_t *s)
 {
-    _Atomic uint64_t *s = slot((unsigned)epfd, create);
-    if (!s) return -1;
-    uint64_t w = atomic_load(s);
-    if (w & FDG_EPT_IS_INSTANCE) return (int)((w & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
-    if (!create) return -1;
     for (int i = 0; i < FDG_EPT_INSTANCES; i++) {
         int none = -1;
         if (atomic_compare_exchange_strong(&instance_fd[i], &none, epfd)) {
@@ -209,6 +206,15 @@ static int instance_index(int epfd, bool create)
                  "more than %d epoll instances: registrations in the others are not tracked",
                  FDG_EPT_INSTANCES);
     return -1;
+}
+
+static int instance_index(int epfd, bool create)
+{
+    _Atomic uint64_t *s = slot((unsigned)epfd, create);
+    if (!s) return -1;
+    uint64_t w = atomic_load(s);
+    if (w & FDG_EPT_IS_INSTANCE) return (int)((w & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
+    return create ? claim_index(epfd, s) : -1;
 }
 
 void fdg_ept_instance_created(int epfd)
