@@ -29,16 +29,19 @@ static void range_closing(unsigned lo, unsigned hi)
     fdg_ept_closing_range(lo, hi);
 }
 
-/* Will dup2/dup3(oldfd, newfd, flags) replace newfd? A call that fails
- * closes nothing, and its registrations must survive. Checked only for a
- * tracked newfd. */
+/* Will dup2/dup3(oldfd, newfd, flags) take newfd's description away? A call
+ * that fails closes nothing, and its registrations must survive; so must
+ * they when oldfd names the very description newfd names (restoring a number
+ * from a saved dup): epoll keys a registration by description and number,
+ * and both stay. Checked only for a tracked newfd. */
 static bool replaces(int oldfd, int newfd, int flags)
 {
     if (oldfd == newfd || newfd < 0 || (flags & ~O_CLOEXEC)) return false;
     int saved = errno;
     struct rlimit rl;
     bool ok = fdg_raw_fcntl(oldfd, F_GETFD, 0) >= 0 &&
-              (getrlimit(RLIMIT_NOFILE, &rl) != 0 || (rlim_t)newfd < rl.rlim_cur);
+              (getrlimit(RLIMIT_NOFILE, &rl) != 0 || (rlim_t)newfd < rl.rlim_cur) &&
+              !fdg_same_description(oldfd, newfd);
     errno = saved;
     return ok;
 }
@@ -50,12 +53,20 @@ static inline void replacing(int oldfd, int newfd, int flags)
         fdg_fd_closing((unsigned)newfd);
 }
 
+/* Out of line: the errno it keeps would cost every dup a register. */
+__attribute__((noinline)) static void instance_duplicated(int oldfd, int newfd)
+{
+    int saved = errno; /* a new chunk of the table is an mmap */
+    fdg_ept_duplicated(oldfd, newfd);
+    errno = saved;
+}
+
 /* An epoll fd duplicated: the new number names the same instance. */
 static inline int duplicated(int oldfd, int newfd)
 {
     if (newfd >= 0 && oldfd != newfd && FDG_LIKELY(fdg_active()) &&
         FDG_UNLIKELY(fdg_ept_word((unsigned)oldfd) & FDG_EPT_IS_INSTANCE))
-        fdg_ept_duplicated(oldfd, newfd);
+        instance_duplicated(oldfd, newfd);
     return newfd;
 }
 
@@ -112,10 +123,19 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 EXPORT int close_range(unsigned int lo, unsigned int hi, int flags)
 {
     /* CLOSE_RANGE_CLOEXEC only marks for exec, and exec drops the table; an
-     * unknown flag fails and closes nothing. */
-    if (!(flags & ~(CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) && !(flags & CLOSE_RANGE_CLOEXEC))
-        range_closing(lo, hi);
-    return fdg_next.close_range(lo, hi, flags);
+     * unknown flag fails and closes nothing. CLOSE_RANGE_UNSHARE first gives
+     * the thread its own copy of the table if another thread shares it: the
+     * close then takes nothing away from the others (private_table.c). */
+    bool unshared = false;
+    if (!(flags & ~(CLOSE_RANGE_CLOEXEC | CLOSE_RANGE_UNSHARE)) && FDG_LIKELY(fdg_active())) {
+        if ((flags & CLOSE_RANGE_UNSHARE) && !fdg_private_table && fdg_table_shared())
+            unshared = true;
+        else if (!(flags & CLOSE_RANGE_CLOEXEC))
+            range_closing(lo, hi);
+    }
+    int r = fdg_next.close_range(lo, hi, flags);
+    if (unshared && r == 0) fdg_private_table = true;
+    return r;
 }
 
 EXPORT void closefrom(int lo)
@@ -124,9 +144,16 @@ EXPORT void closefrom(int lo)
     fdg_next.closefrom(lo);
 }
 
-/* stdio closes its descriptor internally, not through close(). */
+/* stdio closes its descriptor internally, not through close(). A memory
+ * stream (fmemopen, open_memstream) has none: fileno fails with EBADF, which
+ * must not become the errno of a successful fclose. */
 EXPORT int fclose(FILE *stream)
 {
-    if (stream) one_closing(fileno(stream));
+    if (stream && FDG_LIKELY(fdg_active())) {
+        int saved = errno;
+        int fd = fileno(stream);
+        errno = saved;
+        if (fd >= 0) fdg_fd_closing((unsigned)fd);
+    }
     return fdg_next.fclose(stream);
 }

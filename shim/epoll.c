@@ -1,5 +1,8 @@
 /* epoll_create, epoll_create1, epoll_ctl: feed the registration table, and
- * the opt-in EPOLLEXCLUSIVE for listening sockets.
+ * the opt-in EPOLLEXCLUSIVE for listening sockets. epoll_wait, epoll_pwait,
+ * epoll_pwait2: note, once per instance, that this process waits on it (the
+ * fork rule, epoll_fork.c); otherwise a load, a branch and a tail call, so
+ * errno, cancellation and the signal mask are the real call's own.
  *
  * With several threads each waiting on its own epoll set for one listener,
  * every connection wakes them all (the thundering herd); EPOLLEXCLUSIVE wakes
@@ -33,7 +36,11 @@ static bool hygiene(void)
 
 static int created(int epfd)
 {
-    if (epfd >= 0 && hygiene() && fdg_owner_process()) fdg_ept_instance_created(epfd);
+    if (epfd >= 0) {
+        int saved = errno; /* a new chunk of the table is an mmap */
+        if (hygiene() && fdg_table_owner()) fdg_ept_instance_created(epfd);
+        errno = saved;
+    }
     return epfd;
 }
 
@@ -49,8 +56,20 @@ EXPORT int epoll_create1(int flags)
 
 static bool exclusive_wanted(int epfd, int fd, const struct epoll_event *ev)
 {
-    return fdg_active() && fdg_cfg.epollexclusive && ev && !(ev->events & ~EXCLUSIVE_OK) &&
-           is_listener(fd) && fdg_owner_process() && fdg_ept_recordable(epfd, fd);
+    if (!fdg_cfg.epollexclusive || !ev || (ev->events & ~EXCLUSIVE_OK) || !is_listener(fd))
+        return false;
+    int saved = errno;
+    bool ok = fdg_table_owner() && fdg_ept_recordable(epfd, fd);
+    errno = saved;
+    return ok;
+}
+
+/* A successful ADD or MOD: in an instance this fork child inherited, a use. */
+static int changed(int r, int epfd)
+{
+    if (r == 0 && FDG_UNLIKELY(atomic_load_explicit(&fdg_ept_inherited, memory_order_relaxed)))
+        fdg_ept_using(epfd);
+    return r;
 }
 
 static int add(int epfd, int fd, struct epoll_event *ev)
@@ -69,13 +88,13 @@ static int add(int epfd, int fd, struct epoll_event *ev)
     if (!exclusive) r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev);
     /* Recorded for hygiene, and for MOD of a registration we made exclusive. */
     bool ours_exclusive = exclusive && !(ev->events & EPOLLEXCLUSIVE);
-    if (r == 0 && (hygiene() || ours_exclusive) && fdg_owner_process()) {
+    if (r == 0 && (fdg_cfg.epoll || ours_exclusive)) {
         int saved = errno;
-        fdg_ept_added(epfd, fd, ours_exclusive);
+        if (fdg_table_owner()) fdg_ept_added(epfd, fd, ours_exclusive);
         errno = saved;
         fdg_engage_once(); /* a registration we record engages the process */
     }
-    return r;
+    return changed(r, epfd);
 }
 
 /* MOD of a registration we made exclusive: the kernel would say EINVAL. */
@@ -95,15 +114,21 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     case EPOLL_CTL_ADD:
         return add(epfd, fd, ev);
     case EPOLL_CTL_MOD:
-        if (ev && (fdg_ept_word((unsigned)fd) & FDG_EPT_EXCLUSIVE) && fdg_owner_process())
-            return modify_exclusive(epfd, fd, ev);
-        return fdg_next.epoll_ctl(epfd, op, fd, ev);
+        if (ev && FDG_UNLIKELY(fdg_ept_word((unsigned)fd) & FDG_EPT_EXCLUSIVE)) {
+            int saved = errno;
+            bool ours = fdg_table_owner();
+            errno = saved;
+            if (ours) return modify_exclusive(epfd, fd, ev);
+        }
+        if (FDG_LIKELY(!atomic_load_explicit(&fdg_ept_inherited, memory_order_relaxed)))
+            return fdg_next.epoll_ctl(epfd, op, fd, ev);
+        return changed(fdg_next.epoll_ctl(epfd, op, fd, ev), epfd);
     case EPOLL_CTL_DEL: {
         int r = fdg_next.epoll_ctl(epfd, op, fd, ev);
         /* Success, or the kernel has no such registration: forget ours. */
-        if ((r == 0 || errno == ENOENT) && fdg_ept_word((unsigned)fd) && fdg_owner_process()) {
+        if ((r == 0 || errno == ENOENT) && fdg_ept_word((unsigned)fd)) {
             int saved = errno;
-            fdg_ept_removed(epfd, fd);
+            if (fdg_table_owner()) fdg_ept_removed(epfd, fd);
             errno = saved;
         }
         return r;
@@ -111,4 +136,23 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     default:
         return fdg_next.epoll_ctl(epfd, op, fd, ev);
     }
+}
+
+EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+{
+    fdg_ept_wait_watch(epfd);
+    return fdg_next.epoll_wait(epfd, ev, max, timeout);
+}
+
+EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
+{
+    fdg_ept_wait_watch(epfd);
+    return fdg_next.epoll_pwait(epfd, ev, max, timeout, mask);
+}
+
+EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *timeout,
+                        const sigset_t *mask)
+{
+    fdg_ept_wait_watch(epfd);
+    return fdg_next.epoll_pwait2(epfd, ev, max, timeout, mask);
 }

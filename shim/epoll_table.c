@@ -4,14 +4,16 @@
  * epoll registers the open file description but names it by fd number; once
  * the description has another reference (dup, fork, SCM_RIGHTS), close(fd)
  * leaves the registration alive and it can no longer be deleted by number.
- * So before a registered number goes away we delete it ourselves.
+ * So before a registered number goes away we delete it ourselves, unless the
+ * fork rule (epoll_fork.c) says another process relies on it.
  *
  * Everything here is lock-free: close runs in signal handlers and between
  * fork and exec. Memory is mmap'd chunk by chunk on registration, never on
  * the close path, and is inherited copy-on-write by fork children, which
  * tell their parent's records apart by epoch. A vfork child shares this
- * memory with its parent and must write nothing: every writer checks
- * fdg_owner_process() first. */
+ * memory with its parent and must write nothing, nor may a thread that
+ * closes in a private copy of the descriptor table: every writer checks
+ * fdg_table_owner() first. */
 #include "fdguard.h"
 
 #include <errno.h>
@@ -74,6 +76,13 @@ static uint64_t clear_bits(_Atomic uint64_t *s, uint64_t bits)
     return atomic_fetch_and_explicit(s, ~bits, memory_order_relaxed);
 }
 
+/* Instance idx is no longer named by any number we know of. */
+static void instance_gone(unsigned idx)
+{
+    fdg_epf_instance_gone(idx);
+    atomic_store(&instance_fd[idx], -1);
+}
+
 /* Forgets every current-epoch registration in instance idx (its epoll fd is
  * being closed: the kernel drops them with it). No syscalls. */
 static void drop_instance(unsigned idx)
@@ -91,7 +100,7 @@ static void drop_instance(unsigned idx)
             }
         }
     }
-    atomic_store(&instance_fd[idx], -1);
+    instance_gone(idx);
 }
 
 /* Another number naming instance idx (a dup of its epoll fd), or -1. */
@@ -110,6 +119,19 @@ static int find_alias(unsigned idx)
     return -1;
 }
 
+/* Number fd, whose word was `word`, no longer names its instance. */
+static void instance_number_gone(uint64_t word, unsigned fd)
+{
+    unsigned idx = (unsigned)((word & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
+    if (idx >= FDG_EPT_INSTANCES || atomic_load(&instance_fd[idx]) != (int)fd) return;
+    /* The instance lives on while another number names it. */
+    int other = find_alias(idx);
+    if (other >= 0)
+        atomic_store(&instance_fd[idx], other);
+    else
+        drop_instance(idx);
+}
+
 /* The caller knows it is the owner process. */
 static void closing_owned(unsigned fd, uint64_t word)
 {
@@ -124,7 +146,11 @@ static void closing_owned(unsigned fd, uint64_t word)
         if (current_epoch(word) && fdg_cfg.epoll) {
             for (unsigned i = 0; mask; i++, mask >>= 1) {
                 int epfd = (mask & 1) ? atomic_load(&instance_fd[i]) : -1;
-                if (epfd >= 0) epoll_del(epfd, (int)fd);
+                if (epfd < 0) continue;
+                if (fdg_epf_keep(i, epfd))
+                    fdg_count(FDG_C_epoll_dropped, 1); /* left to those that inherited it */
+                else
+                    epoll_del(epfd, (int)fd);
             }
         } else {
             fdg_count(FDG_C_epoll_dropped, 1); /* a parent's, in a fork child */
@@ -132,27 +158,19 @@ static void closing_owned(unsigned fd, uint64_t word)
     }
     if (word & FDG_EPT_IS_INSTANCE) {
         clear_bits(s, FDG_EPT_IS_INSTANCE | FDG_EPT_INDEX_MASK);
-        unsigned idx = (unsigned)((word & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
-        if (idx < FDG_EPT_INSTANCES && atomic_load(&instance_fd[idx]) == (int)fd) {
-            /* The instance lives on while another number names it. */
-            int other = find_alias(idx);
-            if (other >= 0)
-                atomic_store(&instance_fd[idx], other);
-            else
-                drop_instance(idx);
-        }
+        instance_number_gone(word, fd);
     }
 }
 
 void fdg_ept_closing(unsigned fd, uint64_t word)
 {
-    if (fdg_owner_process()) closing_owned(fd, word);
+    if (fdg_table_owner()) closing_owned(fd, word);
 }
 
 void fdg_ept_closing_range(unsigned lo, unsigned hi)
 {
     unsigned end = atomic_load(&chunks_end);
-    int owner = -1; /* unknown until a registered fd is found: getpid is a syscall */
+    int owner = -1; /* unknown until a registered fd is found: it costs a syscall */
     for (unsigned c = lo >> FDG_EPT_CHUNK_BITS; c < end && c <= hi >> FDG_EPT_CHUNK_BITS; c++) {
         _Atomic uint64_t *chunk = atomic_load_explicit(&fdg_ept_dir[c], memory_order_acquire);
         if (!chunk) continue;
@@ -162,7 +180,7 @@ void fdg_ept_closing_range(unsigned lo, unsigned hi)
         for (unsigned i = first; i <= last; i++) {
             uint64_t w = atomic_load_explicit(&chunk[i], memory_order_relaxed);
             if (!w) continue;
-            if (owner < 0) owner = fdg_owner_process();
+            if (owner < 0) owner = fdg_table_owner();
             if (!owner) return;
             closing_owned((c << FDG_EPT_CHUNK_BITS) | i, w);
         }
@@ -171,16 +189,14 @@ void fdg_ept_closing_range(unsigned lo, unsigned hi)
 
 /* Index of the instance behind epfd, registering it if asked (an epoll fd
  * created before we were loaded, or received from elsewhere); -1 if none. */
-static int instance_index(int epfd, bool create)
+/* An index for an instance not seen before (its first registration, or one
+ * created before we were loaded), or -1. Out of the common path. */
+__attribute__((noinline, cold)) static int claim_index(int epfd, _Atomic uint64_t *s)
 {
-    _Atomic uint64_t *s = slot((unsigned)epfd, create);
-    if (!s) return -1;
-    uint64_t w = atomic_load(s);
-    if (w & FDG_EPT_IS_INSTANCE) return (int)((w & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
-    if (!create) return -1;
     for (int i = 0; i < FDG_EPT_INSTANCES; i++) {
         int none = -1;
         if (atomic_compare_exchange_strong(&instance_fd[i], &none, epfd)) {
+            fdg_epf_instance_new((unsigned)i);
             atomic_fetch_or(s, FDG_EPT_IS_INSTANCE | ((uint64_t)i << FDG_EPT_INDEX_SHIFT));
             return i;
         }
@@ -192,6 +208,15 @@ static int instance_index(int epfd, bool create)
     return -1;
 }
 
+static int instance_index(int epfd, bool create)
+{
+    _Atomic uint64_t *s = slot((unsigned)epfd, create);
+    if (!s) return -1;
+    uint64_t w = atomic_load(s);
+    if (w & FDG_EPT_IS_INSTANCE) return (int)((w & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
+    return create ? claim_index(epfd, s) : -1;
+}
+
 void fdg_ept_instance_created(int epfd)
 {
     _Atomic uint64_t *s = slot((unsigned)epfd, true);
@@ -199,8 +224,7 @@ void fdg_ept_instance_created(int epfd)
     /* A new fd: anything recorded under this number is stale (it was closed
      * behind our back, by a raw syscall). */
     uint64_t old = atomic_exchange(s, 0);
-    if (old & FDG_EPT_IS_INSTANCE)
-        atomic_store(&instance_fd[(old & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT], -1);
+    if (old & FDG_EPT_IS_INSTANCE) instance_number_gone(old, (unsigned)epfd);
     instance_index(epfd, true);
 }
 
@@ -219,6 +243,7 @@ void fdg_ept_added(int epfd, int fd, bool exclusive_added)
         updated = (keep & ~FDG_EPT_EPOCH_MASK) | epoch_bits() | (UINT64_C(1) << idx) |
                   (exclusive_added ? FDG_EPT_EXCLUSIVE : 0);
     } while (!atomic_compare_exchange_weak(s, &w, updated));
+    if (fdg_cfg.epoll) fdg_epf_registered((unsigned)idx);
     fdg_count(FDG_C_epoll_registrations, 1);
 }
 
@@ -234,7 +259,7 @@ void fdg_ept_removed(int epfd, int fd)
 void fdg_ept_duplicated(int oldfd, int newfd)
 {
     uint64_t w = fdg_ept_word((unsigned)oldfd);
-    if (!(w & FDG_EPT_IS_INSTANCE) || !fdg_owner_process()) return;
+    if (!(w & FDG_EPT_IS_INSTANCE) || !fdg_table_owner()) return;
     _Atomic uint64_t *s = slot((unsigned)newfd, true);
     if (!s) return;
     clear_bits(s, FDG_EPT_IS_INSTANCE | FDG_EPT_INDEX_MASK);
@@ -246,7 +271,25 @@ bool fdg_ept_recordable(int epfd, int fd)
     return instance_index(epfd, true) >= 0 && slot((unsigned)fd, true) != NULL;
 }
 
+/* Instances alive now, as a mask of indices. */
+static uint64_t live_instances(void)
+{
+    uint64_t live = 0;
+    for (unsigned i = 0; i < FDG_EPT_INSTANCES; i++)
+        if (atomic_load_explicit(&instance_fd[i], memory_order_relaxed) >= 0)
+            live |= UINT64_C(1) << i;
+    return live;
+}
+
+void fdg_ept_before_fork(void)
+{
+    fdg_epf_before_fork(live_instances());
+}
+
 void fdg_ept_after_fork(void)
 {
     atomic_fetch_add(&fdg_epoch, 1);
+    /* The child's only thread shares no table with anyone. */
+    fdg_private_table = false;
+    fdg_epf_after_fork(live_instances());
 }

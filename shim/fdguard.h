@@ -20,6 +20,7 @@
 /* ---- next.c: the definitions our wrappers forward to ---------------------- */
 
 struct dl_find_object;
+struct timespec;
 
 struct fdg_next {
     int (*accept)(int, struct sockaddr *, socklen_t *);
@@ -34,6 +35,12 @@ struct fdg_next {
     int (*epoll_create)(int);
     int (*epoll_create1)(int);
     int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*epoll_wait)(int, struct epoll_event *, int, int);
+    int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+    int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *,
+                        const sigset_t *); /* glibc 2.35, optional */
+    int (*unshare)(int);
+    const char *libc_single_threaded; /* glibc 2.32's __libc_single_threaded, or NULL */
     int (*dup)(int);
     int (*fcntl)(int, int, ...);
     int (*fcntl64)(int, int, ...);
@@ -394,16 +401,22 @@ bool fdg_spare_lend_if_full(void);
 /* One 64-bit word per fd, in chunks allocated on the first registration in
  * their range, so memory follows the highest registered fd:
  *   bits  0..47  instances (by index) in which this process registered the fd
- *   bits 48..55  epoch of those registrations (see fdg_epoch)
+ *   bits 48..53  epoch of those registrations (see fdg_epoch)
+ *   bits 54..55  free (reserved for knowing that a close drops the last
+ *                reference to the description)
  *   bit  56      the fd is itself an epoll instance ...
  *   bits 57..62  ... with this index
  *   bit  63      we added EPOLLEXCLUSIVE to its registrations
  * A fork child bumps the epoch: inherited registrations are its parent's and
- * are never acted on, and nothing needs to be copied or cleared at fork. */
+ * are never acted on, and nothing needs to be copied or cleared at fork (the
+ * epoch only has to differ from the ancestors' within 64 nested forks).
+ * What a parent does with registrations a child inherited is decided per
+ * instance, in epoll_fork.c (the fork rule). */
 #define FDG_EPT_INSTANCES 48
 #define FDG_EPT_MASK ((UINT64_C(1) << FDG_EPT_INSTANCES) - 1)
 #define FDG_EPT_EPOCH_SHIFT 48
-#define FDG_EPT_EPOCH_MASK (UINT64_C(0xff) << FDG_EPT_EPOCH_SHIFT)
+#define FDG_EPT_EPOCH_MASK (UINT64_C(0x3f) << FDG_EPT_EPOCH_SHIFT)
+#define FDG_EPT_FREE_BITS (UINT64_C(3) << 54)
 #define FDG_EPT_IS_INSTANCE (UINT64_C(1) << 56)
 #define FDG_EPT_INDEX_SHIFT 57
 #define FDG_EPT_INDEX_MASK (UINT64_C(0x3f) << FDG_EPT_INDEX_SHIFT)
@@ -440,10 +453,81 @@ void fdg_ept_removed(int epfd, int fd);
  * memory for the fd's chunk)? Asked before making a registration exclusive,
  * which only a record lets MOD undo. */
 bool fdg_ept_recordable(int epfd, int fd);
+/* pthread_atfork: prepare in the parent, child in the child. */
+void fdg_ept_before_fork(void);
 void fdg_ept_after_fork(void);
 /* After a successful dup of any kind: if oldfd is an epoll instance, newfd
  * names it too (an epoll fd moved to another number keeps its records). */
 void fdg_ept_duplicated(int oldfd, int newfd);
+
+/* The epoll_wait family must note, once per instance, that this process
+ * waits on it (the fork rule). Nonzero while some instance still needs
+ * that note (and before initialisation): one load and a branch per call
+ * otherwise. */
+extern _Atomic uint64_t fdg_ept_waitwatch;
+void fdg_ept_waiting(int epfd);
+/* Instances this fork child inherited and has not yet used: an ADD or MOD
+ * in one of them is a use (fdg_ept_using). Zero in a process never forked. */
+extern _Atomic uint64_t fdg_ept_inherited;
+void fdg_ept_using(int epfd);
+
+static inline void fdg_ept_wait_watch(int epfd)
+{
+    uint64_t watch = atomic_load_explicit(&fdg_ept_waitwatch, memory_order_relaxed);
+    if (FDG_LIKELY(!watch)) return;
+    if ((int64_t)watch < 0) { /* bit 63: not initialised yet */
+        fdg_ept_waiting(epfd);
+        return;
+    }
+    /* Some instance is watched: is it this one? */
+    uint64_t w = epfd >= 0 ? fdg_ept_word((unsigned)epfd) : 0;
+    unsigned idx = (unsigned)((w & FDG_EPT_INDEX_MASK) >> FDG_EPT_INDEX_SHIFT);
+    if ((w & FDG_EPT_IS_INSTANCE) && ((watch >> idx) & 1)) fdg_ept_waiting(epfd);
+}
+
+/* ---- epoll_fork.c: the fork rule (see there) ------------------------------ */
+
+/* Instance index idx was just given to a new instance / lost its last number. */
+void fdg_epf_instance_new(unsigned idx);
+void fdg_epf_instance_gone(unsigned idx);
+/* A registration in idx was recorded. */
+void fdg_epf_registered(unsigned idx);
+/* Closing a registration this process made in idx (named by epfd): must it
+ * stay, because a process that inherited the instance may rely on it? */
+bool fdg_epf_keep(unsigned idx, int epfd);
+/* Fork, with the mask of live instance indices. */
+void fdg_epf_before_fork(uint64_t live);
+void fdg_epf_after_fork(uint64_t live);
+
+/* ---- samefile.c ------------------------------------------------------------ */
+
+/* Do fd1 in this process and fd2 in process pid2 (0: this one) name the same
+ * open file description? 1 yes, 0 no, -errno when kcmp failed (ESRCH: no
+ * such process; EBADF: a number not open; ENOSYS, EPERM: no kcmp here).
+ * Preserves errno. */
+int fdg_kcmp_file(pid_t pid2, int fd1, int fd2);
+/* The same question within this process, with a fallback where kcmp is not
+ * allowed: a socket has one description per inode. */
+bool fdg_same_description(int fd1, int fd2);
+
+/* ---- private_table.c: threads with a descriptor table of their own -------- */
+
+/* Set on a thread that called unshare(CLONE_FILES) or
+ * close_range(CLOSE_RANGE_UNSHARE) while the table was shared: it closes
+ * numbers in its own copy, which takes nothing away from the other threads,
+ * so it must neither delete registrations nor forget the shim's descriptors.
+ * initial-exec: read on the close path, in signal handlers. */
+extern __thread bool fdg_private_table __attribute__((tls_model("initial-exec")));
+/* Would unshare(CLONE_FILES) copy the table now (another thread shares it)? */
+bool fdg_table_shared(void);
+
+/* True when this thread may act on the shim's tables: the process that owns
+ * this memory, on a thread that shares the process's descriptor table. The
+ * TLS is read only on slow paths (a tracked fd). */
+static inline bool fdg_table_owner(void)
+{
+    return !fdg_private_table && fdg_owner_process();
+}
 
 /* Is fd registered in epoll or one of ours? The close family's fast check. */
 static inline bool fdg_fd_tracked(unsigned fd)

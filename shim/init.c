@@ -53,6 +53,7 @@ bool fdg_init_slow(void)
         if (fdg_guarding) {
             pthread_atfork(fdg_dlopen_atfork_prepare, fdg_dlopen_atfork_release,
                            after_fork_in_child);
+            pthread_atfork(fdg_ept_before_fork, NULL, NULL);
             fdg_log_note_stderr();
         }
         initializing_here = false;

@@ -24,6 +24,10 @@ extern int fclose(FILE *);
 extern int epoll_create(int);
 extern int epoll_create1(int);
 extern int epoll_ctl(int, int, int, struct epoll_event *);
+extern int epoll_wait(int, struct epoll_event *, int, int);
+extern int epoll_pwait(int, struct epoll_event *, int, int, const sigset_t *);
+extern int epoll_pwait2(int, struct epoll_event *, int, const struct timespec *, const sigset_t *);
+extern int unshare(int);
 extern int dup(int);
 extern int fcntl(int, int, ...);
 extern int fcntl64(int, int, ...);
@@ -60,6 +64,11 @@ void fdg_bind_next(void)
     BIND(epoll_create, true);
     BIND(epoll_create1, true);
     BIND(epoll_ctl, true);
+    BIND(epoll_wait, true);
+    BIND(epoll_pwait, true);
+    BIND(epoll_pwait2, false); /* glibc 2.35 */
+    BIND(unshare, true);
+    fdg_next.libc_single_threaded = dlsym(RTLD_NEXT, "__libc_single_threaded"); /* glibc 2.32 */
     BIND(dup, true);
     BIND(fcntl, true);
     BIND(fcntl64, false); /* glibc 2.28 */

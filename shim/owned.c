@@ -20,8 +20,9 @@ bool fdg_owned_claim(int slot, int fd)
 void fdg_owned_lost(int slot, int fd)
 {
     /* A vfork child shares our memory but not our descriptor table: its
-     * closes must leave the parent's bookkeeping alone. */
-    if (!fdg_owner_process()) return;
+     * closes must leave the parent's bookkeeping alone; nor may a thread
+     * that closes in a private copy of the table (private_table.c). */
+    if (!fdg_table_owner()) return;
     if (!atomic_compare_exchange_strong(&fdg_owned[slot], &fd, -1)) return;
     if (slot == FDG_OWNED_SPARE) fdg_count(FDG_C_spare_lost, 1);
     fdg_logf(FDG_LVL_DEBUG, FDG_EV_SPARE, "the application closed or replaced fd %d (our %s)", fd,

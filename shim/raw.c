@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -88,6 +89,36 @@ static int raw_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     return (int)syscall(SYS_epoll_ctl, epfd, op, fd, ev);
 }
 
+/* SYS_epoll_wait does not exist everywhere; epoll_pwait without a mask is
+ * the same call. */
+static int raw_epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+{
+    return (int)syscall(SYS_epoll_pwait, epfd, ev, max, timeout, NULL, _NSIG / 8);
+}
+
+static int raw_epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout,
+                           const sigset_t *mask)
+{
+    return (int)syscall(SYS_epoll_pwait, epfd, ev, max, timeout, mask, _NSIG / 8);
+}
+
+static int raw_epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *ts,
+                            const sigset_t *mask)
+{
+#ifdef SYS_epoll_pwait2
+    return (int)syscall(SYS_epoll_pwait2, epfd, ev, max, ts, mask, _NSIG / 8);
+#else
+    (void)epfd, (void)ev, (void)max, (void)ts, (void)mask;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+static int raw_unshare(int flags)
+{
+    return (int)syscall(SYS_unshare, flags);
+}
+
 /* stdio has no system call: bind on demand (fclose is no signal path). */
 static int lazy_fclose(FILE *stream)
 {
@@ -136,6 +167,10 @@ struct fdg_next fdg_next = {
     .epoll_create = raw_epoll_create,
     .epoll_create1 = raw_epoll_create1,
     .epoll_ctl = raw_epoll_ctl,
+    .epoll_wait = raw_epoll_wait,
+    .epoll_pwait = raw_epoll_pwait,
+    .epoll_pwait2 = raw_epoll_pwait2,
+    .unshare = raw_unshare,
     .dup = raw_dup,
     .fcntl = raw_fcntl,
     .fcntl64 = raw_fcntl,

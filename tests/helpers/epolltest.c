@@ -38,6 +38,27 @@
  *   vfork_close_range    a vfork child runs close_range(3, ~0U, 0) and exits;
  *                        the parent's registration and the shim's records
  *                        are intact (a later close still deletes)
+ *   dup2_same | dup3_same [socket] [nokcmp]
+ *                        a saved duplicate dup2'd back onto its registered
+ *                        number: the registration stays (an event, MOD
+ *                        works), then a close with the duplicate held
+ *                        deletes it; `nokcmp`: kcmp refused by seccomp
+ *   unshare_range        a thread's close_range(LFD, ~0U, CLOSE_RANGE_UNSHARE)
+ *   unshare_close        a thread's unshare(CLONE_FILES) and close loop: the
+ *                        main thread keeps its event and its descriptor
+ *                        count, then a close with a duplicate held deletes
+ *   unshare_single       close_range(CLOSE_RANGE_UNSHARE) with one thread
+ *                        closes for real
+ *   fork_worker          a pre-fork worker waits on the inherited instance;
+ *                        the parent closes its listener at once
+ *   fork_worker_waited   the same after the parent waited on the instance,
+ *                        and closes once the worker has waited
+ *   fork_worker_exited | fork_worker_closed
+ *                        the worker used the instance, then exited or closed
+ *                        it; the parent's close (duplicate held) deletes
+ *   fork_client          a server closes a client its fork child holds, then
+ *                        the peer writes: no stale event for the server
+ *   fork_client_nowait   the same, the server never waited on the instance
  *   model SEED STEPS     random operations checked against the kernel after
  *                        every step
  *   threads [N [ITERS]]  threads registering, closing, dup2-ing concurrently
@@ -57,21 +78,27 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -79,6 +106,9 @@
 
 #include "common.h"
 
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
@@ -500,6 +530,303 @@ static int sc_vfork_close_range(void)
     return verdict("vfork_close_range (parent closes)", ep, &none);
 }
 
+/* ---- the fork rule: pre-fork workers and a server's helper child ----------- */
+
+/* A pre-fork worker: waits on the instance it inherited and accepts on the
+ * listener its parent registered. `waited`: the parent ran its own loop on
+ * the instance before forking, so it only learns the worker's use when the
+ * worker tells it (ready pipe) that it has waited once. Returns the
+ * worker's pid; it exits 0 when it accepted a connection within 5 s. */
+static pid_t fork_worker(int ep, int lfd, int ready)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        struct epoll_event ev;
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (ready >= 0) {
+            epoll_wait(ep, &ev, 1, 0);
+            if (write(ready, "r", 1) != 1) _exit(2);
+        }
+        int n = epoll_wait(ep, &ev, 1, 5000);
+        int a = n == 1 && ev.data.fd == lfd ? accept4(lfd, NULL, NULL, SOCK_CLOEXEC) : -1;
+        _exit(a >= 0 ? 0 : 1);
+    }
+    return pid;
+}
+
+static int worker_result(const char *what, pid_t pid)
+{
+    int st;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) > 1) die("worker");
+    bool ok = WEXITSTATUS(st) == 0;
+    printf("%s: the worker %s\n", what,
+           ok ? "got the listener's event and accepted" : "got no event within 5 s");
+    return ok ? OK : LOST;
+}
+
+/* The parent registers its listener, forks a worker that waits on the
+ * inherited instance, and closes its own copy of the listener at once (the
+ * worker may not have run yet). A client then connects: the worker must
+ * get the event. `waited`: the parent has waited on the instance itself
+ * (it is its event loop too); it closes after the worker said it waited. */
+static int sc_fork_worker(bool waited)
+{
+    const char *what = waited ? "fork_worker (parent waited)" : "fork_worker";
+    int lfd = listen_tcp(), ep = xepoll(), ready[2] = {-1, -1};
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    if (getsockname(lfd, (struct sockaddr *)&sa, &len) != 0) die("getsockname");
+    xadd(ep, lfd, EPOLLIN);
+    if (waited) {
+        struct epoll_event ev;
+        epoll_wait(ep, &ev, 1, 0);
+        xpipe(ready);
+    }
+    pid_t pid = fork_worker(ep, lfd, ready[1]);
+    if (waited) {
+        char b;
+        close(ready[1]);
+        if (read(ready[0], &b, 1) != 1) die("the worker did not start");
+    }
+    close(lfd);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0 || connect(c, (struct sockaddr *)&sa, len) != 0) die("connect");
+    int r = worker_result(what, pid);
+    close(c);
+    return r;
+}
+
+/* The worker used the instance and then went away: it exited, or it
+ * closed the instance and lives on. The parent, which waits on the
+ * instance, closes its registered listener while a duplicate is held: now
+ * nobody else relies on the registration, and it must be deleted. */
+static int sc_fork_worker_gone(bool closed)
+{
+    const char *what =
+        closed ? "fork_worker_gone (closed the instance)" : "fork_worker_gone (exited)";
+    int lfd = listen_tcp(), ep = xepoll(), ready[2], go[2];
+    struct epoll_event ev;
+    xadd(ep, lfd, EPOLLIN);
+    epoll_wait(ep, &ev, 1, 0);
+    hold(lfd, 100);
+    xpipe(ready);
+    xpipe(go);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        char b;
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(go[1]);
+        epoll_wait(ep, &ev, 1, 0);
+        if (closed) close(ep);
+        if (write(ready[1], "r", 1) != 1) _exit(2);
+        if (closed && read(go[0], &b, 1) < 0) _exit(2);
+        _exit(0);
+    }
+    char b;
+    close(go[0]);
+    close(ready[1]);
+    if (read(ready[0], &b, 1) != 1) die("the worker did not start");
+    int st;
+    if (!closed && waitpid(pid, &st, 0) != pid) die("waitpid");
+    close(lfd);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa;
+    socklen_t len = sizeof sa;
+    if (c < 0 || getsockname(100, (struct sockaddr *)&sa, &len) != 0 ||
+        connect(c, (struct sockaddr *)&sa, len) != 0)
+        die("connect");
+    struct expect none = {0};
+    int r = verdict(what, ep, &none);
+    close(go[1]);
+    if (closed && waitpid(pid, &st, 0) != pid) die("waitpid");
+    close(c);
+    return r;
+}
+
+/* Redis's background save: the server forks a child that holds every
+ * descriptor but never touches the instance, then closes a client. The
+ * client's peer writes and hangs up: the server's instance must not report
+ * the closed number. `nowait`: the server never waited on the instance
+ * before it forked and closed (the fork rule leaves the registration then,
+ * as without the shim). */
+static int sc_fork_client(bool nowait)
+{
+    const char *what = nowait ? "fork_client (server never waited)" : "fork_client";
+    int sv[2], go[2], ep = xepoll();
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+    xpipe(go);
+    xadd(ep, sv[0], EPOLLIN);
+    struct epoll_event ev[4];
+    if (!nowait) epoll_wait(ep, ev, 4, 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        char b;
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(go[1]);
+        if (read(go[0], &b, 1) < 0) _exit(2);
+        _exit(0);
+    }
+    close(go[0]);
+    close(sv[0]); /* the child still holds the client */
+    xwrite(sv[1]);
+    close(sv[1]);
+    struct expect none = {0};
+    int r = verdict(what, ep, &none);
+    close(go[1]);
+    int st;
+    if (waitpid(pid, &st, 0) != pid) die("waitpid");
+    return r;
+}
+
+/* ---- a number restored from a saved duplicate ----------------------------- */
+
+/* No kcmp (as under a container's default seccomp profile): kcmp fails with
+ * EPERM, the shim's fallback answers. Returns the errno kcmp now gives. */
+static int block_kcmp(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_kcmp, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        die("seccomp filter");
+    errno = 0;
+    syscall(SYS_kcmp, getpid(), getpid(), 0, 0, 0);
+    return errno;
+}
+
+/* The registered number restored from a saved duplicate (dup2 or dup3 of a
+ * number naming the same open file description onto it): it never stops
+ * naming the registered file, so the registration stays: the write is
+ * reported and EPOLL_CTL_MOD works. Then the number is closed while the
+ * duplicate is held: the registration must go (the shim's records lived
+ * on). `sock`: a socket pair instead of a pipe; `nokcmp`: without kcmp. */
+static int sc_dup2_same(bool three, bool sock, bool nokcmp)
+{
+    const char *what = three ? "dup3_same" : "dup2_same";
+    if (nokcmp) printf("%s: kcmp blocked (%s)\n", what, strerror(block_kcmp()));
+    int p[2], ep = xepoll();
+    if (sock ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) != 0
+             : pipe2(p, O_CLOEXEC) != 0)
+        die("pipe or socketpair");
+    xadd(ep, p[0], EPOLLIN);
+    int saved = hold(p[0], 100);
+    if ((three ? dup3(saved, p[0], O_CLOEXEC) : dup2(saved, p[0])) != p[0]) die("%s", what);
+    xwrite(p[1]);
+    struct epoll_event ev[4];
+    int n = epoll_wait(ep, ev, 4, 0);
+    struct epoll_event mod = {.events = EPOLLIN | EPOLLOUT, .data.fd = p[0]};
+    int m = epoll_ctl(ep, EPOLL_CTL_MOD, p[0], &mod);
+    printf("%s (%s): %d event(s)%s; EPOLL_CTL_MOD returned %d%s%s\n", what,
+           sock ? "socket" : "pipe", n,
+           n > 0 && ev[0].data.fd == p[0] ? " for the restored number" : "", m, m ? ", " : "",
+           m ? strerror(errno) : "");
+    struct expect x = {0}, none = {0};
+    expect_add(&x, p[0]);
+    int r = verdict(what, ep, &x);
+    if (n != 1 || m != 0) r = LOST;
+    if (r != OK) return r;
+    close(p[0]); /* the duplicate is held: only a DEL removes the registration */
+    char what2[64];
+    snprintf(what2, sizeof what2, "%s (then closed)", what);
+    return verdict(what2, ep, &none);
+}
+
+/* ---- threads with a private descriptor table ------------------------------- */
+
+static int count_fds(void)
+{
+    int n = 0;
+    char path[64];
+    for (int fd = 0; fd < 1024; fd++) {
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        n += access(path, F_OK) == 0;
+    }
+    return n;
+}
+
+struct unshare_ctx {
+    bool range;
+    int lo;
+};
+
+static void *unshare_main(void *arg)
+{
+    struct unshare_ctx *u = arg;
+    if (u->range) {
+        if (close_range((unsigned)u->lo, ~0U, CLOSE_RANGE_UNSHARE) != 0)
+            die("close_range(UNSHARE)");
+    } else {
+        if (unshare(CLONE_FILES) != 0) die("unshare(CLONE_FILES)");
+        for (int fd = 1023; fd >= 3; fd--)
+            close(fd);
+    }
+    return NULL;
+}
+
+/* A thread gives itself a private copy of the descriptor table and closes
+ * in it: close_range(LFD, ~0U, CLOSE_RANGE_UNSHARE), or unshare(CLONE_FILES)
+ * and a close loop over every number. The main thread's table is not
+ * touched: its registration must still report the write, and the process
+ * must hold as many descriptors as before (the shim's spare, armed by
+ * listen(), is still its own: a later accept must not arm a second one).
+ * Then the main thread closes the registered number while a duplicate is
+ * held: the shim's records must have survived to delete it. */
+static int sc_unshare(bool range)
+{
+    const char *what = range ? "unshare_range" : "unshare_close";
+    int ep = xepoll(), lfd = listen_tcp(), p[2];
+    xpipe(p);
+    xadd(ep, p[0], EPOLLIN);
+    int before = count_fds();
+    pthread_t t;
+    struct unshare_ctx u = {.range = range, .lo = lfd};
+    if (pthread_create(&t, NULL, unshare_main, &u) != 0) die("pthread_create");
+    pthread_join(t, NULL);
+    if (accept4(lfd, NULL, NULL, SOCK_CLOEXEC) >= 0 || errno != EAGAIN) die("accept4");
+    int after = count_fds();
+    xwrite(p[1]);
+    struct epoll_event ev[4];
+    int n = epoll_wait(ep, ev, 4, 0);
+    printf("%s: the main thread got %d event(s); descriptors %d -> %d\n", what, n, before, after);
+    if (n != 1 || after != before) {
+        printf("%s: LOST\n", what);
+        return LOST;
+    }
+    hold(p[0], 100);
+    close(p[0]);
+    struct expect none = {0};
+    char what2[64];
+    snprintf(what2, sizeof what2, "%s (main thread closes)", what);
+    return verdict(what2, ep, &none);
+}
+
+/* close_range(CLOSE_RANGE_UNSHARE) in a process with one thread: nothing
+ * shares the table, the kernel copies nothing, and the numbers really
+ * close: registrations must be deleted as for a plain close_range. */
+static int sc_unshare_single(void)
+{
+    int p[2], ep = xepoll();
+    xpipe(p);
+    int fd = fcntl(p[0], F_DUPFD_CLOEXEC, 200);
+    if (fd != 200) die("F_DUPFD 200");
+    xadd(ep, fd, EPOLLIN);
+    if (close_range(200, ~0U, CLOSE_RANGE_UNSHARE) != 0) die("close_range(UNSHARE)");
+    xwrite(p[1]);
+    struct expect none = {0};
+    return verdict("unshare_single", ep, &none);
+}
+
 /* ---- the randomised model -------------------------------------------------- */
 
 /* The program's view: which numbers it has open and what they are, and what
@@ -514,6 +841,8 @@ static int sc_vfork_close_range(void)
 #define M_ROUNDS 8 /* fork children close this many numbers */
 enum { M_FREE, M_DATA_FD, M_EPOLL_FD, M_FOREIGN };
 
+#define M_KEPT 64 /* registrations left in place by the fork rule, per instance */
+
 struct model {
     uint64_t rng;
     int kind[M_FDS];
@@ -522,8 +851,24 @@ struct model {
     bool inst_live[M_INST];
     /* reg[i][t]: the inode registered under number t in instance i, or 0 */
     unsigned long reg[M_INST][M_FDS];
-    long steps, bad_steps, stale, lost, risky, aliased;
-    long ops[16];
+    /* The fork rule (README, "Epoll hygiene in detail"): the program waits
+     * on an instance (its event loop) or hands it to children and never
+     * does; forked: the program forked while the instance existed;
+     * recorded: a registration in it was recorded (it has a serial). */
+    bool waits[M_INST], forked[M_INST], recorded[M_INST];
+    /* Registrations the rule leaves in place when the program closes its
+     * number: the kernel may keep them (another process holds the file),
+     * so they are allowed, not required. */
+    struct {
+        int fd;
+        unsigned long ino;
+    } kept[M_INST][M_KEPT];
+    int nkept[M_INST];
+    /* A worker: a child that waited on instance worker_inst and lives on. */
+    pid_t worker;
+    int worker_inst, worker_ctl, worker_steps;
+    long steps, bad_steps, stale, lost, risky, aliased, kept_total, same_kept, unshared;
+    long ops[24];
 };
 
 enum {
@@ -541,12 +886,16 @@ enum {
     OP_CLOSE_EPFD,
     OP_CREATE_EPFD,
     OP_DUP_EPFD,
+    OP_DUP2_SAME,
+    OP_WORKER,
+    OP_UNSHARE,
     OP_COUNT
 };
 static const char *const op_names[OP_COUNT] = {
-    "open",  "add",         "mod",  "del",   "dup",        "dup2",        "dup3",
-    "close", "close_range", "fork", "vfork", "close_epfd", "create_epfd", "dup_epfd"};
-static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2, 2, 5, 3};
+    "open",        "add",      "mod",         "del",    "dup",    "dup2",
+    "dup3",        "close",    "close_range", "fork",   "vfork",  "close_epfd",
+    "create_epfd", "dup_epfd", "dup2_same",   "worker", "unshare"};
+static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2, 2, 5, 3, 4, 2, 2};
 
 static uint64_t rnd(struct model *m)
 {
@@ -605,6 +954,33 @@ static int pick_registered(struct model *m)
     return n ? c[rnd_below(m, n)] : -1;
 }
 
+/* Does the fork rule leave the registrations of instance i in place when the
+ * program closes their numbers? Only once it forked while i existed; then
+ * if the program never waits on i (it is not its event loop), or the live
+ * worker uses i. */
+static bool m_keeps(const struct model *m, int i)
+{
+    return m->forked[i] && (!m->waits[i] || (m->worker > 0 && m->worker_inst == i));
+}
+
+static void m_keep(struct model *m, int i, int fd, unsigned long ino)
+{
+    m->kept_total++;
+    for (int k = 0; k < m->nkept[i]; k++)
+        if (m->kept[i][k].fd == fd && m->kept[i][k].ino == ino) return;
+    if (m->nkept[i] == M_KEPT) return; /* m_check prunes what the kernel dropped */
+    m->kept[i][m->nkept[i]].fd = fd;
+    m->kept[i][m->nkept[i]].ino = ino;
+    m->nkept[i]++;
+}
+
+static bool m_kept(const struct model *m, int i, int fd, unsigned long ino)
+{
+    for (int k = 0; k < m->nkept[i]; k++)
+        if (m->kept[i][k].fd == fd && m->kept[i][k].ino == ino) return true;
+    return false;
+}
+
 /* The program's view of a number going away (close, or replaced by dup2):
  * its registrations are gone; if it was the last number of an instance, the
  * instance is gone with everything in it. */
@@ -613,8 +989,10 @@ static void m_closed(struct model *m, int fd)
     if (fd < 0 || fd >= M_FDS || m->kind[fd] == M_FOREIGN) return;
     if (m->kind[fd] == M_DATA_FD) {
         bool registered = m_registered(m, fd), shared = false;
-        for (int i = 0; i < M_INST; i++)
+        for (int i = 0; i < M_INST; i++) {
+            if (m->reg[i][fd] && m_keeps(m, i)) m_keep(m, i, fd, m->reg[i][fd]);
             m->reg[i][fd] = 0;
+        }
         for (int o = 0; o < M_FDS; o++)
             shared |= o != fd && m->kind[o] == M_DATA_FD && m->ino[o] == m->ino[fd];
         m->risky += registered && shared; /* the stale case, unless deleted */
@@ -626,6 +1004,7 @@ static void m_closed(struct model *m, int fd)
         if (!named) {
             memset(m->reg[i], 0, sizeof m->reg[i]);
             m->inst_live[i] = false;
+            m->nkept[i] = 0;
         } else {
             m->aliased++; /* the instance lives on under another number */
         }
@@ -656,12 +1035,23 @@ static long m_check(struct model *m, bool verbose)
         int e = -1;
         for (int fd = 0; fd < M_FDS && e < 0; fd++)
             if (m->kind[fd] == M_EPOLL_FD && m->inst[fd] == i) e = fd;
+        if (m->waits[i]) { /* the program's event loop: it waits on the instance */
+            struct epoll_event ev[16];
+            epoll_wait(e, ev, 16, 0);
+        }
         int n = kernel_view(e, k);
         if (n < 0) die("cannot read /proc/self/fdinfo/%d", e);
+        for (int q = 0; q < m->nkept[i]; q++) { /* the kernel dropped it: forget it */
+            bool there = false;
+            for (int j = 0; j < n && j < KMAX; j++)
+                there |= k[j].tfd == m->kept[i][q].fd && k[j].ino == m->kept[i][q].ino;
+            if (!there) m->kept[i][q--] = m->kept[i][--m->nkept[i]];
+        }
         for (int j = 0; j < n && j < KMAX; j++) {
             int t = k[j].tfd;
-            bool ok = t >= 0 && t < M_FDS && m->kind[t] == M_DATA_FD && m->reg[i][t] == k[j].ino &&
-                      ino_of(t) == k[j].ino;
+            bool ok = (t >= 0 && t < M_FDS && m->kind[t] == M_DATA_FD && m->reg[i][t] == k[j].ino &&
+                       ino_of(t) == k[j].ino) ||
+                      m_kept(m, i, t, k[j].ino);
             if (!ok) {
                 m->stale++;
                 bad++;
@@ -744,6 +1134,105 @@ static int m_dup_any(struct model *m, int src)
     }
 }
 
+/* dup2/dup3(src, to) happened. If both named the same file (a saved
+ * duplicate restored), `to` never stopped naming it: its registrations
+ * stay. Otherwise `to` was closed and now names src's file. */
+static void m_replaced(struct model *m, int src, int to)
+{
+    if (m->kind[to] == M_DATA_FD && m->ino[to] == m->ino[src]) {
+        m->same_kept += m_registered(m, to);
+        return;
+    }
+    unsigned long ino = m->ino[src];
+    m_closed(m, to);
+    m_new_data(m, to, ino);
+}
+
+/* Another number with the same file as `to`, or -1. */
+static int pick_same(struct model *m, int to)
+{
+    int c[M_FDS], n = 0;
+    for (int fd = 0; fd < M_HI; fd++)
+        if (fd != to && m->kind[fd] == M_DATA_FD && m->ino[fd] == m->ino[to]) c[n++] = fd;
+    return n ? c[rnd_below(m, n)] : -1;
+}
+
+/* The program forked: every live instance is shared with the child. */
+static void m_forked(struct model *m)
+{
+    for (int i = 0; i < M_INST; i++)
+        if (m->inst_live[i]) m->forked[i] = true;
+}
+
+/* A pre-fork worker: waits once on an inherited instance (its use is then
+ * known), tells the parent, and lives until told to go. */
+static void m_worker_start(struct model *m)
+{
+    int ep = pick(m, M_EPOLL_FD), ready[2], ctl[2];
+    if (ep < 0) return;
+    if (pipe2(ready, O_CLOEXEC) != 0 || pipe2(ctl, O_CLOEXEC) != 0) die("pipe2");
+    int r = hold(ready[0], 100), c = hold(ctl[1], 101);
+    int rw = hold(ready[1], 102), cr = hold(ctl[0], 103);
+    close(ready[0]), close(ready[1]), close(ctl[0]), close(ctl[1]);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        struct epoll_event ev[4];
+        char b = 0;
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a failed run */
+        epoll_wait(ep, ev, 4, 0);
+        if (write(rw, &b, 1) != 1 || read(cr, &b, 1) < 0) _exit(1);
+        _exit(0);
+    }
+    close(rw);
+    close(cr);
+    char b;
+    if (read(r, &b, 1) != 1) die("the worker did not start");
+    close(r);
+    m_forked(m);
+    m->worker = pid;
+    m->worker_ctl = c;
+    /* Its wait is a use only if the instance had a registration then. */
+    m->worker_inst = m->recorded[m->inst[ep]] ? m->inst[ep] : -1;
+}
+
+static void m_worker_end(struct model *m)
+{
+    char b = 0;
+    int st;
+    if (write(m->worker_ctl, &b, 1) != 1 || waitpid(m->worker, &st, 0) != m->worker)
+        die("worker exit");
+    close(m->worker_ctl);
+    m->worker = 0;
+    m->worker_inst = -1;
+}
+
+/* A thread that gives itself a private copy of the descriptor table and
+ * closes in it: the program's own table, and so its registrations, stay as
+ * they were. */
+static void *m_unshare_main(void *arg)
+{
+    struct model *m = arg;
+    int lo = 3 + rnd_below(m, M_HI - 3);
+    if (rnd_below(m, 2)) {
+        close_range((unsigned)lo, rnd_below(m, 2) ? ~0U : (unsigned)lo + 4, CLOSE_RANGE_UNSHARE);
+    } else {
+        if (unshare(CLONE_FILES) != 0) die("unshare(CLONE_FILES)");
+        for (int fd = lo; fd < M_HI; fd++)
+            if (m->kind[fd] != M_FOREIGN) close(fd);
+    }
+    return NULL;
+}
+
+static void m_unshare_thread(struct model *m)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, m_unshare_main, m) != 0) die("pthread_create");
+    pthread_join(t, NULL);
+    m->unshared++;
+}
+
 static void m_step(struct model *m)
 {
     int total = 0, op = 0;
@@ -783,7 +1272,10 @@ static void m_step(struct model *m)
         if (fd < 0) break;
         ev.events = EPOLLIN | (rnd_below(m, 2) ? EPOLLOUT : 0) | (rnd_below(m, 4) ? 0 : EPOLLET);
         ev.data.fd = fd;
-        if (op == OP_ADD && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0) m->reg[in][fd] = m->ino[fd];
+        if (op == OP_ADD && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0) {
+            m->reg[in][fd] = m->ino[fd];
+            m->recorded[in] = true;
+        }
         if (op == OP_MOD) epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
         break;
     case OP_DEL:
@@ -803,9 +1295,14 @@ static void m_step(struct model *m)
         to = rnd_below(m, 2) ? pick_registered(m) : pick_target(m);
         if (fd < 0 || to < 0 || fd == to) break;
         if ((op == OP_DUP2 ? dup2(fd, to) : dup3(fd, to, O_CLOEXEC)) != to) die("dup2/dup3");
-        unsigned long ino = m->ino[fd];
-        m_closed(m, to);
-        m_new_data(m, to, ino);
+        m_replaced(m, fd, to);
+        break;
+    case OP_DUP2_SAME: /* restore a number from a saved duplicate */
+        to = pick_registered(m);
+        fd = to >= 0 ? pick_same(m, to) : -1;
+        if (fd < 0) break;
+        if ((rnd_below(m, 2) ? dup2(fd, to) : dup3(fd, to, O_CLOEXEC)) != to) die("dup2/dup3");
+        m_replaced(m, fd, to);
         break;
     case OP_CLOSE:
         fd = rnd_below(m, 2) ? pick_registered(m) : pick_target(m);
@@ -829,14 +1326,27 @@ static void m_step(struct model *m)
         pid_t pid = fork();
         if (pid < 0) die("fork");
         if (pid == 0) m_child(m);
+        m_forked(m);
         int st;
         if (waitpid(pid, &st, 0) != pid) die("waitpid");
         break;
     }
+    case OP_WORKER:
+        if (m->worker > 0)
+            m_worker_end(m);
+        else
+            m_worker_start(m);
+        break;
+    case OP_UNSHARE:
+        m_unshare_thread(m);
+        break;
     case OP_VFORK: {
         pid_t pid = vfork_and_close_range();
         int st;
         if (pid < 0 || waitpid(pid, &st, 0) != pid) die("vfork");
+#ifdef __SANITIZE_THREAD__
+        m_forked(m); /* ThreadSanitizer's vfork is a fork: fork handlers ran */
+#endif
         break;
     }
     case OP_CLOSE_EPFD:
@@ -855,6 +1365,9 @@ static void m_step(struct model *m)
         if (in == M_INST) die("model: out of instance slots");
         m->inst_live[in] = true;
         memset(m->reg[in], 0, sizeof m->reg[in]);
+        m->nkept[in] = 0;
+        m->forked[in] = m->recorded[in] = false;
+        m->waits[in] = rnd_below(m, 4) != 0; /* one in four is handed to children */
         m->kind[fd] = M_EPOLL_FD;
         m->inst[fd] = in;
         break;
@@ -883,10 +1396,13 @@ static int sc_model(long seed, long steps, bool verbose)
         if (m_check(&m, verbose && m.bad_steps < 5)) m.bad_steps++;
     }
     m.steps--;
+    if (m.worker > 0) m_worker_end(&m);
     printf("model: seed %ld steps %ld mismatches %ld (stale %ld, lost %ld) in %ld steps; "
            "registered numbers closed while shared: %ld; epoll fds closed while another names "
-           "the instance: %ld\n",
-           seed, m.steps, m.stale + m.lost, m.stale, m.lost, m.bad_steps, m.risky, m.aliased);
+           "the instance: %ld; kept by the fork rule: %ld; registered numbers restored from a "
+           "duplicate: %ld; threads that closed in a private table: %ld\n",
+           seed, m.steps, m.stale + m.lost, m.stale, m.lost, m.bad_steps, m.risky, m.aliased,
+           m.kept_total, m.same_kept, m.unshared);
     printf("model: ops");
     for (int i = 0; i < OP_COUNT; i++)
         printf(" %s %ld", op_names[i], m.ops[i]);
@@ -1310,7 +1826,11 @@ static int sc_exclusive_many(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: epolltest seed|dup2|dup3|close_range|closefrom|fclose|epfd_reuse|\n"
-                    "                 fork_listener|vfork_close_range\n"
+                    "                 fork_listener|vfork_close_range|unshare_range|\n"
+                    "                 unshare_close|unshare_single|fork_worker|\n"
+                    "                 fork_worker_waited|fork_worker_exited|\n"
+                    "                 fork_worker_closed|fork_client|fork_client_nowait\n"
+                    "       epolltest dup2_same|dup3_same [socket] [nokcmp]\n"
                     "       epolltest model SEED STEPS [-v]\n"
                     "       epolltest threads [N [ITERS]]\n"
                     "       epolltest signal [kill|itimer] [MS]\n"
@@ -1346,6 +1866,27 @@ int main(int argc, char **argv)
     if (!strcmp(s, "epfd_move")) return sc_epfd_move();
     if (!strcmp(s, "fork_listener")) return sc_fork_listener();
     if (!strcmp(s, "vfork_close_range")) return sc_vfork_close_range();
+    if (!strcmp(s, "dup2_same") || !strcmp(s, "dup3_same")) {
+        bool sock = false, nokcmp = false;
+        for (int i = 2; i < argc; i++) {
+            if (!strcmp(argv[i], "socket"))
+                sock = true;
+            else if (!strcmp(argv[i], "nokcmp"))
+                nokcmp = true;
+            else
+                usage();
+        }
+        return sc_dup2_same(s[3] == '3', sock, nokcmp);
+    }
+    if (!strcmp(s, "unshare_range")) return sc_unshare(true);
+    if (!strcmp(s, "unshare_close")) return sc_unshare(false);
+    if (!strcmp(s, "unshare_single")) return sc_unshare_single();
+    if (!strcmp(s, "fork_worker")) return sc_fork_worker(false);
+    if (!strcmp(s, "fork_worker_waited")) return sc_fork_worker(true);
+    if (!strcmp(s, "fork_worker_exited")) return sc_fork_worker_gone(false);
+    if (!strcmp(s, "fork_worker_closed")) return sc_fork_worker_gone(true);
+    if (!strcmp(s, "fork_client")) return sc_fork_client(false);
+    if (!strcmp(s, "fork_client_nowait")) return sc_fork_client(true);
     if (!strcmp(s, "model")) {
         if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "-v"))) usage();
         return sc_model(arg_long(argc, argv, 2, 0, 1L << 40, 0),
