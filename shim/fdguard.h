@@ -187,6 +187,9 @@ void fdg_stats_open(void);
 /* Sleeps for step `attempt` of a capped exponential backoff with jitter
  * (1, 2, 4 ... FDGUARD_BACKOFF_MAX_MS ms, each drawn from [d/2, d]). */
 void fdg_backoff_sleep(unsigned attempt);
+/* The duration of that step, in microseconds (for callers that sleep their
+ * own way). */
+uint64_t fdg_backoff_us(unsigned attempt);
 
 /* ---- spare.c --------------------------------------------------------------- */
 
@@ -195,6 +198,26 @@ bool fdg_spare_arm(void);
 /* Closes the spare so that one descriptor slot is free; false if none held. */
 bool fdg_spare_lend(void);
 bool fdg_spare_held(void);
+
+/* ---- lend.c: who may use the spare's slot (one thread, never across a wait) */
+
+enum { FDG_LEND_OK, FDG_LEND_TIMEOUT, FDG_LEND_SIGNAL };
+/* Waits until this thread holds the lend (*mine), to accept on listener fd.
+ * `offer`: one this thread made (fdg_lend_offer), which it takes back only
+ * if nobody else does. Stops at deadline_us (CLOCK_MONOTONIC, 0: none) and,
+ * if `signals`, when a signal handler interrupts a nap. A holder of another
+ * process (a fork parent's) or one stuck for FDGUARD_BACKOFF_MAX_MS is
+ * taken over. */
+int fdg_lend_acquire(uint64_t *mine, uint64_t offer, int fd, uint64_t deadline_us, bool signals);
+void fdg_lend_release(uint64_t mine);
+/* True (once) if another thread of this process waits for the lend, for
+ * another listener than the holder's. */
+bool fdg_lend_wanted(void);
+/* Releases the lend to a waiting thread; what to pass to fdg_lend_acquire
+ * to queue behind it, or 0 if it was taken over meanwhile. */
+uint64_t fdg_lend_offer(uint64_t mine);
+/* CLOCK_MONOTONIC in microseconds. */
+uint64_t fdg_now_us(void);
 
 /* ---- owned.c: descriptors the shim itself holds (spare, log) ------------- */
 
