@@ -138,10 +138,19 @@ static void wait_start(struct wait *w, int fd)
     }
 }
 
+/* Signals raised by the faulting instruction itself: they cannot arrive
+ * while the thread sleeps (runtimes and sanitizers handle them without
+ * SA_RESTART). */
+static bool synchronous(int sig)
+{
+    return sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGTRAP ||
+           sig == SIGSYS;
+}
+
 /* A signal handler ran while we waited. poll and nanosleep are never
  * restarted; accept is, when the handler has SA_RESTART and the socket no
  * SO_RCVTIMEO. Which signal it was we cannot tell: EINTR if any installed
- * handler lacks SA_RESTART. */
+ * handler of an asynchronous signal lacks SA_RESTART. */
 static bool signal_ends_wait(const struct wait *w)
 {
     if (w->rcvtimeo) return true;
@@ -149,7 +158,7 @@ static bool signal_ends_wait(const struct wait *w)
     bool ends = false;
     for (int sig = 1; sig < NSIG && !ends; sig++) {
         struct sigaction sa;
-        if (sigaction(sig, NULL, &sa) != 0) continue; /* glibc's own signals */
+        if (synchronous(sig) || sigaction(sig, NULL, &sa) != 0) continue; /* glibc's own */
         if (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN) continue;
         ends = !(sa.sa_flags & SA_RESTART);
     }

@@ -75,7 +75,7 @@ SHIM_ENV=()
     # The signal came at 300 ms; at 600 ms a descriptor was freed and a
     # second client connected: that one is the caller's.
     [[ $(field result) == OK && $(field client) == eof && $(field alarms) == 1 ]]
-    (($(field after_ms) >= 590 && $(field after_ms) < 1500))
+    (($(field after_ms) >= 550 && $(field after_ms) < 1500))
 }
 
 @test "cancellation: the waiting acceptor is cancelled, nothing was held, the next caller is relieved" {
@@ -155,7 +155,10 @@ room: listeners_served=3/3" ]]
     shim "$AA" room
     [[ $output == "$without" ]]
     # NULL addr with a bogus or read-only addrlen: the kernel never touches it.
-    grep -qx 'null-addr-bogus-len ret=fd len=- addr=untouched nonblock=0 cloexec=0 client=served' <<<"$output"
+    # (ASan's and TSan's accept read it themselves: acceptaddr skips that one.)
+    if [[ ${FDG_SANITIZE:-} != @(address|thread) ]]; then
+        grep -qx 'null-addr-bogus-len ret=fd len=- addr=untouched nonblock=0 cloexec=0 client=served' <<<"$output"
+    fi
     grep -qx 'null-addr-readonly-len ret=fd len=0 addr=untouched nonblock=0 cloexec=0 client=served' <<<"$output"
 }
 

@@ -374,6 +374,7 @@ static int single(const char *sc)
     }
     double after = now_ms() - t0;
     pthread_join(helper, NULL);
+    if (!strcmp(sc, "eintr-restart")) pthread_join(later, NULL);
     printf("result=%s after_ms=%.0f client=%s", errname(err), after, client_outcome(c1, 1000));
     if (!strncmp(sc, "eintr", 5)) printf(" alarms=%d", atomic_load(&alarms));
     printf("\n");
