@@ -468,13 +468,13 @@ static int relieve_waiting(struct relief *r)
 static int relieve(const struct call *call, int conn, int err, int saved_errno)
 {
     struct relief r = {.call = call, .blocking = listener_blocking(call->fd), .why = err};
+    /* A shed connection must not be left open by a cancellation inside
+     * send or close: only the waits are cancellation points here. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &r.cancel_state);
     if (conn < 0)
         fdg_count(FDG_C_accept_emfile, 1);
     else
         shed(call->fd, conn, 0);
-    /* A shed connection must not be left open by a cancellation inside
-     * send or close: only the waits are cancellation points here. */
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &r.cancel_state);
     int result;
     if (!r.blocking)
         result = relieve_nonblocking(&r, conn >= 0);
