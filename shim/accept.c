@@ -122,7 +122,7 @@ struct wait {
     bool rcvtimeo;
 };
 
-enum { W_READY, W_TIMEOUT, W_SIGNAL };
+enum { W_READY, W_TIMEOUT, W_SIGNAL, W_ERROR };
 
 /* How long a woken acceptor thread gets to take its connection. */
 #define GRACE_US 5000
@@ -190,11 +190,8 @@ static int wait_listener(int fd, const struct wait *w)
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int n = ppoll(&p, 1, w->deadline_us ? &ts : NULL, NULL);
         if (n > 0) return W_READY;
-        if (n < 0 && errno == EINTR) {
-            if (signal_ends_wait(w)) return W_SIGNAL;
-        } else if (n < 0) {
-            return W_READY; /* let accept report what is wrong */
-        }
+        if (n < 0 && errno != EINTR) return W_ERROR; /* ENOMEM: errno says it */
+        if (n < 0 && signal_ends_wait(w)) return W_SIGNAL;
     }
 }
 
@@ -405,7 +402,9 @@ static int relieve_waiting(struct relief *r)
             graced = false;
             pthread_setcancelstate(r->cancel_state, NULL);
             why = wait_listener(fd, &w);
+            int err = errno;
             pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+            if (why == W_ERROR) return fail(err);
         }
         if (why != W_READY) return fail(why == W_SIGNAL ? EINTR : EAGAIN);
 
