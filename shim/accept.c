@@ -1,23 +1,31 @@
 /* accept/accept4 relief at descriptor exhaustion.
  *
- * Linux checks for a free descriptor before it looks at the queue, so EMFILE
- * says nothing about pending connections, and a pending connection stays in
- * the backlog: a level-triggered loop is woken again at once and spins, an
- * edge-triggered loop that stops on the error strands the backlog. We lend
- * the spare's slot to take the connection; if the spare cannot be re-armed
- * afterwards the table is still full and the connection is shed (optional
- * message, orderly close), otherwise room appeared and the app gets it.
+ * Linux reserves the new descriptor (get_unused_fd_flags) before it looks at
+ * the queue and before it sleeps: at the limit accept fails with EMFILE at
+ * once whether or not a connection is pending, and a thread asleep in accept
+ * holds a reserved slot for as long as it sleeps. So relief never waits in
+ * accept: the spare's slot is lent (lend.c) for the instant of an accept of a
+ * connection known to be pending, and a blocking caller that has to wait
+ * waits in poll on the listener, holding nothing. A connection taken through
+ * the spare is shed (optional message, orderly close) if the spare cannot be
+ * re-armed afterwards (the table is still full), handed to the app if it can.
  *
- * Non-blocking listener: shed until the first EAGAIN, then report EAGAIN
- * (or the original error). Blocking listener: keep waiting, shedding arrivals
- * while full, as the real call would wait; its SO_RCVTIMEO, EINTR and
- * cancellation come from the real call itself. A blocked accept reserves
- * its descriptor before it sleeps, so the lent slot cannot be stolen then. */
+ *   non-blocking listener: shed up to the first EAGAIN, then report EAGAIN
+ *     (FDGUARD_ACCEPT_ERRNO) or the original error;
+ *   blocking listener with something pending at entry (a poll, select or
+ *     epoll loop calls it only when readable): shed what is pending, then
+ *     fail with the original error at once, as the real call did;
+ *   blocking listener with nothing pending (a dedicated acceptor thread):
+ *     wait as the real call would have had a descriptor been free, in poll:
+ *     SO_RCVTIMEO, signal handlers and cancellation end the wait as they
+ *     would end the real one. */
 #include "fdguard.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,16 +37,23 @@ struct call {
     int fd;
     struct sockaddr *addr;
     socklen_t *addrlen;
-    socklen_t addrlen_in; /* the caller's buffer size: each attempt needs it again */
     int flags;
     bool use4;
 };
 
+/* The caller's own call: its pointers, untouched. */
 static int real_accept(const struct call *call)
 {
-    if (call->addrlen) *call->addrlen = call->addrlen_in;
     if (call->use4) return fdg_next.accept4(call->fd, call->addr, call->addrlen, call->flags);
     return fdg_next.accept(call->fd, call->addr, call->addrlen);
+}
+
+/* A connection taken by relief: a shed one is never the app's, so none of
+ * the caller's buffers are written; close-on-exec until it is handed over,
+ * so a fork+exec elsewhere cannot keep a shed client open. */
+static int private_accept(const struct call *call)
+{
+    return fdg_next.accept4(call->fd, NULL, NULL, call->flags | SOCK_CLOEXEC);
 }
 
 /* The kernel hands out the lowest free number, so when it gave us `fd` the
@@ -84,23 +99,14 @@ static bool listener_blocking(int fd)
     return fl >= 0 && !(fl & O_NONBLOCK);
 }
 
-static uint64_t now_ms(void)
+/* Anything for accept to report right now: a connection, or an error. */
+static bool readable_now(int fd)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* After each shed a blocking wait starts over; past SO_RCVTIMEO in total we
- * return EAGAIN as the real call would have. 0: no timeout. */
-static uint64_t receive_deadline(int fd)
-{
-    struct timeval tv;
-    socklen_t len = sizeof tv;
-    if (getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &len) < 0 ||
-        (tv.tv_sec == 0 && tv.tv_usec == 0))
-        return 0;
-    return now_ms() + (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int saved = errno;
+    bool ready = poll(&p, 1, 0) > 0;
+    errno = saved;
+    return ready;
 }
 
 static int fail(int err)
@@ -109,122 +115,390 @@ static int fail(int err)
     return -1;
 }
 
-/* Only one thread at a time waits on the lent slot. A second relieving
- * thread that lent a freshly re-armed spare too would park a second slot in
- * its own blocked accept, and the first thread's connection would then be
- * shed although a descriptor had been freed for it. */
-static _Atomic bool lend_token;
+/* ---- waiting like the real blocking accept ------------------------------- */
+
+struct wait {
+    uint64_t deadline_us; /* SO_RCVTIMEO: the total wait ends there; 0: none */
+    bool rcvtimeo;
+};
+
+enum { W_READY, W_TIMEOUT, W_SIGNAL, W_ERROR };
+
+/* How long a woken acceptor thread gets to take its connection. */
+#define GRACE_US 5000
+
+static void wait_start(struct wait *w, int fd)
+{
+    struct timeval tv;
+    socklen_t len = sizeof tv;
+    *w = (struct wait){0};
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &len) == 0 && (tv.tv_sec || tv.tv_usec)) {
+        w->rcvtimeo = true;
+        w->deadline_us = fdg_now_us() + (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+    }
+}
+
+/* Signals raised by the faulting instruction itself: they cannot arrive
+ * while the thread sleeps (runtimes and sanitizers handle them without
+ * SA_RESTART). */
+static bool synchronous(int sig)
+{
+    return sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGTRAP ||
+           sig == SIGSYS;
+}
+
+/* A signal handler ran while we waited. poll and nanosleep are never
+ * restarted; accept is, when the handler has SA_RESTART and the socket no
+ * SO_RCVTIMEO. Which signal it was we cannot tell: EINTR if any installed
+ * handler of an asynchronous signal lacks SA_RESTART. */
+static bool signal_ends_wait(const struct wait *w)
+{
+    if (w->rcvtimeo) return true;
+    int saved = errno;
+    bool ends = false;
+    for (int sig = 1; sig < NSIG && !ends; sig++) {
+        struct sigaction sa;
+        if (synchronous(sig) || sigaction(sig, NULL, &sa) != 0) continue; /* glibc's own */
+        if (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN) continue;
+        ends = !(sa.sa_flags & SA_RESTART);
+    }
+    errno = saved;
+    return ends;
+}
+
+/* Remaining time as a timespec; false when the deadline has passed. */
+static bool remaining(const struct wait *w, uint64_t cap_us, struct timespec *ts)
+{
+    uint64_t us = cap_us;
+    if (w->deadline_us) {
+        uint64_t now = fdg_now_us();
+        if (now >= w->deadline_us) return false;
+        if (!us || w->deadline_us - now < us) us = w->deadline_us - now;
+    }
+    ts->tv_sec = (time_t)(us / 1000000);
+    ts->tv_nsec = (long)(us % 1000000) * 1000;
+    return true;
+}
+
+/* Waits, holding no slot, until the listener has something for accept (a
+ * connection, or an error the accept will report). A cancellation point. */
+static int wait_listener(int fd, const struct wait *w)
+{
+    for (;;) {
+        struct timespec ts;
+        if (!remaining(w, 0, &ts)) return W_TIMEOUT;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int n = ppoll(&p, 1, w->deadline_us ? &ts : NULL, NULL);
+        if (n > 0) return W_READY;
+        if (n < 0 && errno != EINTR) return W_ERROR; /* ENOMEM: errno says it */
+        if (n < 0 && signal_ends_wait(w)) return W_SIGNAL;
+    }
+}
+
+/* The lend, within the same limits: the holder takes microseconds. */
+static int acquire_waiting(uint64_t *mine, uint64_t offer, int fd, const struct wait *w)
+{
+    for (;;) {
+        int got = fdg_lend_acquire(mine, offer, fd, w->deadline_us, true);
+        if (got == FDG_LEND_OK) return W_READY;
+        if (got == FDG_LEND_TIMEOUT) return W_TIMEOUT;
+        if (signal_ends_wait(w)) return W_SIGNAL;
+    }
+}
+
+/* A sleep within the same limits. */
+static int nap_us(const struct wait *w, uint64_t us)
+{
+    struct timespec ts;
+    if (!remaining(w, us, &ts)) return W_TIMEOUT;
+    if (nanosleep(&ts, NULL) != 0 && errno == EINTR && signal_ends_wait(w)) return W_SIGNAL;
+    return W_READY;
+}
+
+/* ---- taking pending connections through the spare ----------------------- */
+
+enum taken { TAKEN_HANDED, TAKEN_NONE, TAKEN_NO_SLOT, TAKEN_OFFER, TAKEN_ERROR };
 
 struct relief {
     const struct call *call;
     bool blocking;
-    bool holds_token;
-    int give_up_errno;
-    uint64_t deadline; /* blocking listener with SO_RCVTIMEO, else 0 */
+    int why;          /* EMFILE/ENFILE, or 0 when relieving FDGUARD_HEADROOM */
+    int cancel_state; /* the app's, restored around accepts that may wait */
+    int conn;         /* TAKEN_HANDED */
+    int err;          /* TAKEN_ERROR */
 };
 
-static void release_token(void *arg)
+/* On a blocking listener the accept may still wait (another process took
+ * the connection after poll): it stays a cancellation point. */
+static int relief_accept(struct relief *r, bool private)
 {
-    struct relief *r = arg;
-    if (r->holds_token) atomic_store(&lend_token, false);
-    r->holds_token = false;
+    if (!r->blocking) return private ? private_accept(r->call) : real_accept(r->call);
+    pthread_setcancelstate(r->cancel_state, NULL);
+    int conn = private ? private_accept(r->call) : real_accept(r->call);
+    int saved = errno;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    errno = saved;
+    return conn;
 }
 
-/* A free slot to accept into: the spare, lent by the token holder. False
- * when the caller must back off (the spare is lent to another thread, or
- * there is none and no room to open one). */
-static bool take_slot(struct relief *r)
+/* Frees a slot for one accept: the spare's. If it is gone (the app closed
+ * it, or another thread's open took its slot while it was lent), a new one
+ * is opened first, which only succeeds if a slot is free anyway. */
+static bool free_a_slot(void)
 {
-    bool expected = false;
-    if (!r->holds_token && atomic_compare_exchange_strong(&lend_token, &expected, true))
-        r->holds_token = true;
-    if (r->holds_token) {
-        if (fdg_spare_lend()) return true;
-        /* The spare is gone: if room appeared, make a new one and lend it. */
-        return fdg_spare_arm() && fdg_spare_lend();
-    }
-    /* Keep a reserve for the token holder's next connection. */
-    fdg_spare_arm();
-    return false;
+    return fdg_spare_lend() || (fdg_spare_arm() && fdg_spare_lend());
 }
 
-/* Entered with conn >= 0 (accepted, but under FDGUARD_HEADROOM) or with
- * conn == -1 and the EMFILE/ENFILE the real call failed with. */
-static int relief_loop(struct relief *r, int conn, int err)
+/* With the lend held: takes pending connections one accept at a time,
+ * shedding each while the table stays full, until one can be kept
+ * (r->conn), nothing is pending, no slot can be had, or a waiting thread
+ * should have the slot. `slot`: a slot is known to be free already;
+ * `polled`: a blocking listener was found readable just now. The spare is
+ * re-armed before it returns (a no-op if it is held). */
+static enum taken take_pending(struct relief *r, bool slot, bool polled)
 {
-    const struct call *call = r->call;
-    int shed_why = err;     /* 0: headroom */
-    bool slot_free = false; /* we hold one free slot (spare lent, or a shed connection's) */
-    bool through_spare = false;
-
+    int fd = r->call->fd;
+    enum taken end;
+    int steals = 0;
     for (;;) {
+        /* A blocking accept must find a connection, or it would sleep in
+         * the lent slot. */
+        if (r->blocking && !polled && !readable_now(fd)) {
+            end = TAKEN_NONE;
+            break;
+        }
+        polled = false;
+        if (!slot && !free_a_slot()) {
+            end = TAKEN_NO_SLOT;
+            break;
+        }
+        int conn = relief_accept(r, true);
         if (conn < 0) {
-            if (!slot_free && !take_slot(r)) {
-                fdg_count(FDG_C_accept_backoff, 1);
-                fdg_logf(FDG_LVL_INFO, FDG_EV_BACKOFF,
-                         "accept(%d): descriptors exhausted and the spare is not available; "
-                         "backing off",
-                         call->fd);
-                fdg_backoff_sleep(backoff_attempt++);
-                if (!r->blocking) return fail(r->give_up_errno);
-                continue;
+            int err = errno;
+            if (err == EMFILE || err == ENFILE) {
+                /* Another thread's open (an accept's first engage, a load)
+                 * took the slot; if that re-armed the spare, lend it again. */
+                slot = false;
+                polled = true;
+                if (++steals < 3) continue;
+                end = TAKEN_NO_SLOT;
+            } else if (err == ECONNABORTED) {
+                continue; /* that connection only; its slot is free again */
+            } else {
+                r->err = err;
+                end = err == EAGAIN || err == EWOULDBLOCK ? TAKEN_NONE : TAKEN_ERROR;
             }
-            slot_free = true;
-            conn = real_accept(call);
-            if (conn < 0) {
-                err = errno;
-                if (err == EMFILE || err == ENFILE) {
-                    slot_free = false; /* another thread took the slot */
-                    continue;
-                }
-                fdg_spare_arm();
-                if (err == EAGAIN || err == EWOULDBLOCK)
-                    return fail(r->blocking ? err : r->give_up_errno);
-                return fail(err);
-            }
-            slot_free = false;
-            through_spare = true;
+            break;
         }
         /* Room appeared if the spare can be re-armed now: the app keeps it. */
-        if (fdg_spare_arm() && !headroom_short(conn)) {
-            if (through_spare) fdg_count(FDG_C_accept_handed, 1);
-            backoff_attempt = 0;
-            return conn;
+        bool room = fdg_spare_arm();
+        if (room && !headroom_short(conn)) {
+            r->conn = conn;
+            end = TAKEN_HANDED;
+            break;
         }
-        shed(call->fd, conn, shed_why);
-        conn = -1;
-        slot_free = true;
-        if (r->deadline && now_ms() >= r->deadline) {
-            fdg_spare_arm();
-            return fail(EAGAIN);
+        shed(fd, conn, room ? 0 : r->why ? r->why : EMFILE);
+        slot = true; /* the shed connection's number is free again */
+        if (fdg_lend_wanted()) {
+            end = TAKEN_OFFER;
+            break;
+        }
+    }
+    fdg_spare_arm();
+    return end;
+}
+
+/* What the kernel's accept does after dequeuing a connection: flags, and
+ * the peer's address copied as accept copies it (getpeername makes the same
+ * copy: truncated to *addrlen, the full length stored, EFAULT or EINVAL for
+ * a bad buffer, in which case the kernel drops the connection too). -1 with
+ * errno, or -2: the peer reset before we read its address (the kernel's
+ * accept would have failed with ECONNABORTED): dropped, relief goes on. */
+static int hand_over(const struct call *call, int conn)
+{
+    if (!(call->flags & SOCK_CLOEXEC)) fdg_raw_fcntl(conn, F_SETFD, 0);
+    if (call->addr && getpeername(conn, call->addr, call->addrlen) < 0) {
+        int err = errno;
+        fdg_raw_close(conn);
+        return err == ENOTCONN ? -2 : fail(err);
+    }
+    fdg_count(FDG_C_accept_handed, 1);
+    return conn;
+}
+
+/* Takes what is pending, shedding it, until a connection can be kept or
+ * nothing more can be done; the lend is held only while taking. 1: *conn is
+ * the handed connection (or -1 with errno: dropped as the kernel would);
+ * 0: *end says why it stopped. Never waits for a new arrival. */
+static int drain(struct relief *r, bool slot, bool polled, int *conn, enum taken *end)
+{
+    uint64_t offer = 0;
+    for (;;) {
+        uint64_t mine;
+        fdg_lend_acquire(&mine, offer, r->call->fd, 0, false);
+        *end = take_pending(r, slot, polled);
+        slot = polled = false;
+        offer = *end == TAKEN_OFFER ? fdg_lend_offer(mine) : 0;
+        if (!offer) fdg_lend_release(mine);
+        if (*end == TAKEN_OFFER) continue;
+        if (*end != TAKEN_HANDED) return 0;
+        *conn = hand_over(r->call, r->conn);
+        if (*conn != -2) return 1;
+    }
+}
+
+/* Neither a spare nor a free slot: one step of backoff, so nothing spins. */
+static void no_slot(const struct relief *r)
+{
+    fdg_count(FDG_C_accept_backoff, 1);
+    fdg_logf(FDG_LVL_INFO, FDG_EV_BACKOFF,
+             "accept(%d): descriptors exhausted and no spare to lend; backing off", r->call->fd);
+}
+
+/* ---- the three shapes ----------------------------------------------------- */
+
+static int relieve_nonblocking(struct relief *r, bool slot)
+{
+    int give_up = fdg_cfg.accept_errno ? fdg_cfg.accept_errno : r->why ? r->why : EMFILE;
+    int conn;
+    enum taken end;
+    if (drain(r, slot, false, &conn, &end)) return conn;
+    if (end == TAKEN_NO_SLOT) {
+        no_slot(r);
+        fdg_backoff_sleep(backoff_attempt++);
+    }
+    return fail(give_up);
+}
+
+/* Something was pending when the call came in: the caller (a poll loop, as
+ * likely as not) gets what the real call gave it, at once. */
+static int relieve_pending(struct relief *r, bool slot)
+{
+    int conn;
+    enum taken end;
+    if (drain(r, slot, !slot, &conn, &end)) return conn;
+    if (end == TAKEN_NO_SLOT) {
+        no_slot(r);
+        fdg_backoff_sleep(backoff_attempt++);
+    }
+    return fail(r->why ? r->why : EMFILE);
+}
+
+/* Nothing pending: the real call would have slept until a connection came.
+ * So do we, in poll, holding no slot. */
+static int relieve_waiting(struct relief *r)
+{
+    int fd = r->call->fd;
+    struct wait w;
+    uint64_t offer = 0; /* the lend we offered a waiting thread: queue behind it */
+    bool graced = false;
+    wait_start(&w, fd);
+    for (;;) {
+        /* ppoll and nanosleep are cancellation points, as the real accept
+         * is; nothing is held across them. */
+        int why = W_READY;
+        /* After the grace, the same connection if it is still there. */
+        if (!graced || !readable_now(fd)) {
+            graced = false;
+            pthread_setcancelstate(r->cancel_state, NULL);
+            why = wait_listener(fd, &w);
+            int err = errno;
+            pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+            if (why == W_ERROR) return fail(err);
+        }
+        if (why != W_READY) return fail(why == W_SIGNAL ? EINTR : EAGAIN);
+
+        uint64_t mine;
+        why = acquire_waiting(&mine, offer, fd, &w);
+        offer = 0;
+        if (why != W_READY) return fail(why == W_SIGNAL ? EINTR : EAGAIN);
+        /* Under the lend: no other relieving thread lends the spare for this
+         * connection while our accept may be taking it with a freed slot. */
+        if (!readable_now(fd)) {
+            fdg_lend_release(mine);
+            continue;
+        }
+        /* Room may have appeared: then the app simply gets the connection,
+         * once the spare has its slot back (it may have been lost). */
+        fdg_spare_arm();
+        int conn = relief_accept(r, false);
+        int err = errno;
+        if (conn >= 0 || (err != EMFILE && err != ENFILE)) {
+            fdg_lend_release(mine);
+            if (conn < 0) return fail(err);
+            if (!headroom_short(conn)) return conn;
+            shed(fd, conn, 0);
+            continue;
+        }
+        if (!graced) {
+            /* A thread that entered accept while there was room sleeps there
+             * holding a reserved slot, and the kernel woke it for this
+             * connection too; it would serve it. Give it the time to take
+             * it (we only see that the connection is gone), then shed. */
+            fdg_lend_release(mine);
+            graced = true;
+            pthread_setcancelstate(r->cancel_state, NULL);
+            why = nap_us(&w, GRACE_US);
+            pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+            if (why != W_READY) return fail(why == W_SIGNAL ? EINTR : EAGAIN);
+            continue;
+        }
+        graced = false;
+        enum taken end = take_pending(r, false, false);
+        if (end == TAKEN_OFFER) offer = fdg_lend_offer(mine);
+        if (!offer) fdg_lend_release(mine);
+        if (end == TAKEN_HANDED) {
+            conn = hand_over(r->call, r->conn);
+            if (conn != -2) return conn;
+        } else if (end == TAKEN_ERROR) {
+            return fail(r->err);
+        } else if (end == TAKEN_NO_SLOT) {
+            no_slot(r);
+            pthread_setcancelstate(r->cancel_state, NULL);
+            why = nap_us(&w, fdg_backoff_us(backoff_attempt++));
+            pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+            if (why != W_READY) return fail(why == W_SIGNAL ? EINTR : EAGAIN);
         }
     }
 }
 
-static int relieve(const struct call *call, int conn, int err)
+/* conn >= 0: accepted but under FDGUARD_HEADROOM; else the real call failed
+ * with err (EMFILE/ENFILE). */
+static int relieve(const struct call *call, int conn, int err, int saved_errno)
 {
-    struct relief r = {
-        .call = call,
-        .blocking = listener_blocking(call->fd),
-        .give_up_errno = fdg_cfg.accept_errno ? fdg_cfg.accept_errno : (err ? err : EMFILE),
-    };
-    if (r.blocking) r.deadline = receive_deadline(call->fd);
-    if (conn < 0) fdg_count(FDG_C_accept_emfile, 1);
+    struct relief r = {.call = call, .blocking = listener_blocking(call->fd), .why = err};
+    /* A shed connection must not be left open by a cancellation inside
+     * send or close: only the waits are cancellation points here. */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &r.cancel_state);
+    if (conn < 0)
+        fdg_count(FDG_C_accept_emfile, 1);
+    else
+        shed(call->fd, conn, 0);
     int result;
-    /* A blocking accept is a cancellation point: the token must not die
-     * with the thread. */
-    pthread_cleanup_push(release_token, &r);
-    result = relief_loop(&r, conn, err);
-    pthread_cleanup_pop(1);
+    if (!r.blocking)
+        result = relieve_nonblocking(&r, conn >= 0);
+    else if (conn >= 0 || readable_now(call->fd))
+        result = relieve_pending(&r, conn >= 0);
+    else
+        result = relieve_waiting(&r);
+    int e = errno;
+    pthread_setcancelstate(r.cancel_state, NULL);
+    if (result >= 0) {
+        backoff_attempt = 0;
+        e = saved_errno; /* a successful call leaves errno alone */
+    }
+    errno = e;
     return result;
 }
 
-static int guarded_accept(struct call *call)
+static int guarded_accept(const struct call *call)
 {
+    int saved = errno;
     if (FDG_UNLIKELY(fdg_engage_needed())) fdg_engage();
     int conn = real_accept(call);
     if (FDG_LIKELY(conn >= 0)) {
-        if (FDG_UNLIKELY(fdg_cfg.headroom) && headroom_short(conn)) return relieve(call, conn, 0);
+        if (FDG_UNLIKELY(fdg_cfg.headroom) && headroom_short(conn))
+            return relieve(call, conn, 0, saved);
         if (FDG_UNLIKELY(backoff_attempt)) backoff_attempt = 0;
         return conn;
     }
@@ -232,7 +506,7 @@ static int guarded_accept(struct call *call)
     switch (err) {
     case EMFILE:
     case ENFILE:
-        return relieve(call, -1, err);
+        return relieve(call, -1, err, saved);
     case ENOBUFS:
     case ENOMEM:
         /* The kernel is short of memory: retrying at once only spins. */
@@ -250,7 +524,7 @@ static int guarded_accept(struct call *call)
 __attribute__((visibility("default"))) int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
     if (!fdg_active() || !fdg_cfg.accept) return fdg_next.accept(fd, addr, len);
-    struct call call = {fd, addr, len, len ? *len : 0, 0, false};
+    struct call call = {fd, addr, len, 0, false};
     return guarded_accept(&call);
 }
 
@@ -258,7 +532,7 @@ __attribute__((visibility("default"))) int accept4(int fd, struct sockaddr *addr
                                                    int flags)
 {
     if (!fdg_active() || !fdg_cfg.accept) return fdg_next.accept4(fd, addr, len, flags);
-    struct call call = {fd, addr, len, len ? *len : 0, flags, true};
+    struct call call = {fd, addr, len, flags, true};
     return guarded_accept(&call);
 }
 

@@ -25,12 +25,17 @@ static uint32_t next_random(void)
     return x;
 }
 
-void fdg_backoff_sleep(unsigned attempt)
+uint64_t fdg_backoff_us(unsigned attempt)
 {
     uint64_t cap_us = (uint64_t)fdg_cfg.backoff_max_ms * 1000;
     uint64_t step_us = attempt >= 20 ? cap_us : (uint64_t)1000 << attempt;
     if (step_us > cap_us) step_us = cap_us;
-    uint64_t us = step_us / 2 + next_random() % (step_us / 2 + 1);
+    return step_us / 2 + next_random() % (step_us / 2 + 1);
+}
+
+void fdg_backoff_sleep(unsigned attempt)
+{
+    uint64_t us = fdg_backoff_us(attempt);
     struct timespec ts = {.tv_sec = (time_t)(us / 1000000), .tv_nsec = (long)(us % 1000000) * 1000};
     int saved = errno;
     /* An interrupted sleep just ends early: the caller retries anyway. It is

@@ -224,6 +224,9 @@ unsigned long long fdg_start_time(pid_t pid);
 /* Sleeps for step `attempt` of a capped exponential backoff with jitter
  * (1, 2, 4 ... FDGUARD_BACKOFF_MAX_MS ms, each drawn from [d/2, d]). */
 void fdg_backoff_sleep(unsigned attempt);
+/* The duration of that step, in microseconds (for callers that sleep their
+ * own way). */
+uint64_t fdg_backoff_us(unsigned attempt);
 
 /* ---- spare.c --------------------------------------------------------------- */
 
@@ -239,6 +242,26 @@ bool fdg_spare_arm_if_near(void);
  * hand out: moves the spare to the lowest free number (above 2) if that is
  * lower, drops it if it is useless where it is and cannot move. */
 void fdg_spare_rehome(void);
+
+/* ---- lend.c: who may use the spare's slot (one thread, never across a wait) */
+
+enum { FDG_LEND_OK, FDG_LEND_TIMEOUT, FDG_LEND_SIGNAL };
+/* Waits until this thread holds the lend (*mine), to accept on listener fd.
+ * `offer`: one this thread made (fdg_lend_offer), which it takes back only
+ * if nobody else does. Stops at deadline_us (CLOCK_MONOTONIC, 0: none) and,
+ * if `signals`, when a signal handler interrupts a nap. A holder of another
+ * process (a fork parent's) or one stuck for FDGUARD_BACKOFF_MAX_MS is
+ * taken over. */
+int fdg_lend_acquire(uint64_t *mine, uint64_t offer, int fd, uint64_t deadline_us, bool signals);
+void fdg_lend_release(uint64_t mine);
+/* True (once) if another thread of this process waits for the lend, for
+ * another listener than the holder's. */
+bool fdg_lend_wanted(void);
+/* Releases the lend to a waiting thread; what to pass to fdg_lend_acquire
+ * to queue behind it, or 0 if it was taken over meanwhile. */
+uint64_t fdg_lend_offer(uint64_t mine);
+/* CLOCK_MONOTONIC in microseconds. */
+uint64_t fdg_now_us(void);
 
 /* ---- owned.c: descriptors the shim itself holds (spare, log) ------------- */
 

@@ -1,7 +1,7 @@
 /* srv: a line-echo test server in the accept-loop shapes found in the field.
  *
  *   srv --shape SHAPE (--port P | --unix PATH) --ready FILE
- *       [--threads N] [--nofile N] [--backlog N]
+ *       [--threads N] [--nofile N] [--backlog N] [--blocking-listener]
  *
  * Every accepted client is greeted with "HELLO\n", then every byte it sends is
  * echoed back until it leaves. The shapes reproduce how real servers react to
@@ -16,6 +16,11 @@
  *   block    blocking listener, one thread in for(;;) accept() that continues on
  *            error (spins); each client is served by a detached thread.
  *   threads  N threads (default 4) blocking in accept() on the same listener.
+ *
+ * --blocking-listener: lt, poll and select with a blocking listener, called
+ * only when readiness says so (Python's socketserver does this): at EMFILE
+ * they spin like the non-blocking ones; a relief that then waited in accept
+ * would freeze the whole loop.
  *
  * The server calls the plain libc accept/accept4/close/epoll_* entry points on
  * purpose: those are what the shim interposes. */
@@ -54,6 +59,7 @@ struct opts {
     long threads;
     long nofile; /* 0: leave the limit alone */
     long backlog;
+    bool blocking_listener;
 };
 
 static const char hello[] = "HELLO\n";
@@ -64,7 +70,8 @@ static const char *g_unix_path;
 static void usage(void)
 {
     fprintf(stderr, "usage: srv --shape lt|et|poll|select|block|threads (--port P | --unix PATH)\n"
-                    "           --ready FILE [--threads N] [--nofile N] [--backlog N]\n");
+                    "           --ready FILE [--threads N] [--nofile N] [--backlog N]\n"
+                    "           [--blocking-listener] (lt, poll, select)\n");
     exit(2);
 }
 
@@ -96,6 +103,10 @@ static void parse_opts(int argc, char **argv, struct opts *o)
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
+        if (strcmp(a, "--blocking-listener") == 0) {
+            o->blocking_listener = true;
+            continue;
+        }
         if (v == NULL) usage();
         i++;
         if (strcmp(a, "--shape") == 0)
@@ -116,6 +127,9 @@ static void parse_opts(int argc, char **argv, struct opts *o)
             usage();
     }
     if (!have_shape || o->ready == NULL || (o->port < 0) == (o->unix_path == NULL)) usage();
+    if (o->blocking_listener && o->shape != SHAPE_LT && o->shape != SHAPE_POLL &&
+        o->shape != SHAPE_SELECT)
+        usage();
 }
 
 static void die(const char *what)
@@ -468,7 +482,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
 
-    nonblock = o.shape != SHAPE_BLOCK && o.shape != SHAPE_THREADS;
+    nonblock = o.shape != SHAPE_BLOCK && o.shape != SHAPE_THREADS && !o.blocking_listener;
     lfd = o.unix_path != NULL ? listen_unix(o.unix_path, o.backlog, nonblock)
                               : listen_tcp(o.port, o.backlog, nonblock);
     if (o.shape == SHAPE_LT || o.shape == SHAPE_ET) ep = epoll_setup(lfd, o.shape == SHAPE_ET);
