@@ -670,3 +670,21 @@ print(min(set(range(len(fds) + 1)) - fds))")
     warnings 1
     said "FDGUARD_STATS: the path is longer than 4095 bytes once %p is replaced by"
 }
+
+# ---- errno: what the real call left ------------------------------------------------------
+
+@test "IPC_CREAT of an existing key succeeds and leaves errno as it was (the shim's IPC_EXCL probe does not show)" {
+    local O=$FDG_BIN/hostio
+    run -0 "$O" ipc-errno
+    local plain=$output
+    [[ $(grep -c ', errno 1234$' <<<"$plain") == 3 ]]
+    run -0 env LD_PRELOAD="$PRE" "$O" ipc-errno
+    local kind shm sem msg
+    read -r _ shm sem msg < <(grep '^ids ' <<<"$output")
+    for kind in shm:$shm sem:$sem msg:$msg; do
+        REG_MADE+=("/tmp/fdguard-ipc-$EUID/${kind%%:*}.${kind#*:}")
+    done
+    # The shim did record them (it created them with IPC_EXCL first).
+    [[ -f /tmp/fdguard-ipc-$EUID/shm.$shm ]]
+    [[ $(grep -v '^ids ' <<<"$output") == "$(grep -v '^ids ' <<<"$plain")" ]]
+}
