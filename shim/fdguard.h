@@ -166,6 +166,17 @@ int fdg_safe_open(const char *path, int flags, const char **why);
  * effective uid, no group or other access. O_RDONLY|O_DIRECTORY descriptor. */
 int fdg_safe_private_dir(const char *path, const char **why);
 
+/* ---- safewrite.c: writes that raise no signal and never wait --------------- */
+
+/* Every write of the shim into a file, pipe, terminal or socket it does not
+ * own alone (fd 2, the log, the stats file, IPC entries): buf to fd at off
+ * (-1: the file position, or appended). SIGPIPE, SIGXFSZ and SIGTTOU are held
+ * back and the ones it raised consumed; a pipe or socket is never waited
+ * for; a terminal or other device is written only if it takes output now,
+ * and not by a background job while TOSTOP is set. The bytes written, or -1
+ * (errno). */
+ssize_t fdg_safe_write(int fd, const void *buf, size_t len, off_t off);
+
 /* ---- stats.c --------------------------------------------------------------- */
 
 /* X-macro: name, description. The order is the file format's order. */

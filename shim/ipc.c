@@ -60,8 +60,14 @@ static void record(const char *kind, int id, key_t key)
             if (len > sizeof text - 2) len = sizeof text - 2;
             text[len++] = '\n';
         }
-        if (fd >= 0 && write(fd, text, len) == (ssize_t)len) fdg_count(FDG_C_ipc_recorded, 1);
-        if (fd >= 0) fdg_raw_close(fd);
+        if (fd >= 0) {
+            /* A partial entry (RLIMIT_FSIZE, a full disk) would be a lie. */
+            if (fdg_safe_write(fd, text, len, -1) == (ssize_t)len)
+                fdg_count(FDG_C_ipc_recorded, 1);
+            else
+                unlinkat(dir, name, 0);
+            fdg_raw_close(fd);
+        }
         fdg_raw_close(dir);
     }
     errno = saved;

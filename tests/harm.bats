@@ -688,3 +688,65 @@ print(min(set(range(len(fds) + 1)) - fds))")
     [[ -f /tmp/fdguard-ipc-$EUID/shm.$shm ]]
     [[ $(grep -v '^ids ' <<<"$output") == "$(grep -v '^ids ' <<<"$plain")" ]]
 }
+
+# ---- never a signal, never a wait: file size limits and terminals ------------------------
+
+# stderr_to FILE CMD...: CMD with its stderr appended to FILE (run's own
+# redirection would take it back).
+stderr_to() {
+    local file=$1
+    shift
+    "$@" 2>>"$file"
+}
+
+@test "RLIMIT_FSIZE: a plain write past it dies of SIGXFSZ; the shim's log lines and IPC entries do not kill the host" {
+    local O=$FDG_BIN/hostio
+    printf 'x%.0s' {1..200} >"$T/full"
+    # Without the shim: a write at the limit raises SIGXFSZ (exit 128+25).
+    run prlimit --fsize=100 sh -c "echo line >>'$T/full'"
+    [[ $status == 153 ]]
+    # A log file (FDGUARD_LOG) and a stderr file already at the limit.
+    run -0 --separate-stderr prlimit --fsize=100 env LD_PRELOAD="$PRE" FDGUARD_LOG="$T/full" \
+        FDGUARD_HEADROOM=ten "$O" listen
+    run -0 stderr_to "$T/full" prlimit --fsize=100 env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten \
+        "$O" listen
+    [[ $(wc -c <"$T/full") == 200 ]]
+    # Below the limit the same line is written.
+    run -0 stderr_to "$T/full" prlimit --fsize=100000 env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten \
+        "$O" listen
+    grep -q 'FDGUARD_HEADROOM="ten" is invalid' "$T/full"
+    # IPC registry entries: none can be written at a limit of 0; no partial entry stays.
+    run -0 prlimit --fsize=0 "$H" ipc-private
+    run -0 prlimit --fsize=0 env LD_PRELOAD="$PRE" "$H" ipc-private
+    local kind id n=0
+    while read -r kind id; do
+        REG_MADE+=("/tmp/fdguard-ipc-$EUID/$kind.$id")
+        [[ ! -e /tmp/fdguard-ipc-$EUID/$kind.$id ]]
+        n=$((n + 1))
+    done <<<"$output"
+    ((n == 3))
+}
+
+@test "a terminal stopped by XOFF: a plain writer blocks; the shim drops its line and runs on" {
+    local O=$FDG_BIN/hostio
+    run -0 "$O" tty-stopped sh -c 'echo line >&2'
+    [[ $output == blocked ]]
+    run -0 "$O" tty-stopped "$O" listen
+    [[ $output == "exit 0" ]]
+    run -0 "$O" tty-stopped env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten "$O" listen
+    [[ $output == "exit 0" ]]
+    # A terminal that takes output gets the line.
+    run -0 "$O" tty env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten "$O" listen
+    [[ ${lines[0]} == "exit 0" ]]
+    [[ ${lines[1]} == 'terminal showed: "fdguard[hostio:'*'FDGUARD_HEADROOM=\x22ten\x22 is invalid'* ]]
+}
+
+@test "a background job with TOSTOP: a plain writer is stopped (SIGTTOU); the shim writes nothing and the host runs on" {
+    local O=$FDG_BIN/hostio
+    run -0 "$O" tty-background sh -c 'echo line >&2'
+    [[ $output == "stopped 22" ]]
+    run -0 "$O" tty-background "$O" listen
+    [[ $output == "exit 0" ]]
+    run -0 "$O" tty-background env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten "$O" listen
+    [[ $output == "exit 0" ]]
+}

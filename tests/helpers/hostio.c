@@ -16,6 +16,9 @@
  *       accepted unix or TCP connection (as inetd and systemd's Accept=yes
  *       give a service), or a socketpair (as a libuv supervisor gives its
  *       children); prints "exit N" and what the peer received (escaped).
+ *   hostio tty CMD [ARGS]
+ *       runs CMD with stderr a terminal (a pty); prints "exit N" and what
+ *       the terminal showed (escaped).
  *   hostio tty-stopped CMD [ARGS]
  *       runs CMD with stderr a terminal whose output is stopped (XOFF,
  *       tcflow TCOOFF); "exit N", "signal N" or "blocked" (5 s, then killed).
@@ -59,8 +62,9 @@ static void die(const char *what)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: hostio aof|listen|socket-stderr|tty-stopped|tty-background|ipc-errno "
-                    "... (see tests/helpers/hostio.c)\n");
+    fprintf(stderr,
+            "usage: hostio aof|listen|socket-stderr|tty|tty-stopped|tty-background|ipc-errno "
+            "... (see tests/helpers/hostio.c)\n");
     exit(2);
 }
 
@@ -216,6 +220,28 @@ static int sc_socket_stderr(int argc, char **argv)
     return 0;
 }
 
+static int sc_tty(char **argv)
+{
+    if (!argv[0]) usage();
+    int master, slave;
+    if (openpty(&master, &slave, NULL, NULL, NULL) != 0) die("openpty");
+    pid_t pid = spawn_with_stderr(slave, argv);
+    close(slave);
+    int st;
+    if (waitpid(pid, &st, 0) != pid) die("waitpid");
+    report_status(st);
+    char buf[4096];
+    size_t have = 0;
+    struct pollfd p = {.fd = master, .events = POLLIN};
+    while (have < sizeof buf && poll(&p, 1, 100) == 1 && (p.revents & POLLIN)) {
+        ssize_t n = read(master, buf + have, sizeof buf - have);
+        if (n <= 0) break;
+        have += (size_t)n;
+    }
+    print_escaped("terminal showed", buf, have);
+    return 0;
+}
+
 static int sc_tty_stopped(char **argv)
 {
     if (!argv[0]) usage();
@@ -297,6 +323,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(sc, "socket-stderr")) return sc_socket_stderr(argc - 2, argv + 2);
+    if (!strcmp(sc, "tty")) return sc_tty(argv + 2);
     if (!strcmp(sc, "tty-stopped")) return sc_tty_stopped(argv + 2);
     if (!strcmp(sc, "tty-background")) return sc_tty_background(argv + 2);
     if (!strcmp(sc, "ipc-errno")) return sc_ipc_errno();
