@@ -142,7 +142,7 @@ void fdg_logf(enum fdg_log_level level, enum fdg_event kind, const char *fmt, ..
 void fdg_log_prepare(void);
 void fdg_log_flush_deferred(void);
 /* Records what fd 2 is at initialisation: later lines go to fd 2 only while
- * it is still that file (or a terminal, pipe or appended file). */
+ * it is still that file, and only if that can be a log (README, Security). */
 void fdg_log_note_stderr(void);
 const char *fdg_prog_name(void);
 /* Async-signal-safe formatting: %s %d %u %ld %lu %lld %llu %zu %x %c %% only.

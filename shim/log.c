@@ -14,9 +14,7 @@
  *     fdg_safe_write (safewrite.c: SIGPIPE, SIGXFSZ and SIGTTOU held back, a
  *     full pipe or a terminal stopped by XOFF drops the line);
  *   - never the host's data: fd 2 is written only while it is the stderr the
- *     process started with, or a terminal, a pipe or an appended file (a
- *     daemon that closed stderr gets its next connection, or data file, on
- *     fd 2);
+ *     process started with, and only if that can be a log (stderr_writable);
  *   - every string argument is escaped (%s), so a newline in a value or a
  *     program name cannot split a line or forge a field. */
 #include "fdguard.h"
@@ -24,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -309,19 +308,33 @@ static bool rate_allows(enum fdg_event kind, uint64_t *suppressed)
     return true;
 }
 
-/* fd 2 only while it is the stderr we started with, or something that can
- * only be a log: a terminal, a pipe, a file open for appending. Never a
- * socket that is not the original (a client's connection reusing fd 2), and
- * nothing but a terminal if fd 2 was closed when we started (whatever holds
- * the number now, the application opened it for itself). */
+/* A socket is a log only as the unnamed end of a local stream: journald's
+ * stdout stream (systemd's StandardError=journal), a supervisor's socketpair
+ * (libuv's stdio "pipes"). Both ends of a connection accepted from a
+ * listener carry its name: that is a client's connection handed to the
+ * service (inetd, systemd's Accept=yes), as is every TCP socket. */
+static bool unnamed_local_stream(int fd)
+{
+    struct sockaddr_un sun;
+    socklen_t len = sizeof sun;
+    return getsockname(fd, (struct sockaddr *)&sun, &len) == 0 && sun.sun_family == AF_UNIX &&
+           len <= offsetof(struct sockaddr_un, sun_path);
+}
+
+/* fd 2 is the host's stderr only while it is the file it was when the
+ * process started (same device and inode): the shim cannot tell a file the
+ * application put on fd 2 as its stderr from one that took the number by
+ * accident (a daemon that closed stderr gets its next connection, data file
+ * or pipe there; glibc's freopen redirects with an internal dup3 no wrapper
+ * sees), so it writes to neither. And only if that file can be a log: a
+ * pipe, a regular file, a terminal or other character device, an unnamed
+ * local stream; never a client's connection (inetd gives a service its
+ * client on fd 2 from the start). README, Security. */
 static bool stderr_writable(const struct stat *st)
 {
-    if (stderr0.open && st->st_dev == stderr0.dev && st->st_ino == stderr0.ino) return true;
-    if (S_ISCHR(st->st_mode)) return isatty(2);
-    if (!stderr0.open) return false;
-    if (S_ISFIFO(st->st_mode)) return true;
-    int fl = (int)fdg_raw_fcntl(2, F_GETFL, 0);
-    return S_ISREG(st->st_mode) && fl >= 0 && (fl & O_APPEND) && (fl & O_ACCMODE) != O_RDONLY;
+    if (!stderr0.open || st->st_dev != stderr0.dev || st->st_ino != stderr0.ino) return false;
+    if (S_ISSOCK(st->st_mode)) return unnamed_local_stream(2);
+    return S_ISFIFO(st->st_mode) || S_ISREG(st->st_mode) || S_ISCHR(st->st_mode);
 }
 
 static void write_stderr(const char *line, size_t len)

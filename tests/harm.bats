@@ -750,3 +750,38 @@ stderr_to() {
     run -0 "$O" tty-background env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten "$O" listen
     [[ $output == "exit 0" ]]
 }
+
+# ---- which fd 2 is stderr (README, Security) -----------------------------------------------
+
+@test "fd 2 closed, then the daemon's data file or self-pipe lands there: the shim's kept line never goes into it" {
+    local O=$FDG_BIN/hostio what
+    for what in file pipe; do
+        local -a arg=()
+        [[ $what == pipe ]] && arg=(pipe)
+        run -0 --separate-stderr "$O" aof "$T/plain.$what" "${arg[@]}"
+        local plain_out=$output plain_err=$stderr
+        # FDGUARD_HEADROOM=ten: a configuration line kept until the listen.
+        run -0 --separate-stderr env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten "$O" aof \
+            "$T/shim.$what" "${arg[@]}"
+        echo "$what: $(cat "$T/shim.$what")"
+        cmp "$T/plain.$what" "$T/shim.$what"
+        [[ $output == "$plain_out" && $stderr == "$plain_err" ]]
+    done
+    [[ $(cat "$T/plain.file") == $'SET k v\nSET k2 v2' ]]
+    [[ $(cat "$T/plain.pipe") == $'wake\nwake' ]]
+}
+
+@test "stderr from the start: a client's connection (inetd, Accept=yes) gets nothing; journald's stream and a socketpair get the line" {
+    local O=$FDG_BIN/hostio kind
+    for kind in unix tcp journal socketpair; do
+        run -0 "$O" socket-stderr "$kind" "$O" listen
+        [[ $output == $'exit 0\npeer read: ""' ]]
+        run -0 "$O" socket-stderr "$kind" env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten "$O" listen
+        echo "$kind: $output"
+        [[ ${lines[0]} == "exit 0" ]]
+        case $kind in
+        unix | tcp) [[ ${lines[1]} == 'peer read: ""' ]] ;;
+        *) [[ ${lines[1]} == 'peer read: "fdguard[hostio:'*'FDGUARD_HEADROOM=\x22ten\x22 is invalid'*'\x0a"' ]] ;;
+        esac
+    done
+}

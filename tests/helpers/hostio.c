@@ -11,11 +11,13 @@
  *       before and after listening, and FILE gets what the pipe held.
  *   hostio listen
  *       listens on 127.0.0.1 (port 0) and exits 0: one guarded action.
- *   hostio socket-stderr unix|tcp|socketpair CMD [ARGS]
+ *   hostio socket-stderr unix|tcp|journal|socketpair CMD [ARGS]
  *       runs CMD with stderr one end of a connection: the server side of an
  *       accepted unix or TCP connection (as inetd and systemd's Accept=yes
- *       give a service), or a socketpair (as a libuv supervisor gives its
- *       children); prints "exit N" and what the peer received (escaped).
+ *       give a service), the client side of a unix stream connection (as
+ *       systemd connects a service's stderr to journald), or a socketpair
+ *       (as a libuv supervisor gives its children); prints "exit N" and what
+ *       the peer received (escaped).
  *   hostio tty CMD [ARGS]
  *       runs CMD with stderr a terminal (a pty); prints "exit N" and what
  *       the terminal showed (escaped).
@@ -177,8 +179,8 @@ static int sc_socket_stderr(int argc, char **argv)
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
         mine = sv[0];
         theirs = sv[1];
-    } else if (!strcmp(argv[0], "unix") || !strcmp(argv[0], "tcp")) {
-        bool unix_ = !strcmp(argv[0], "unix");
+    } else if (!strcmp(argv[0], "unix") || !strcmp(argv[0], "tcp") || !strcmp(argv[0], "journal")) {
+        bool unix_ = strcmp(argv[0], "tcp") != 0;
         struct sockaddr_storage ss = {0};
         socklen_t len;
         int l = socket(unix_ ? AF_UNIX : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -203,6 +205,11 @@ static int sc_socket_stderr(int argc, char **argv)
         theirs = accept4(l, NULL, NULL, SOCK_CLOEXEC);
         if (theirs < 0) die("accept");
         close(l);
+        if (!strcmp(argv[0], "journal")) { /* the service holds the connecting end */
+            int t = mine;
+            mine = theirs;
+            theirs = t;
+        }
     } else {
         usage();
     }
