@@ -204,6 +204,10 @@ const char *fdg_errno_text(int err)
         return "system file table full";
     case ENOSPC:
         return "no space left on device";
+    case EFBIG:
+        return "file size limit reached";
+    case EDQUOT:
+        return "disk quota exceeded";
     case EROFS:
         return "read-only file system";
     case ENXIO:

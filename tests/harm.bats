@@ -785,3 +785,68 @@ stderr_to() {
         esac
     done
 }
+
+# ---- the stats file: never a SIGBUS from a store into it -------------------------------------
+
+# small_fs DIR SIZE CMD...: CMD in a mount namespace of its own where DIR is a
+# tmpfs of SIZE with 4 KiB of it already used (nothing to unmount afterwards).
+small_fs() {
+    local dir=$1 size=$2
+    shift 2
+    unshare -m --propagation private sh -c \
+        'mount -t tmpfs -o size="$2" tmpfs "$1" && head -c 4096 /dev/zero >"$1/fill" && shift 2 && exec "$@"' \
+        _ "$dir" "$size" "$@"
+}
+
+@test "FDGUARD_STATS on a full file system: a plain store into a mapping of a sparse file dies of SIGBUS; the shim refuses the file" {
+    if ! unshare -m --propagation private mount -t tmpfs tmpfs "$T" 2>/dev/null; then
+        skip "cannot mount a tmpfs here"
+    fi
+    local O=$FDG_BIN/hostio
+    mkdir "$T/fs"
+    # What the shim did before: extend the file (sparse), map it, store.
+    local naive='import mmap, sys
+f = open(sys.argv[1] + "/st", "w+b")
+f.truncate(8192)
+m = mmap.mmap(f.fileno(), 8192)
+m[0] = 1
+m[4096] = 1
+print("stored")'
+    run small_fs "$T/fs" 8k /usr/bin/python3 -c "$naive" "$T/fs"
+    [[ $status == 135 ]] # SIGBUS
+    run -0 --separate-stderr small_fs "$T/fs" 8k env LD_PRELOAD="$PRE" FDGUARD_STATS="$T/fs/st.%p" \
+        "$O" listen
+    warnings 1
+    said "FDGUARD_STATS: cannot use the file (no space left on device); counters stay private: $T/fs/st."
+    # With room, the same process publishes its counters there.
+    run -0 --separate-stderr small_fs "$T/fs" 64k env LD_PRELOAD="$PRE" FDGUARD_STATS="$T/fs/st.%p" \
+        sh -c "'$O' listen && head -c 15 '$T/fs'/st.*"
+    [[ $output == "fdguard-stats 2" && -z $stderr ]]
+}
+
+@test "FDGUARD_STATS at RLIMIT_FSIZE: the shim refuses the file instead of dying of SIGXFSZ" {
+    local O=$FDG_BIN/hostio
+    run prlimit --fsize=1000 sh -c "head -c 4312 /dev/zero >'$T/plain'"
+    [[ $status == 153 ]]
+    run -0 --separate-stderr prlimit --fsize=1000 env LD_PRELOAD="$PRE" FDGUARD_STATS="$T/st" "$O" listen
+    warnings 1
+    said "FDGUARD_STATS: cannot use the file (file size limit reached); counters stay private: $T/st"
+    [[ ! -s $T/st ]]
+}
+
+@test "FDGUARD_STATS: a second process given the same path finds it locked and leaves it alone" {
+    start_bg P env LD_PRELOAD="$PRE" FDGUARD_STATS="$T/shared" "$H" listen --ready "$T/ready" \
+        --wait "$T/go"
+    wait_file "$T/ready"
+    local pid
+    read -r _ pid <"$T/ready"
+    grep -q "FLOCK .* $pid " /proc/locks
+    cp "$T/shared" "$T/before"
+    listen_ok FDGUARD_STATS="$T/shared"
+    said "cannot use the file (in use by another live process; put %p in the path); counters stay private: $T/shared"
+    cmp "$T/shared" "$T/before"
+    touch "$T/go"
+    wait_until "! fdg_alive $pid"
+    listen_ok FDGUARD_STATS="$T/shared"
+    [[ -z $stderr ]]
+}
