@@ -38,27 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
-
-bool fdg_file_id(const char *path, struct fdg_file_id *out)
-{
-    struct stat st;
-    int saved = errno;
-    bool ok = path && path[0] && stat(path, &st) == 0;
-    errno = saved;
-    if (!ok) return false;
-    *out = (struct fdg_file_id){st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
-    return true;
-}
-
-/* ctime too: `cp -p` keeps the size and the mtime of a same-size build. */
-bool fdg_file_id_same(const struct fdg_file_id *a, const struct fdg_file_id *b)
-{
-    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
-           a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
-}
 
 /* ---- the object and its dependencies ---------------------------------------- */
 
@@ -325,7 +305,7 @@ static bool copy_over(const struct range *r)
     return true;
 }
 
-static void free_deps(struct fdg_dep **deps, unsigned n)
+void fdg_free_deps(struct fdg_dep **deps, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
         free(deps[i]);
@@ -364,20 +344,14 @@ bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const voi
         }
         memcpy(deps[i - 1]->path, w.objects[i].name, len + 1);
         deps[i - 1]->handle = w.objects[i].handle;
-        if (!fdg_file_id(deps[i - 1]->path, &deps[i - 1]->id)) ok = false;
     }
     for (unsigned i = 0; ok && i < n; i++)
         ok = copy_over(&ranges[i]);
-    if (!ok && deps) free_deps(deps, w.nobjects - 1);
+    if (!ok && deps) fdg_free_deps(deps, w.nobjects - 1);
     if (ok) {
         *deps_out = deps;
         *ndeps_out = w.nobjects - 1;
     }
     errno = saved;
     return ok;
-}
-
-void fdg_free_deps(struct fdg_dep **deps, unsigned n)
-{
-    free_deps(deps, n);
 }

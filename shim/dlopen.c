@@ -31,6 +31,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define BUCKETS 1024
 
@@ -225,10 +226,38 @@ static struct link_map *map_of(void *handle)
     return handle;
 }
 
+static bool file_id(const char *path, struct fdg_file_id *out)
+{
+    struct stat st;
+    int saved = errno;
+    bool ok = path && path[0] && stat(path, &st) == 0;
+    errno = saved;
+    if (!ok) return false;
+    *out = (struct fdg_file_id){st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
+    return true;
+}
+
+/* ctime too: `cp -p` keeps the size and the mtime of a same-size build. */
+static bool file_id_same(const struct fdg_file_id *a, const struct fdg_file_id *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+           a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
 static bool file_changed(const char *path, const struct fdg_file_id *was)
 {
     struct fdg_file_id now;
-    return !fdg_file_id(path, &now) || !fdg_file_id_same(was, &now);
+    return !file_id(path, &now) || !file_id_same(was, &now);
+}
+
+/* The identities of the dependencies a detach named; false if one's file
+ * is gone already. */
+static bool deps_ids(struct fdg_dep **deps, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (!file_id(deps[i]->path, &deps[i]->id)) return false;
+    return true;
 }
 
 /* Its file, or one of the dependencies that came with it, changed on disk. */
@@ -263,7 +292,7 @@ static struct object *new_object(void *handle, int mode, bool preloaded)
     o->load_mode = mode & LOAD_MODE;
     struct link_map *map = map_of(handle);
     o->nodelete |= flagged_nodelete(map);
-    o->has_id = fdg_file_id(map->l_name, &o->id);
+    o->has_id = file_id(map->l_name, &o->id);
     return o;
 }
 
@@ -591,10 +620,12 @@ struct fdg_dl_ret fdg_dlclose_enter(void *handle)
          * depends on its file any more. */
         bool keep = fdg_cfg.dlopen == FDG_DLOPEN_KEEP && fdg_cfg.dlopen_keep && !o->global &&
                     !o->nodelete && !o->preloaded;
-        if (keep && !o->detached)
+        if (keep && !o->detached) {
             keep = o->detached = fdg_detach(
                 map_of(o->handle), atomic_load_explicit(&permanent_objects, memory_order_relaxed),
                 held_by_app, &o->deps, &o->ndeps);
+            keep = keep && deps_ids(o->deps, o->ndeps);
+        }
         if (!keep) {
             /* The application's last close is the loader's, made by the
              * stub as the application's own call. */

@@ -253,6 +253,9 @@ bool fdg_spare_arm_if_near(void);
  * hand out: moves the spare to the lowest free number (above 2) if that is
  * lower, drops it if it is useless where it is and cannot move. */
 void fdg_spare_rehome(void);
+/* Lends the spare if the descriptor table is full right now (a load needs
+ * one descriptor at a time); true if it did. */
+bool fdg_spare_lend_if_full(void);
 
 /* ---- lend.c: who may use the spare's slot (one thread, never across a wait) */
 
@@ -400,15 +403,13 @@ void fdg_loader_walk_end(void);
 
 /* ---- dldetach.c: idle objects no longer read their files ------------------ */
 
-/* The identity of a file, to notice it changed. */
+/* The identity of a file, to notice it changed (dlopen.c's reload check). */
 struct fdg_file_id {
     dev_t dev;
     ino_t ino;
     off_t size;
     struct timespec mtime, ctime;
 };
-bool fdg_file_id(const char *path, struct fdg_file_id *out);
-bool fdg_file_id_same(const struct fdg_file_id *a, const struct fdg_file_id *b);
 
 /* The object and the dependencies that came with it, detached from their
  * files (dldetach.c explains why and how). False, and nothing done, unless
@@ -416,7 +417,8 @@ bool fdg_file_id_same(const struct fdg_file_id *a, const struct fdg_file_id *b);
  * held() says the application holds none of those dependencies itself, and
  * every other dependency is one of the first `permanent` objects of the
  * loader's list (there before the first load the cache made). On success
- * *deps (malloc'd, *ndeps entries) describes the dependencies. */
+ * *deps (malloc'd, *ndeps entries, freed with fdg_free_deps) names the
+ * dependencies; their ids are the caller's to fill. */
 struct fdg_dep {
     const void *handle;
     struct fdg_file_id id;
@@ -425,10 +427,6 @@ struct fdg_dep {
 bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const void *handle),
                 struct fdg_dep ***deps, unsigned *ndeps);
 void fdg_free_deps(struct fdg_dep **deps, unsigned ndeps);
-
-/* Lends the spare if the descriptor table is full right now (a load needs
- * one descriptor at a time); true if it did. */
-bool fdg_spare_lend_if_full(void);
 
 /* ---- epoll_table.c: which epoll instances each fd is registered in -------- */
 
