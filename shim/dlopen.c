@@ -87,8 +87,6 @@ static bool walk_forbidden;
 static _Atomic unsigned permanent_objects;
 static pid_t forking_pid;
 static bool forking_threaded;
-/* glibc 2.32: false once the process has created a thread. */
-extern char __libc_single_threaded __attribute__((weak));
 
 bool fdg_loader_walk_begin(void)
 {
@@ -108,7 +106,10 @@ void fdg_dlopen_atfork_prepare(void)
     pthread_mutex_lock(&walk_lock);
     fdg_gadget_atfork(true);
     forking_pid = atomic_load_explicit(&fdg_self_pid, memory_order_relaxed);
-    forking_threaded = &__libc_single_threaded ? !__libc_single_threaded : true;
+    /* glibc 2.32's __libc_single_threaded (next.c): false once the process
+     * has created a thread. Without it, assume threads. */
+    const char *single = fdg_next.libc_single_threaded;
+    forking_threaded = single ? !*single : true;
 }
 
 /* Parent and child; the child's pid was updated before (init.c). */
