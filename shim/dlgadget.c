@@ -658,13 +658,13 @@ void fdg_gadget_atfork(bool prepare)
         pthread_mutex_unlock(&slots_lock);
 }
 
-static bool cached(const struct dl_find_object *o, struct fdg_gadget *out)
+static bool cached(const struct fdg_caller *o, struct fdg_gadget *out)
 {
     bool hit = false;
     pthread_mutex_lock(&slots_lock);
     for (unsigned i = 0; i < SLOTS; i++)
-        if (slots[i].map == o->dlfo_link_map && slots[i].start == o->dlfo_map_start &&
-            slots[i].eh_frame == o->dlfo_eh_frame && slots[i].addr) {
+        if (slots[i].map == o->map && slots[i].start == o->start &&
+            slots[i].eh_frame == o->eh_frame && slots[i].addr) {
             out->addr = slots[i].addr;
             out->kind = slots[i].kind;
             hit = true;
@@ -674,26 +674,23 @@ static bool cached(const struct dl_find_object *o, struct fdg_gadget *out)
     return hit;
 }
 
-static void store(const struct dl_find_object *o, const struct fdg_gadget *g)
+static void store(const struct fdg_caller *o, const struct fdg_gadget *g)
 {
     pthread_mutex_lock(&slots_lock);
     unsigned i = 0;
-    while (i < SLOTS && !(slots[i].map == o->dlfo_link_map && slots[i].start == o->dlfo_map_start))
+    while (i < SLOTS && !(slots[i].map == o->map && slots[i].start == o->start))
         i++;
     if (i == SLOTS) i = next_slot++ % SLOTS;
-    slots[i] =
-        (struct slot){o->dlfo_link_map, o->dlfo_map_start, o->dlfo_eh_frame, g->addr, g->kind};
+    slots[i] = (struct slot){o->map, o->start, o->eh_frame, g->addr, g->kind};
     pthread_mutex_unlock(&slots_lock);
 }
 
-bool fdg_gadget_find(const void *addr, struct fdg_gadget *out)
+bool fdg_gadget_find(const struct fdg_caller *o, struct fdg_gadget *out)
 {
-    struct dl_find_object o;
-    if (!fdg_next.dl_find_object || fdg_next.dl_find_object((void *)addr, &o) != 0) return false;
     struct table t;
-    bool cfi = open_table(o.dlfo_eh_frame, &t);
-    code_segments(o.dlfo_link_map, o.dlfo_map_start, &t.code);
-    if (cached(&o, out) &&
+    bool cfi = open_table(o->eh_frame, &t);
+    code_segments(o->map, o->start, &t.code);
+    if (cached(o, out) &&
         (out->kind == FDG_GADGET_BARE ? *(const unsigned char *)out->addr == 0xc3
                                       : cfi && still_valid(&t, out->addr, out->kind)))
         return true;
@@ -703,6 +700,6 @@ bool fdg_gadget_find(const void *addr, struct fdg_gadget *out)
     if (out->kind == FDG_GADGET_NONE && (out->addr = bare_ret(cfi ? &t : NULL, &t.code)))
         out->kind = FDG_GADGET_BARE;
     if (out->kind == FDG_GADGET_NONE) return false;
-    store(&o, out);
+    store(o, out);
     return true;
 }

@@ -352,19 +352,23 @@ static bool remember(void *caller, const struct fdg_caller *caller_object, const
 }
 
 /* Served from the cache? Reopens that change loader state (RTLD_GLOBAL
- * promotion, RTLD_NODELETE) must reach the loader. */
-static void *lookup(void *caller, const char *name, uint32_t hash, int mode, bool *noload_idle)
+ * promotion, RTLD_NODELETE) must reach the loader. `now`: the caller's
+ * object as this call found it. */
+static void *lookup(void *caller, const struct fdg_caller *now, const char *name, uint32_t hash,
+                    int mode, bool *noload_idle)
 {
     struct object *stale = NULL;
     bool changed = false;
     void *handle = NULL;
-    struct fdg_caller now;
     pthread_mutex_lock(&lock);
     struct entry *e = find_entry(caller, name, hash);
-    /* The code at that address may belong to another object by now. */
-    if (e && (!fdg_dlcaller_object(caller, &now) || now.map != e->caller_object.map ||
-              now.start != e->caller_object.start ||
-              strcmp(now.map->l_name ? now.map->l_name : "", e->caller_path) != 0)) {
+    /* The code at that address may belong to another object by now: one
+     * loaded where an unloaded one was, even with its link map at the same
+     * address and the same layout (the same build in another directory,
+     * whose $ORIGIN differs), so the path too. */
+    if (e && (now->map != e->caller_object.map || now->start != e->caller_object.start ||
+              now->eh_frame != e->caller_object.eh_frame ||
+              strcmp(now->map->l_name ? now->map->l_name : "", e->caller_path) != 0)) {
         drop_entry(e);
         e = NULL;
     }
@@ -556,14 +560,14 @@ struct fdg_dl_ret fdg_dlopen_enter(const char *file, int mode, void **ret_slot)
         return pass_dlopen(saved);
     uint32_t hash = key_hash(caller, file);
     bool noload_idle = false;
-    void *handle = lookup(caller, file, hash, mode, &noload_idle);
+    void *handle = lookup(caller, &caller_object, file, hash, mode, &noload_idle);
     if (handle || noload_idle) {
         clear_dlerror();
         if (handle) fdg_count(FDG_C_dlopen_hits, 1);
         return answer(handle, saved); /* NULL: as after a real unload, RTLD_NOLOAD finds nothing */
     }
     struct fdg_as as = {.ret_slot = ret_slot};
-    if (!fdg_gadget_find(caller, &as.gadget)) return pass_dlopen(saved); /* uncached */
+    if (!fdg_gadget_find(&caller_object, &as.gadget)) return pass_dlopen(saved); /* uncached */
     fdg_count(FDG_C_dlopen_misses, 1);
     int err = saved;
     unsigned long long before = 0, after = 0;

@@ -347,28 +347,30 @@ long fdg_raw_fcntl(int fd, int cmd, long arg);
 
 /* ---- dlgadget.c, dlcaller.c, dlopen.c ------------------------------------ */
 
-/* A return gadget in the caller's object (dlgadget.c explains the kinds). */
-enum { FDG_GADGET_NONE, FDG_GADGET_RBP, FDG_GADGET_RSP8, FDG_GADGET_RSP16, FDG_GADGET_BARE };
-struct fdg_gadget {
-    uintptr_t addr;
-    int kind;
-};
-/* The gadget for the object containing addr; false if it has none. */
-bool fdg_gadget_find(const void *addr, struct fdg_gadget *out);
-/* fork: true in the prepare handler, false in the parent's and child's. */
-void fdg_gadget_atfork(bool prepare);
-
 struct link_map;
-/* The object a caller's code lives in: its link map and mapping start. */
+/* The object a caller's code lives in (_dl_find_object, once per call): its
+ * link map, mapping start and unwind search table. */
 struct fdg_caller {
     struct link_map *map;
     void *start;
+    const void *eh_frame;
 };
 /* True when misses can be resolved for the caller (the trampoline exists and
  * _dl_find_object too): only then is the cache used. */
 extern bool fdg_dlcaller_faithful;
 void fdg_dlcaller_bind(void);
 bool fdg_dlcaller_object(void *addr, struct fdg_caller *out);
+
+/* A return gadget in the caller's object (dlgadget.c explains the kinds). */
+enum { FDG_GADGET_NONE, FDG_GADGET_RBP, FDG_GADGET_RSP8, FDG_GADGET_RSP16, FDG_GADGET_BARE };
+struct fdg_gadget {
+    uintptr_t addr;
+    int kind;
+};
+/* The gadget for that object; false if it has none. */
+bool fdg_gadget_find(const struct fdg_caller *object, struct fdg_gadget *out);
+/* fork: true in the prepare handler, false in the parent's and child's. */
+void fdg_gadget_atfork(bool prepare);
 /* How a miss calls the real dlopen as the application's caller. */
 struct fdg_as {
     void **ret_slot; /* the application's return address (dlentry.c's stub) */

@@ -873,3 +873,26 @@ bt_compare() {
 		[[ $output == *" failed=0 "*" hung=0 other=0" ]]
 	done
 }
+
+# ---- what a hit costs, and what a detach holds up
+
+@test "a dlopen hit asks _dl_find_object once: the caller's object is found once per call" {
+	# tests/hooks/findhook.c, preloaded before the shim, counts the calls of
+	# the _dl_find_object the shim binds. glibc's own dlopen makes none.
+	local hook=$BATS_TEST_TMPDIR/findhook.so lib n calls
+	cc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$hook" "$FDG_ROOT/tests/hooks/findhook.c"
+	FINDHOOK_OUT=$BATS_TEST_TMPDIR/bare dl "$hook" "$DT" churn "$D/p/plug.so" 100
+	ran
+	[[ $(<"$BATS_TEST_TMPDIR/bare") == find_object_calls=0 ]]
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		for n in 100 300; do
+			FINDHOOK_OUT=$BATS_TEST_TMPDIR/$n dl "$hook:$lib" "$DT" churn "$D/p/plug.so" "$n"
+			ran
+			has "cycles=$n value_sum=$((10 * n))"
+			calls[n]=$(sed -n 's/^find_object_calls=//p' "$BATS_TEST_TMPDIR/$n")
+		done
+		echo "# ${lib#"$FDG_ROOT"/}: 100 cycles ${calls[100]} calls, 300 cycles ${calls[300]}" >&3
+		# 200 more hits, 200 more calls.
+		((calls[300] - calls[100] == 200))
+	done
+}
