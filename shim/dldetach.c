@@ -18,10 +18,12 @@
  * loads the new file, and the old copy runs its destructors intact.
  *
  * A copy then a move would lose a write made in between, so this is done
- * only while nothing can run the object: the caller holds the cache's lock
- * (no hit hands it out), the application closed it, and no other object
- * depends on it or on the dependencies that came with it (checked here; the
- * caller checks that the application holds none of those itself). The cost:
+ * only while nothing can run the object: the caller has marked it busy (no
+ * hit hands it out, a miss that reaches it waits), the application closed
+ * it, and no other object depends on it or on the dependencies that came
+ * with it (checked here; held() says whether the application holds one of
+ * those itself). One detach at a time (detach_lock): the walk's buffers
+ * are static. The cost:
  * these pages are no longer shared with the page cache (the object's mapped
  * size in anonymous memory, once), and /proc/PID/maps no longer names the
  * file.
@@ -35,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -312,12 +315,14 @@ void fdg_free_deps(struct fdg_dep **deps, unsigned n)
     free(deps);
 }
 
-bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const void *handle),
-                struct fdg_dep ***deps_out, unsigned *ndeps_out)
+static pthread_mutex_t detach_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool detach_locked(struct link_map *map, unsigned permanent,
+                          bool (*held)(const void *handle), struct fdg_dep ***deps_out,
+                          unsigned *ndeps_out)
 {
-    static struct walk w; /* large: the caller holds dlopen.c's lock */
+    static struct walk w; /* large: one detach at a time */
     static struct range ranges[MAX_RANGES];
-    int saved = errno;
     *deps_out = NULL;
     *ndeps_out = 0;
     if (!fdg_loader_walk_begin()) return false;
@@ -352,6 +357,16 @@ bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const voi
         *deps_out = deps;
         *ndeps_out = w.nobjects - 1;
     }
+    return ok;
+}
+
+bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const void *handle),
+                struct fdg_dep ***deps_out, unsigned *ndeps_out)
+{
+    int saved = errno;
+    pthread_mutex_lock(&detach_lock);
+    bool ok = detach_locked(map, permanent, held, deps_out, ndeps_out);
+    pthread_mutex_unlock(&detach_lock);
     errno = saved;
     return ok;
 }

@@ -18,7 +18,9 @@
  * hot reload keeps working.
  *
  * Locking: one mutex for the tables, never held across a load (constructors
- * may dlopen); our walks of the loader's list take walk_lock (fork).
+ * may dlopen) nor across a detach (milliseconds for a large object: hits on
+ * other objects must not wait for it); our walks of the loader's list take
+ * walk_lock (fork).
  *
  * Every answer must be glibc's: the mode checks (invalid modes go to the
  * loader), dlerror() cleared by every success the cache answers itself,
@@ -43,6 +45,7 @@ struct object {
     bool idle;      /* on the LRU list */
     bool has_id;
     bool detached; /* no page reads its file any more (dldetach.c) */
+    bool busy;     /* being detached, outside the lock: handed out to nobody */
     int load_mode; /* RTLD_LAZY/RTLD_NOW and RTLD_DEEPBIND of the load */
     struct fdg_file_id id;
     struct fdg_dep **deps; /* the dependencies detached with it */
@@ -72,6 +75,20 @@ static struct entry *buckets[BUCKETS];
 static struct object *objects;
 static struct object *lru_head, *lru_tail;
 static unsigned idle_count;
+/* Detaches under way (busy objects), and their end. */
+static unsigned detaching;
+static pthread_cond_t detach_done = PTHREAD_COND_INITIALIZER;
+
+/* With the lock held: until no detach is under way. A miss that found an
+ * object the loader still holds must not hand it out while its pages are
+ * being copied (a write in between would be lost), nor decide whether it
+ * is idle before the detach has said. Hits do not wait: a busy object is a
+ * miss for them, and other objects' hits go on. */
+static void wait_for_detaches(void)
+{
+    while (detaching)
+        pthread_cond_wait(&detach_done, &lock);
+}
 
 /* Our walks of the loader's list (dl_iterate_phdr takes the loader's write
  * lock). Fork waits for them: a child must never inherit that lock taken by
@@ -103,6 +120,7 @@ void fdg_loader_walk_end(void)
 void fdg_dlopen_atfork_prepare(void)
 {
     pthread_mutex_lock(&lock);
+    wait_for_detaches(); /* a child must not inherit a half-made copy, nor a busy mark */
     pthread_mutex_lock(&walk_lock);
     fdg_gadget_atfork(true);
     forking_pid = atomic_load_explicit(&fdg_self_pid, memory_order_relaxed);
@@ -305,12 +323,14 @@ static bool remember(void *caller, const struct fdg_caller *caller_object, const
     /* Prepared outside the lock: it stats and walks the link maps. */
     struct object *fresh = NULL;
     pthread_mutex_lock(&lock);
+    wait_for_detaches();
     struct object *o = find_object(handle);
     if (!o) {
         pthread_mutex_unlock(&lock);
         fresh = new_object(handle, mode, preloaded);
         if (!fresh) return false; /* not cached: the app's reference is the loader's */
         pthread_mutex_lock(&lock);
+        wait_for_detaches();
         o = find_object(handle);
     }
     bool extra = o != NULL;
@@ -373,7 +393,12 @@ static void *lookup(void *caller, const struct fdg_caller *now, const char *name
         e = NULL;
     }
     struct object *o = e ? e->object : NULL;
-    if (o && o->idle) {
+    if (o && o->busy) {
+        /* Its last close is being made: gone for the application, as an
+         * idle one is. A real load answers (remember() waits). */
+        *noload_idle = (mode & RTLD_NOLOAD) != 0;
+        o = NULL;
+    } else if (o && o->idle) {
         /* Idle: without the shim it would have been unloaded. */
         if (mode & RTLD_NOLOAD) {
             *noload_idle = true;
@@ -487,11 +512,15 @@ static bool loader_adds(unsigned long long *adds)
     return true;
 }
 
-/* With the lock held: does the application hold this object? */
+/* Does the application hold this object? (Asked by a detach, outside the
+ * lock.) */
 static bool held_by_app(const void *handle)
 {
+    pthread_mutex_lock(&lock);
     const struct object *o = find_object(handle);
-    return o && o->app_refs;
+    bool held = o && o->app_refs;
+    pthread_mutex_unlock(&lock);
+    return held;
 }
 
 /* With the lock held: the idle object that handle is, or that keeps it
@@ -519,6 +548,7 @@ static void drop_idle(void *handle)
 static bool idle_in_cache(void *handle, bool *cached)
 {
     pthread_mutex_lock(&lock);
+    wait_for_detaches();
     struct object *o = find_object(handle);
     bool idle = idle_owner(handle) != NULL;
     *cached = o != NULL;
@@ -605,6 +635,32 @@ static struct fdg_dl_ret pass_dlclose(int err)
     return (struct fdg_dl_ret){NULL, (void *)fdg_next.dlclose};
 }
 
+/* With the lock held, at the application's last close of o: detaches it,
+ * outside the lock; true if it may be kept idle. While o is busy nothing
+ * hands it out (lookup, remember), so its app_refs stay 0 and no one else
+ * frees it. */
+static bool detach(struct object *o)
+{
+    o->busy = true;
+    detaching++;
+    pthread_mutex_unlock(&lock);
+    struct fdg_dep **deps = NULL;
+    unsigned ndeps = 0;
+    bool ok = fdg_detach(map_of(o->handle),
+                         atomic_load_explicit(&permanent_objects, memory_order_relaxed),
+                         held_by_app, &deps, &ndeps);
+    bool ids = ok && deps_ids(deps, ndeps);
+    pthread_mutex_lock(&lock);
+    o->busy = false;
+    if (--detaching == 0) pthread_cond_broadcast(&detach_done);
+    /* Copied even if a dependency's file is gone: the pages are private now,
+     * and the object closes for real below. */
+    o->detached = ok;
+    o->deps = deps;
+    o->ndeps = ndeps;
+    return ids;
+}
+
 struct fdg_dl_ret fdg_dlclose_enter(void *handle)
 {
     int saved = errno;
@@ -625,12 +681,7 @@ struct fdg_dl_ret fdg_dlclose_enter(void *handle)
          * depends on its file any more. */
         bool keep = fdg_cfg.dlopen == FDG_DLOPEN_KEEP && fdg_cfg.dlopen_keep && !o->global &&
                     !o->nodelete && !o->preloaded;
-        if (keep && !o->detached) {
-            keep = o->detached = fdg_detach(
-                map_of(o->handle), atomic_load_explicit(&permanent_objects, memory_order_relaxed),
-                held_by_app, &o->deps, &o->ndeps);
-            keep = keep && deps_ids(o->deps, o->ndeps);
-        }
+        if (keep && !o->detached) keep = detach(o);
         if (!keep) {
             /* The application's last close is the loader's, made by the
              * stub as the application's own call. */

@@ -2,6 +2,8 @@
  *   -DVALUE=N       what plug_value() returns (tells copies apart)
  *   -DBIG=BYTES     a zero-filled array of that size (a large mapping, for
  *                   the RLIMIT_AS test)
+ *   -DRODATA=BYTES  a constant array of that size, in the file (a large
+ *                   file-backed mapping: what a detach copies)
  *   -DCTOR_DLOPEN=\"name\"  its constructor dlopens that name (a failure whose
  *                   message glibc leaves for the host's dlerror())
  * plug_call() calls plug_value() through the PLT (an interposable call, as
@@ -43,6 +45,9 @@ __attribute__((destructor)) static void plug_dtor(void)
 
 #ifdef BIG
 char plug_big[BIG];
+#endif
+#ifdef RODATA
+const char plug_rodata[RODATA] = {1};
 #endif
 
 int plug_value(void)

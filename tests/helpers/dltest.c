@@ -22,7 +22,9 @@
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1067,6 +1069,62 @@ static int sc_forkload(int argc, char **argv)
     return 0;
 }
 
+/* ---- what a last dlclose holds up --------------------------------------------- */
+
+static double mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+static _Atomic long side_hits;
+static _Atomic int side_stop, side_watch;
+static _Atomic double side_max_gap; /* ms between two completions while watched */
+
+static void *hit_loop(void *arg)
+{
+    double last = mono_ms();
+    while (!side_stop) {
+        void *h = open_b(arg, RTLD_NOW);
+        if (!h || dlclose(h) != 0) die("a hit failed");
+        double now = mono_ms();
+        if (side_watch && now - last > side_max_gap) side_max_gap = now - last;
+        last = now;
+        side_hits++;
+    }
+    return NULL;
+}
+
+/* hold_up BIG SMALL: a thread opens and closes SMALL (held once more by the
+ * main thread, so that its closes are never the last) in a loop while the
+ * main thread makes the last dlclose of BIG. Prints how long that dlclose
+ * took and the longest the thread waited for one open+close meanwhile. */
+static int sc_hold_up(int argc, char **argv)
+{
+    if (argc != 2) die("usage: hold_up BIG SMALL");
+    void *small = open_b(argv[1], RTLD_NOW);
+    void *big = open_a(argv[0], RTLD_NOW);
+    if (!small || !big) die(dlerror());
+    pthread_t t;
+    if (pthread_create(&t, NULL, hit_loop, argv[1]) != 0) die("pthread_create failed");
+    while (side_hits < 1000)
+        sched_yield();
+    side_watch = 1;
+    double t0 = mono_ms();
+    close_or_die(big);
+    double ms = mono_ms() - t0;
+    /* One more completion, so that a wait that spans the end is counted. */
+    for (long n = side_hits; side_hits == n;)
+        sched_yield();
+    side_watch = 0;
+    side_stop = 1;
+    pthread_join(t, NULL);
+    printf("close_ms=%.1f max_hit_gap_ms=%.1f\n", ms, (double)side_max_gap);
+    close_or_die(small);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     char hook[32];
@@ -1109,5 +1167,6 @@ int main(int argc, char **argv)
     if (!strcmp(sc, "threads")) return sc_threads(n, a);
     if (!strcmp(sc, "transient")) return sc_transient(n, a);
     if (!strcmp(sc, "emfile")) return sc_emfile(n, a);
+    if (!strcmp(sc, "hold_up")) return sc_hold_up(n, a);
     die("unknown scenario");
 }
