@@ -30,7 +30,8 @@
  *
  * Anything unexpected (no descriptor for /proc/self/maps, an mprotect that
  * policy refuses, more ranges than we hold) fails the detach, and the caller
- * then closes the object for real instead of keeping it. */
+ * then closes the object for real instead of keeping it; so does static TLS
+ * held by one of the objects (holds_static_tls). */
 #include "fdguard.h"
 
 #include <elf.h>
@@ -118,6 +119,17 @@ static bool wanted(const struct walk *w, const struct dl_phdr_info *info, const 
            listed(w->names, w->nnames, info->dlpi_name);
 }
 
+/* Linked with initial-exec TLS: glibc gave it a block of static TLS, which
+ * it gives back at the real dlclose (when it is the last block allocated).
+ * Kept idle, the object would keep it, and a later load that needs static
+ * TLS could fail where without the shim it succeeds. */
+static bool holds_static_tls(const ElfW(Dyn) * dyn)
+{
+    for (const ElfW(Dyn) *d = dyn; d && d->d_tag != DT_NULL; d++)
+        if (d->d_tag == DT_FLAGS) return (d->d_un.d_val & DF_STATIC_TLS) != 0;
+    return false;
+}
+
 static bool note_names(const char **list, unsigned *n, const char *soname, const char *name)
 {
     if (*n + 3 > 3 * MAX_OBJECTS) return false;
@@ -150,7 +162,7 @@ static int collect(struct dl_phdr_info *info, size_t size, void *arg)
             }
         return 0;
     }
-    if (w->nobjects == MAX_OBJECTS) {
+    if (w->nobjects == MAX_OBJECTS || holds_static_tls(dyn)) {
         w->failed = true;
         return 1;
     }

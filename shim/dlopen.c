@@ -448,22 +448,68 @@ static bool transient(const char *msg)
     return false;
 }
 
+static bool any_idle(void)
+{
+    pthread_mutex_lock(&lock);
+    bool some = idle_count != 0;
+    pthread_mutex_unlock(&lock);
+    return some;
+}
+
+/* Static TLS ran out ("cannot allocate memory in static TLS block"). An
+ * object that holds a block of it (initial-exec TLS, DF_STATIC_TLS, is never
+ * kept: dldetach.c; but glibc also gives TLS-descriptor objects a static
+ * block when there is room) gives it back at its real dlclose, if it is the
+ * last block allocated. Without the shim every idle object would have been
+ * closed: close them all, newest first (the order their blocks came in,
+ * reversed). False if there was none. */
+static bool evict_all_idle(void)
+{
+    struct object *evicted = NULL, **end = &evicted;
+    pthread_mutex_lock(&lock);
+    for (struct object *o = objects, *next; o; o = next) {
+        next = o->next;
+        if (!o->idle) continue;
+        forget_object(o);
+        o->next = NULL;
+        *end = o;
+        end = &o->next;
+        fdg_count(FDG_C_dlopen_evictions, 1);
+    }
+    pthread_mutex_unlock(&lock);
+    for (struct object *o = evicted, *next; o; o = next) {
+        next = o->next;
+        unload(o);
+    }
+    return evicted != NULL;
+}
+
 /* The real load, with descriptor relief and retries of transient failures.
  * dlopen reports failures only through dlerror(), which a read consumes:
  * the last attempt is not read, so the application reads exactly the
  * loader's message; after a permanent failure the call is repeated once
- * (cheap and deterministic) to leave the message in place for it. *err:
- * errno as the last real call left it. */
+ * (cheap and deterministic) to leave the message in place for it. A
+ * failure for want of static TLS while idle objects exist is read even on
+ * the last attempt: they are closed before that repeat. *err: errno as the
+ * last real call left it. */
 static void *load(const struct fdg_as *as, const char *file, int mode, int *err)
 {
     fdg_engage_load();
+    bool may_evict = true;
     for (unsigned attempt = 0;; attempt++) {
         bool lent = fdg_spare_lend_if_full();
         if (lent) fdg_count(FDG_C_dlopen_fd_lends, 1);
         void *handle = fdg_dlopen_as(as, file, mode);
         *err = errno;
-        const char *msg = handle || attempt >= fdg_cfg.dlopen_retries ? NULL : fdg_next.dlerror();
-        if (msg && !transient(msg)) {
+        bool last = attempt >= fdg_cfg.dlopen_retries;
+        const char *msg = NULL;
+        if (!handle && (!last || (may_evict && (may_evict = any_idle())))) msg = fdg_next.dlerror();
+        if (msg && (last || !transient(msg))) {
+            if (may_evict && strstr(msg, "static TLS") && evict_all_idle())
+                fdg_logf(FDG_LVL_INFO, FDG_EV_DLOPEN,
+                         "dlopen(%s): static TLS exhausted; idle objects closed, trying again",
+                         file);
+            may_evict = false;
             /* Still with the slot lent: at the limit, the repeat would fail
              * to open /etc/ld.so.cache, and glibc would give up on its cache
              * for good and report "Too many open files". */

@@ -51,6 +51,10 @@ setup_file() {
 		only/libonly.so     plug -DVALUE=7 # only oc/libcaller.so's RUNPATH finds it
 		big/libbig.so       plug -DVALUE=8 -DBIG=67108864 # a 64 MiB zero-fill mapping
 		big/librodata.so    plug -DVALUE=9 -DRODATA=67108864 # 64 MiB of constants in the file
+		tls/a.so            plug -DVALUE=41 -DTLS=1200 -DTLS_IE # static TLS: two do not fit at once
+		tls/b.so            plug -DVALUE=42 -DTLS=1200 -DTLS_IE
+		tls/desc.so         plug -DVALUE=43 -DTLS=400 -mtls-dialect=gnu2 # static TLS if there is room
+		tls/big.so          plug -DVALUE=44 -DTLS=1500 -DTLS_IE # does not fit beside desc.so
 		p/plug.so           plug -DVALUE=10
 		p/other.so          plug -DVALUE=11
 		reload/v1.so        plug -DVALUE=1
@@ -88,6 +92,14 @@ setup_file() {
 		wait "${jobs[-1]}"
 		gcc -shared -fPIC -O2 -o "$D/over/host.so" "$S/plug.c" -DVALUE=30 -L"$D/over" \
 			-Wl,--no-as-needed -ldep -Wl,--enable-new-dtags,-rpath,'$ORIGIN'
+	) &
+	jobs+=($!)
+	# A plugin whose dependency (tls/libiedep.so) holds static TLS.
+	(
+		build tls/libiedep.so plug -DVALUE=45 -DTLS=1200 -DTLS_IE -Wl,-soname,libiedep.so
+		wait "${jobs[-1]}"
+		gcc -shared -fPIC -O2 -o "$D/tls/host.so" "$S/plug.c" -DVALUE=46 -L"$D/tls" \
+			-Wl,--no-as-needed -liedep -Wl,--enable-new-dtags,-rpath,'$ORIGIN'
 	) &
 	jobs+=($!)
 	# dltest itself as a main program with a RUNPATH, with an RPATH, and
@@ -916,5 +928,36 @@ bt_compare() {
 		# The close copied (it takes tens of ms); the hits did not wait for it.
 		((close >= 10))
 		((2 * gap < close))
+	done
+}
+
+# ---- static TLS
+
+@test "static TLS: a closed plugin's block is given back for the next one, as without the shim (initial-exec, TLS descriptors, a dependency's)" {
+	local T=$D/tls lib st
+	# Without the shim two of these at once do not fit in static TLS:
+	dl '' "$DT" open "$T/a.so" "$T/b.so"
+	ran
+	has "$T/b.so: error=$T/b.so: cannot allocate memory in static TLS block"
+	dl '' "$DT" open "$T/desc.so" "$T/big.so"
+	ran
+	has "$T/big.so: error=$T/big.so: cannot allocate memory in static TLS block"
+	# ...but one after the other, each closed before the next, they do.
+	fidelity "$DT" cycle "$T/a.so" "$T/b.so" "$T/host.so" "$T/b.so" "$T/desc.so" "$T/big.so"
+	has "$T/b.so: value=42 path=$T/b.so"
+	has "$T/big.so: value=44 path=$T/big.so"
+	# keep mode: an object that holds static TLS, or whose dependency does,
+	# is not kept idle (nothing to evict for b.so); a TLS-descriptor object is
+	# (its block is optional), and is closed when static TLS runs out.
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		st=$BATS_TEST_TMPDIR/st.${lib//\//_}
+		FDGUARD_STATS=$st.1 dl "$lib" "$DT" cycle "$T/a.so" "$T/b.so" "$T/host.so" "$T/b.so"
+		ran
+		[[ $(counter "$st.1" dlopen_unloads) == 4 && $(counter "$st.1" dlopen_evictions) == 0 ]]
+		FDGUARD_STATS=$st.2 FDGUARD_LOG_LEVEL=info dl "$lib" "$DT" cycle "$T/desc.so" "$T/big.so"
+		ran
+		has "$T/big.so: value=44 path=$T/big.so"
+		[[ $(counter "$st.2" dlopen_evictions) == 1 ]]
+		[[ $stderr == *"dlopen($T/big.so): static TLS exhausted; idle objects closed, trying again"* ]]
 	done
 }

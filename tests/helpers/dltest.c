@@ -189,6 +189,17 @@ static int sc_open(int argc, char **argv)
     return 0;
 }
 
+/* cycle NAME...: for each in turn, dlopen(NAME, RTLD_NOW), call, dlclose. */
+static int sc_cycle(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        void *h = open_a(argv[i], RTLD_NOW);
+        report(argv[i], h);
+        if (h) close_or_die(h);
+    }
+    return 0;
+}
+
 typedef void *(*caller_open_fn)(const char *, int);
 typedef int (*caller_close_fn)(void *);
 
@@ -1168,5 +1179,6 @@ int main(int argc, char **argv)
     if (!strcmp(sc, "transient")) return sc_transient(n, a);
     if (!strcmp(sc, "emfile")) return sc_emfile(n, a);
     if (!strcmp(sc, "hold_up")) return sc_hold_up(n, a);
+    if (!strcmp(sc, "cycle")) return sc_cycle(n, a);
     die("unknown scenario");
 }
