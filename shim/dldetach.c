@@ -37,6 +37,7 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <link.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -299,6 +300,12 @@ static bool read_maps(const struct walk *w, struct range *out, unsigned *n)
 
 /* ---- making pages private ----------------------------------------------------- */
 
+/* A policy that refuses executable anonymous memory (SELinux's execmem,
+ * PaX MPROTECT) refuses it every time, and may audit each refusal: once
+ * seen, nothing is detached again in this process (its objects are closed
+ * at the last dlclose, as in cache mode). */
+static _Atomic bool exec_refused;
+
 static bool copy_over(const struct range *r)
 {
     size_t len = r->hi - r->lo;
@@ -312,8 +319,13 @@ static bool copy_over(const struct range *r)
         memcpy(copy, (void *)r->lo, len); /* seccomp forbids it: the bare copy */
         got = (ssize_t)len;
     }
-    if (got != (ssize_t)len || mprotect(copy, len, r->prot) != 0 ||
-        mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)r->lo) == MAP_FAILED) {
+    bool ok = got == (ssize_t)len;
+    if (ok && mprotect(copy, len, r->prot) != 0) {
+        if ((r->prot & PROT_EXEC) && (errno == EACCES || errno == EPERM))
+            atomic_store_explicit(&exec_refused, true, memory_order_relaxed);
+        ok = false;
+    }
+    if (!ok || mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)r->lo) == MAP_FAILED) {
         munmap(copy, len);
         return false;
     }
@@ -362,8 +374,11 @@ static bool detach_locked(struct link_map *map, unsigned permanent,
         memcpy(deps[i - 1]->path, w.objects[i].name, len + 1);
         deps[i - 1]->handle = w.objects[i].handle;
     }
-    for (unsigned i = 0; ok && i < n; i++)
-        ok = copy_over(&ranges[i]);
+    /* Executable ranges first: a policy that refuses them fails the detach
+     * before any other range was replaced. */
+    for (int exec = 1; exec >= 0; exec--)
+        for (unsigned i = 0; ok && i < n; i++)
+            if (((ranges[i].prot & PROT_EXEC) != 0) == exec) ok = copy_over(&ranges[i]);
     if (!ok && deps) fdg_free_deps(deps, w.nobjects - 1);
     if (ok) {
         *deps_out = deps;
@@ -375,6 +390,7 @@ static bool detach_locked(struct link_map *map, unsigned permanent,
 bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const void *handle),
                 struct fdg_dep ***deps_out, unsigned *ndeps_out)
 {
+    if (atomic_load_explicit(&exec_refused, memory_order_relaxed)) return false;
     int saved = errno;
     pthread_mutex_lock(&detach_lock);
     bool ok = detach_locked(map, permanent, held, deps_out, ndeps_out);

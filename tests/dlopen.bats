@@ -961,3 +961,28 @@ bt_compare() {
 		[[ $stderr == *"dlopen($T/big.so): static TLS exhausted; idle objects closed, trying again"* ]]
 	done
 }
+
+# ---- policies that refuse executable anonymous memory
+
+@test "a policy that refuses executable anonymous memory: the copy is tried once per process, not at every last dlclose" {
+	# dltest noexecmem: a seccomp filter refuses mprotect(PROT_EXEC) with
+	# EACCES, as SELinux's execmem denial does (with an audit record each).
+	command -v strace >/dev/null || skip "strace is not installed"
+	local lib pre refused what
+	for lib in '' "$FDG_LIB" "$FDG_LIB_O0"; do
+		pre=$RT
+		[[ -n $lib ]] && pre=${pre:+$pre:}$lib
+		run -0 timeout 30 strace -f -qq -o "$BATS_TEST_TMPDIR/trace" -e trace=mprotect \
+			-E LD_PRELOAD="$pre" "$DT" noexecmem churn "$D/p/plug.so" 50
+		# Nothing can be kept idle: every cycle loads and unloads, as without the shim.
+		[[ ${lines[0]} == "cycles=50 value_sum=500" && ${lines[1]} == "ctors=50 dtors=50" ]]
+		refused=$(grep -c 'PROT_EXEC.*EACCES' "$BATS_TEST_TMPDIR/trace" || true)
+		what=${lib#"$FDG_ROOT"/}
+		echo "# ${what:-without the shim}: $refused refused mprotect(PROT_EXEC) in 50 cycles" >&3
+		if [[ -z $lib ]]; then
+			((refused == 0))
+		else
+			((refused == 1))
+		fi
+	done
+}

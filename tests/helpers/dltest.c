@@ -15,7 +15,10 @@
  * The loader resolves a dlopen from its return address, and the shim keys its
  * cache on it: every dlopen below is made from a known site. open_a is the
  * site of every repeated open/close cycle; open_b is another site in the same
- * object. Neither may be inlined, merged or turned into a tail call. */
+ * object. Neither may be inlined, merged or turned into a tail call.
+ *
+ * `dltest noexecmem SCENARIO ARGS...` runs SCENARIO under a seccomp filter
+ * that refuses mprotect(PROT_EXEC) (refuse_execmem). */
 #include <dlfcn.h>
 #include <errno.h>
 #include <execinfo.h>
@@ -29,7 +32,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1136,6 +1145,29 @@ static int sc_hold_up(int argc, char **argv)
     return 0;
 }
 
+/* noexecmem SCENARIO ARGS...: SCENARIO under a policy that refuses to make
+ * memory executable with mprotect (EACCES), as SELinux's execmem denial and
+ * PaX MPROTECT do; the loader maps code from files, which stays allowed. */
+static void refuse_execmem(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mprotect, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, PROT_EXEC, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof *f, .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0)
+        die("cannot install the seccomp filter");
+}
+
 int main(int argc, char **argv)
 {
     char hook[32];
@@ -1146,6 +1178,11 @@ int main(int argc, char **argv)
     const char *sc = argv[1];
     int n = argc - 2;
     char **a = argv + 2;
+    if (!strcmp(sc, "noexecmem") && n > 0) {
+        refuse_execmem();
+        sc = *a++;
+        n--;
+    }
     if (!strcmp(sc, "open")) return sc_open(n, a);
     if (!strcmp(sc, "via")) return sc_via(n, a);
     if (!strcmp(sc, "who")) return sc_who(n, a);
