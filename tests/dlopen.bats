@@ -986,3 +986,30 @@ bt_compare() {
 		fi
 	done
 }
+
+# ---- a caller's file cut under it
+
+@test "a caller whose file was truncated in place since it was loaded: its dlopen works as without the shim, no SIGBUS" {
+	# dltest truncated: fp/libcaller.so (a copy) is cut where its code ends;
+	# its code still runs, its unwind tables and data are gone from the file.
+	# glibc's dlopen of an absolute path reads none of them; the shim's
+	# gadget search must not either.
+	local lib mode n=0 ref=
+	for lib in '' "$FDG_LIB" "$FDG_LIB_O0"; do
+		for mode in keep cache; do
+			[[ -z $lib && $mode == cache ]] && continue
+			n=$((n + 1))
+			cp "$D/fp/libcaller.so" "$BATS_TEST_TMPDIR/caller$n.so"
+			FDGUARD_DLOPEN=$mode dl "$lib" "$DT" truncated "$BATS_TEST_TMPDIR/caller$n.so" "$D/p/plug.so"
+			ran
+			[[ $(stat -c %s "$BATS_TEST_TMPDIR/caller$n.so") -lt $(stat -c %s "$D/fp/libcaller.so") ]]
+			if [[ -z $ref ]]; then
+				ref=$output
+				has "after the truncation: value=10 path=$D/p/plug.so"
+				has survived
+			else
+				same_as "${lib#"$FDG_ROOT"/} $mode" "$ref"
+			fi
+		done
+	done
+}

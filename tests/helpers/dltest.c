@@ -1089,6 +1089,50 @@ static int sc_forkload(int argc, char **argv)
     return 0;
 }
 
+/* ---- a caller whose file was truncated in place ------------------------------ */
+
+struct exec_end {
+    const char *path;
+    off_t end;
+};
+
+static int find_exec_end(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct exec_end *w = arg;
+    if (strcmp(info->dlpi_name, w->path) != 0) return 0;
+    long page = sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X))
+            w->end =
+                (off_t)((ph->p_offset + ph->p_filesz + (size_t)page - 1) & ~((size_t)page - 1));
+    }
+    return 1;
+}
+
+/* truncated CALLER NAME: loads CALLER (tests/dlplug/caller.c), truncates its
+ * file in place where its code ends (its unwind tables and data are gone
+ * from the file; the code the host runs is not), then CALLER's
+ * caller_open_with calls this program's dlopen (the shim's, preloaded) on
+ * NAME, an absolute path. Ends with _exit: CALLER's destructors would read
+ * its data. */
+static int sc_truncated(int argc, char **argv)
+{
+    if (argc != 2) die("usage: truncated CALLER NAME");
+    void *lib = open_b(argv[0], RTLD_NOW);
+    if (!lib) die(dlerror());
+    caller_open_with_fn copen_with = (caller_open_with_fn)dlsym(lib, "caller_open_with");
+    if (!copen_with) die("caller_open_with not found");
+    struct exec_end w = {argv[0], 0};
+    if (!dl_iterate_phdr(find_exec_end, &w) || !w.end) die("CALLER's code segment not found");
+    if (truncate(argv[0], w.end) != 0) die("truncate failed");
+    report("after the truncation", copen_with(dlopen, argv[1], RTLD_NOW));
+    printf("survived\n");
+    fflush(stdout);
+    _exit(0);
+}
+
 /* ---- what a last dlclose holds up --------------------------------------------- */
 
 static double mono_ms(void)
@@ -1217,5 +1261,6 @@ int main(int argc, char **argv)
     if (!strcmp(sc, "emfile")) return sc_emfile(n, a);
     if (!strcmp(sc, "hold_up")) return sc_hold_up(n, a);
     if (!strcmp(sc, "cycle")) return sc_cycle(n, a);
+    if (!strcmp(sc, "truncated")) return sc_truncated(n, a);
     die("unknown scenario");
 }
