@@ -419,8 +419,8 @@ struct fdg_file_id {
  * held() says the application holds none of those dependencies itself, and
  * every other dependency is one of the first `permanent` objects of the
  * loader's list (there before the first load the cache made). On success
- * *deps (malloc'd, *ndeps entries, freed with fdg_free_deps) names the
- * dependencies; their ids are the caller's to fill. */
+ * *deps (malloc'd, *ndeps entries) names the dependencies; their ids are
+ * the caller's to fill. */
 struct fdg_dep {
     const void *handle;
     struct fdg_file_id id;
@@ -428,6 +428,8 @@ struct fdg_dep {
 };
 bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const void *handle),
                 struct fdg_dep ***deps, unsigned *ndeps);
+
+/* Frees what a successful fdg_detach returned in *deps. */
 void fdg_free_deps(struct fdg_dep **deps, unsigned ndeps);
 
 /* ---- epoll_table.c: which epoll instances each fd is registered in -------- */
