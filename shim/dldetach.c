@@ -18,47 +18,32 @@
  * loads the new file, and the old copy runs its destructors intact.
  *
  * A copy then a move would lose a write made in between, so this is done
- * only while nothing can run the object: the caller holds the cache's lock
- * (no hit hands it out), the application closed it, and no other object
- * depends on it or on the dependencies that came with it (checked here; the
- * caller checks that the application holds none of those itself). The cost:
+ * only while nothing can run the object: the caller has marked it busy (no
+ * hit hands it out, a miss that reaches it waits), the application closed
+ * it, and no other object depends on it or on the dependencies that came
+ * with it (checked here; held() says whether the application holds one of
+ * those itself). One detach at a time (detach_lock): the walk's buffers
+ * are static. The cost:
  * these pages are no longer shared with the page cache (the object's mapped
  * size in anonymous memory, once), and /proc/PID/maps no longer names the
  * file.
  *
  * Anything unexpected (no descriptor for /proc/self/maps, an mprotect that
  * policy refuses, more ranges than we hold) fails the detach, and the caller
- * then closes the object for real instead of keeping it. */
+ * then closes the object for real instead of keeping it; so does static TLS
+ * held by one of the objects (holds_static_tls). */
 #include "fdguard.h"
 
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <link.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
-
-bool fdg_file_id(const char *path, struct fdg_file_id *out)
-{
-    struct stat st;
-    int saved = errno;
-    bool ok = path && path[0] && stat(path, &st) == 0;
-    errno = saved;
-    if (!ok) return false;
-    *out = (struct fdg_file_id){st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
-    return true;
-}
-
-/* ctime too: `cp -p` keeps the size and the mtime of a same-size build. */
-bool fdg_file_id_same(const struct fdg_file_id *a, const struct fdg_file_id *b)
-{
-    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
-           a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
-}
 
 /* ---- the object and its dependencies ---------------------------------------- */
 
@@ -135,6 +120,17 @@ static bool wanted(const struct walk *w, const struct dl_phdr_info *info, const 
            listed(w->names, w->nnames, info->dlpi_name);
 }
 
+/* Linked with initial-exec TLS: glibc gave it a block of static TLS, which
+ * it gives back at the real dlclose (when it is the last block allocated).
+ * Kept idle, the object would keep it, and a later load that needs static
+ * TLS could fail where without the shim it succeeds. */
+static bool holds_static_tls(const ElfW(Dyn) * dyn)
+{
+    for (const ElfW(Dyn) *d = dyn; d && d->d_tag != DT_NULL; d++)
+        if (d->d_tag == DT_FLAGS) return (d->d_un.d_val & DF_STATIC_TLS) != 0;
+    return false;
+}
+
 static bool note_names(const char **list, unsigned *n, const char *soname, const char *name)
 {
     if (*n + 3 > 3 * MAX_OBJECTS) return false;
@@ -167,7 +163,7 @@ static int collect(struct dl_phdr_info *info, size_t size, void *arg)
             }
         return 0;
     }
-    if (w->nobjects == MAX_OBJECTS) {
+    if (w->nobjects == MAX_OBJECTS || holds_static_tls(dyn)) {
         w->failed = true;
         return 1;
     }
@@ -304,6 +300,12 @@ static bool read_maps(const struct walk *w, struct range *out, unsigned *n)
 
 /* ---- making pages private ----------------------------------------------------- */
 
+/* A policy that refuses executable anonymous memory (SELinux's execmem,
+ * PaX MPROTECT) refuses it every time, and may audit each refusal: once
+ * seen, nothing is detached again in this process (its objects are closed
+ * at the last dlclose, as in cache mode). */
+static _Atomic bool exec_refused;
+
 static bool copy_over(const struct range *r)
 {
     size_t len = r->hi - r->lo;
@@ -317,27 +319,34 @@ static bool copy_over(const struct range *r)
         memcpy(copy, (void *)r->lo, len); /* seccomp forbids it: the bare copy */
         got = (ssize_t)len;
     }
-    if (got != (ssize_t)len || mprotect(copy, len, r->prot) != 0 ||
-        mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)r->lo) == MAP_FAILED) {
+    bool ok = got == (ssize_t)len;
+    if (ok && mprotect(copy, len, r->prot) != 0) {
+        if ((r->prot & PROT_EXEC) && (errno == EACCES || errno == EPERM))
+            atomic_store_explicit(&exec_refused, true, memory_order_relaxed);
+        ok = false;
+    }
+    if (!ok || mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)r->lo) == MAP_FAILED) {
         munmap(copy, len);
         return false;
     }
     return true;
 }
 
-static void free_deps(struct fdg_dep **deps, unsigned n)
+void fdg_free_deps(struct fdg_dep **deps, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
         free(deps[i]);
     free(deps);
 }
 
-bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const void *handle),
-                struct fdg_dep ***deps_out, unsigned *ndeps_out)
+static pthread_mutex_t detach_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool detach_locked(struct link_map *map, unsigned permanent,
+                          bool (*held)(const void *handle), struct fdg_dep ***deps_out,
+                          unsigned *ndeps_out)
 {
-    static struct walk w; /* large: the caller holds dlopen.c's lock */
+    static struct walk w; /* large: one detach at a time */
     static struct range ranges[MAX_RANGES];
-    int saved = errno;
     *deps_out = NULL;
     *ndeps_out = 0;
     if (!fdg_loader_walk_begin()) return false;
@@ -364,20 +373,28 @@ bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const voi
         }
         memcpy(deps[i - 1]->path, w.objects[i].name, len + 1);
         deps[i - 1]->handle = w.objects[i].handle;
-        if (!fdg_file_id(deps[i - 1]->path, &deps[i - 1]->id)) ok = false;
     }
-    for (unsigned i = 0; ok && i < n; i++)
-        ok = copy_over(&ranges[i]);
-    if (!ok && deps) free_deps(deps, w.nobjects - 1);
+    /* Executable ranges first: a policy that refuses them fails the detach
+     * before any other range was replaced. */
+    for (int exec = 1; exec >= 0; exec--)
+        for (unsigned i = 0; ok && i < n; i++)
+            if (((ranges[i].prot & PROT_EXEC) != 0) == exec) ok = copy_over(&ranges[i]);
+    if (!ok && deps) fdg_free_deps(deps, w.nobjects - 1);
     if (ok) {
         *deps_out = deps;
         *ndeps_out = w.nobjects - 1;
     }
-    errno = saved;
     return ok;
 }
 
-void fdg_free_deps(struct fdg_dep **deps, unsigned n)
+bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const void *handle),
+                struct fdg_dep ***deps_out, unsigned *ndeps_out)
 {
-    free_deps(deps, n);
+    if (atomic_load_explicit(&exec_refused, memory_order_relaxed)) return false;
+    int saved = errno;
+    pthread_mutex_lock(&detach_lock);
+    bool ok = detach_locked(map, permanent, held, deps_out, ndeps_out);
+    pthread_mutex_unlock(&detach_lock);
+    errno = saved;
+    return ok;
 }

@@ -27,13 +27,71 @@
  * language-specific data area are skipped: a C++ personality would call
  * std::terminate for an address outside its call-site table. The choice is
  * cached per object and checked again (one FDE) before each use, since an
- * object may have been replaced at the same address. */
+ * object may have been replaced at the same address.
+ *
+ * Reading someone else's pages. A file overwritten in place (cp over a
+ * library) loses every page past its new end, and a read of one raises
+ * SIGBUS; the protection may make code unreadable whatever the ELF flags
+ * say (execute-only memory with protection keys). So code bytes are read
+ * with process_vm_readv on ourselves (read_code), which fails with EFAULT
+ * instead, and only ever a chunk at a time; and before the unwind tables and
+ * headers are parsed in place, the object's last file-backed byte is read
+ * the same way: a file cut anywhere below it fails the search (the call is
+ * then passed straight through, uncached). */
 #include "fdguard.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <link.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* ---- reading the object's pages ---------------------------------------------- */
+
+/* 1: read; 0: not readable (a page past the end of a truncated file, or
+ * protected); -1: process_vm_readv refused here (seccomp). */
+static int read_self(uintptr_t addr, void *buf, size_t len)
+{
+    struct iovec local = {buf, len}, remote = {(void *)addr, len};
+    int saved = errno;
+    ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    int r = got == (ssize_t)len ? 1 : got < 0 && (errno == ENOSYS || errno == EPERM) ? -1 : 0;
+    errno = saved;
+    return r;
+}
+
+/* Where process_vm_readv is refused, the bytes are read directly, as any
+ * unwinder would. */
+static bool read_code(uintptr_t addr, void *buf, size_t len)
+{
+    int r = read_self(addr, buf, len);
+    if (r < 0) memcpy(buf, (const void *)addr, len);
+    return r != 0;
+}
+
+/* The first 0xc3 byte in [lo, hi), read a chunk at a time; 0 if none, or if
+ * a chunk cannot be read. */
+static uintptr_t find_ret(uintptr_t lo, uintptr_t hi)
+{
+    unsigned char chunk[4096];
+    while (lo < hi) {
+        size_t n = sizeof chunk - (lo & (sizeof chunk - 1)); /* up to a page boundary */
+        if (n > hi - lo) n = hi - lo;
+        if (!read_code(lo, chunk, n)) return 0;
+        const unsigned char *g = memchr(chunk, 0xc3, n);
+        if (g) return lo + (uintptr_t)(g - chunk);
+        lo += n;
+    }
+    return 0;
+}
+
+static bool is_ret(uintptr_t addr)
+{
+    unsigned char c;
+    return read_code(addr, &c, 1) && c == 0xc3;
+}
 
 /* ---- reading DWARF ---------------------------------------------------------- */
 
@@ -267,11 +325,13 @@ static int classify(const struct row *r)
 }
 
 /* The object's segments we may read code bytes from: executable and
- * readable (an execute-only mapping would fault on the read). */
+ * readable (an execute-only mapping would fault on the read); and where its
+ * last file-backed byte is. */
 enum { MAX_SEGMENTS = 8 };
 struct segments {
     unsigned n;
     uintptr_t lo[MAX_SEGMENTS], hi[MAX_SEGMENTS];
+    uintptr_t file_end;
 };
 
 static bool readable_code(const struct segments *code, uintptr_t lo, uintptr_t hi)
@@ -302,13 +362,13 @@ static bool scan_span(const struct row *r, uintptr_t from, uintptr_t to, uintptr
     if (last >= hi) last = hi - 1;
     if (first > last || !readable_code(w->code, first, last + 1)) return false;
     if (w->at) {
-        if (w->at < first || w->at > last || *(const unsigned char *)w->at != 0xc3) return false;
+        if (w->at < first || w->at > last || !is_ret(w->at)) return false;
         w->found = w->at;
         return true;
     }
-    const unsigned char *g = memchr((const void *)first, 0xc3, last - first + 1);
+    uintptr_t g = find_ret(first, last + 1);
     if (!g) return false;
-    w->found = (uintptr_t)g;
+    w->found = g;
     return true;
 }
 
@@ -493,18 +553,35 @@ struct table {
 };
 
 /* The executable, readable PT_LOAD segments of the object mapped at start
- * (its first segment maps the ELF header and the program headers). */
-static void code_segments(const struct link_map *map, const void *start, struct segments *out)
+ * (its first segment maps the ELF header and the program headers, which
+ * are copied first: read_code). False if they cannot be read. */
+static bool code_segments(const struct link_map *map, const void *start, struct segments *out)
 {
-    const ElfW(Ehdr) *eh = start;
+    ElfW(Ehdr) eh;
+    ElfW(Phdr) ph[32];
     out->n = 0;
-    if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0) return;
-    const ElfW(Phdr) *ph = (const ElfW(Phdr) *)((const char *)eh + eh->e_phoff);
-    for (int i = 0; i < eh->e_phnum && out->n < MAX_SEGMENTS; i++) {
-        if (ph[i].p_type != PT_LOAD || (ph[i].p_flags & (PF_X | PF_R)) != (PF_X | PF_R)) continue;
+    out->file_end = 0;
+    if (!read_code((uintptr_t)start, &eh, sizeof eh)) return false;
+    if (memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_phentsize != sizeof *ph) return true;
+    size_t nph = eh.e_phnum < 32 ? eh.e_phnum : 32;
+    if (!read_code((uintptr_t)start + eh.e_phoff, ph, nph * sizeof *ph)) return false;
+    for (size_t i = 0; i < nph; i++) {
+        if (ph[i].p_type != PT_LOAD) continue;
+        uintptr_t end = map->l_addr + ph[i].p_vaddr + ph[i].p_filesz;
+        if (ph[i].p_filesz && end > out->file_end) out->file_end = end;
+        if ((ph[i].p_flags & (PF_X | PF_R)) != (PF_X | PF_R) || out->n == MAX_SEGMENTS) continue;
         out->lo[out->n] = map->l_addr + ph[i].p_vaddr;
-        out->hi[out->n++] = map->l_addr + ph[i].p_vaddr + ph[i].p_filesz;
+        out->hi[out->n++] = end;
     }
+    return true;
+}
+
+/* Is every page of the object's file still there (not cut by a truncation
+ * since it was mapped)? Its last file-backed byte says. */
+static bool file_intact(const struct segments *code)
+{
+    unsigned char c;
+    return !code->file_end || read_self(code->file_end - 1, &c, 1) != 0;
 }
 
 static bool open_table(const void *eh_frame_hdr, struct table *t)
@@ -623,14 +700,12 @@ static bool fde_range(const struct table *t, size_t i, uintptr_t *lo, uintptr_t 
 static uintptr_t bare_ret(const struct table *t, const struct segments *code)
 {
     for (unsigned i = 0; i < code->n; i++) {
-        const unsigned char *end = (const unsigned char *)code->hi[i];
-        for (const unsigned char *g = (const unsigned char *)code->lo[i] + 1;
-             g < end && (g = memchr(g, 0xc3, (size_t)(end - g))); g++) {
+        for (uintptr_t g = code->lo[i] + 1; g < code->hi[i] && (g = find_ret(g, code->hi[i]));
+             g++) {
             size_t e;
             uintptr_t lo, hi;
-            if (!t || !entry_for(t, (uintptr_t)g - 1, &e) || !fde_range(t, e, &lo, &hi) ||
-                (uintptr_t)g - 1 >= hi)
-                return (uintptr_t)g;
+            if (!t || !entry_for(t, g - 1, &e) || !fde_range(t, e, &lo, &hi) || g - 1 >= hi)
+                return g;
         }
     }
     return 0;
@@ -658,13 +733,13 @@ void fdg_gadget_atfork(bool prepare)
         pthread_mutex_unlock(&slots_lock);
 }
 
-static bool cached(const struct dl_find_object *o, struct fdg_gadget *out)
+static bool cached(const struct fdg_caller *o, struct fdg_gadget *out)
 {
     bool hit = false;
     pthread_mutex_lock(&slots_lock);
     for (unsigned i = 0; i < SLOTS; i++)
-        if (slots[i].map == o->dlfo_link_map && slots[i].start == o->dlfo_map_start &&
-            slots[i].eh_frame == o->dlfo_eh_frame && slots[i].addr) {
+        if (slots[i].map == o->map && slots[i].start == o->start &&
+            slots[i].eh_frame == o->eh_frame && slots[i].addr) {
             out->addr = slots[i].addr;
             out->kind = slots[i].kind;
             hit = true;
@@ -674,27 +749,24 @@ static bool cached(const struct dl_find_object *o, struct fdg_gadget *out)
     return hit;
 }
 
-static void store(const struct dl_find_object *o, const struct fdg_gadget *g)
+static void store(const struct fdg_caller *o, const struct fdg_gadget *g)
 {
     pthread_mutex_lock(&slots_lock);
     unsigned i = 0;
-    while (i < SLOTS && !(slots[i].map == o->dlfo_link_map && slots[i].start == o->dlfo_map_start))
+    while (i < SLOTS && !(slots[i].map == o->map && slots[i].start == o->start))
         i++;
     if (i == SLOTS) i = next_slot++ % SLOTS;
-    slots[i] =
-        (struct slot){o->dlfo_link_map, o->dlfo_map_start, o->dlfo_eh_frame, g->addr, g->kind};
+    slots[i] = (struct slot){o->map, o->start, o->eh_frame, g->addr, g->kind};
     pthread_mutex_unlock(&slots_lock);
 }
 
-bool fdg_gadget_find(const void *addr, struct fdg_gadget *out)
+bool fdg_gadget_find(const struct fdg_caller *o, struct fdg_gadget *out)
 {
-    struct dl_find_object o;
-    if (!fdg_next.dl_find_object || fdg_next.dl_find_object((void *)addr, &o) != 0) return false;
     struct table t;
-    bool cfi = open_table(o.dlfo_eh_frame, &t);
-    code_segments(o.dlfo_link_map, o.dlfo_map_start, &t.code);
-    if (cached(&o, out) &&
-        (out->kind == FDG_GADGET_BARE ? *(const unsigned char *)out->addr == 0xc3
+    if (!code_segments(o->map, o->start, &t.code) || !file_intact(&t.code)) return false;
+    bool cfi = open_table(o->eh_frame, &t);
+    if (cached(o, out) &&
+        (out->kind == FDG_GADGET_BARE ? is_ret(out->addr)
                                       : cfi && still_valid(&t, out->addr, out->kind)))
         return true;
     out->addr = 0;
@@ -703,6 +775,6 @@ bool fdg_gadget_find(const void *addr, struct fdg_gadget *out)
     if (out->kind == FDG_GADGET_NONE && (out->addr = bare_ret(cfi ? &t : NULL, &t.code)))
         out->kind = FDG_GADGET_BARE;
     if (out->kind == FDG_GADGET_NONE) return false;
-    store(&o, out);
+    store(o, out);
     return true;
 }

@@ -18,7 +18,9 @@
  * hot reload keeps working.
  *
  * Locking: one mutex for the tables, never held across a load (constructors
- * may dlopen); our walks of the loader's list take walk_lock (fork).
+ * may dlopen) nor across a detach (milliseconds for a large object: hits on
+ * other objects must not wait for it); our walks of the loader's list take
+ * walk_lock (fork).
  *
  * Every answer must be glibc's: the mode checks (invalid modes go to the
  * loader), dlerror() cleared by every success the cache answers itself,
@@ -31,6 +33,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define BUCKETS 1024
 
@@ -42,6 +45,7 @@ struct object {
     bool idle;      /* on the LRU list */
     bool has_id;
     bool detached; /* no page reads its file any more (dldetach.c) */
+    bool busy;     /* being detached, outside the lock: handed out to nobody */
     int load_mode; /* RTLD_LAZY/RTLD_NOW and RTLD_DEEPBIND of the load */
     struct fdg_file_id id;
     struct fdg_dep **deps; /* the dependencies detached with it */
@@ -71,6 +75,20 @@ static struct entry *buckets[BUCKETS];
 static struct object *objects;
 static struct object *lru_head, *lru_tail;
 static unsigned idle_count;
+/* Detaches under way (busy objects), and their end. */
+static unsigned detaching;
+static pthread_cond_t detach_done = PTHREAD_COND_INITIALIZER;
+
+/* With the lock held: until no detach is under way. A miss that found an
+ * object the loader still holds must not hand it out while its pages are
+ * being copied (a write in between would be lost), nor decide whether it
+ * is idle before the detach has said. Hits do not wait: a busy object is a
+ * miss for them, and other objects' hits go on. */
+static void wait_for_detaches(void)
+{
+    while (detaching)
+        pthread_cond_wait(&detach_done, &lock);
+}
 
 /* Our walks of the loader's list (dl_iterate_phdr takes the loader's write
  * lock). Fork waits for them: a child must never inherit that lock taken by
@@ -86,8 +104,6 @@ static bool walk_forbidden;
 static _Atomic unsigned permanent_objects;
 static pid_t forking_pid;
 static bool forking_threaded;
-/* glibc 2.32: false once the process has created a thread. */
-extern char __libc_single_threaded __attribute__((weak));
 
 bool fdg_loader_walk_begin(void)
 {
@@ -104,10 +120,14 @@ void fdg_loader_walk_end(void)
 void fdg_dlopen_atfork_prepare(void)
 {
     pthread_mutex_lock(&lock);
+    wait_for_detaches(); /* a child must not inherit a half-made copy, nor a busy mark */
     pthread_mutex_lock(&walk_lock);
     fdg_gadget_atfork(true);
     forking_pid = atomic_load_explicit(&fdg_self_pid, memory_order_relaxed);
-    forking_threaded = &__libc_single_threaded ? !__libc_single_threaded : true;
+    /* glibc 2.32's __libc_single_threaded (next.c): false once the process
+     * has created a thread. Without it, assume threads. */
+    const char *single = fdg_next.libc_single_threaded;
+    forking_threaded = single ? !*single : true;
 }
 
 /* Parent and child; the child's pid was updated before (init.c). */
@@ -225,10 +245,38 @@ static struct link_map *map_of(void *handle)
     return handle;
 }
 
+static bool file_id(const char *path, struct fdg_file_id *out)
+{
+    struct stat st;
+    int saved = errno;
+    bool ok = path && path[0] && stat(path, &st) == 0;
+    errno = saved;
+    if (!ok) return false;
+    *out = (struct fdg_file_id){st.st_dev, st.st_ino, st.st_size, st.st_mtim, st.st_ctim};
+    return true;
+}
+
+/* ctime too: `cp -p` keeps the size and the mtime of a same-size build. */
+static bool file_id_same(const struct fdg_file_id *a, const struct fdg_file_id *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+           a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
 static bool file_changed(const char *path, const struct fdg_file_id *was)
 {
     struct fdg_file_id now;
-    return !fdg_file_id(path, &now) || !fdg_file_id_same(was, &now);
+    return !file_id(path, &now) || !file_id_same(was, &now);
+}
+
+/* The identities of the dependencies a detach named; false if one's file
+ * is gone already. */
+static bool deps_ids(struct fdg_dep **deps, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (!file_id(deps[i]->path, &deps[i]->id)) return false;
+    return true;
 }
 
 /* Its file, or one of the dependencies that came with it, changed on disk. */
@@ -263,7 +311,7 @@ static struct object *new_object(void *handle, int mode, bool preloaded)
     o->load_mode = mode & LOAD_MODE;
     struct link_map *map = map_of(handle);
     o->nodelete |= flagged_nodelete(map);
-    o->has_id = fdg_file_id(map->l_name, &o->id);
+    o->has_id = file_id(map->l_name, &o->id);
     return o;
 }
 
@@ -275,12 +323,14 @@ static bool remember(void *caller, const struct fdg_caller *caller_object, const
     /* Prepared outside the lock: it stats and walks the link maps. */
     struct object *fresh = NULL;
     pthread_mutex_lock(&lock);
+    wait_for_detaches();
     struct object *o = find_object(handle);
     if (!o) {
         pthread_mutex_unlock(&lock);
         fresh = new_object(handle, mode, preloaded);
         if (!fresh) return false; /* not cached: the app's reference is the loader's */
         pthread_mutex_lock(&lock);
+        wait_for_detaches();
         o = find_object(handle);
     }
     bool extra = o != NULL;
@@ -322,24 +372,33 @@ static bool remember(void *caller, const struct fdg_caller *caller_object, const
 }
 
 /* Served from the cache? Reopens that change loader state (RTLD_GLOBAL
- * promotion, RTLD_NODELETE) must reach the loader. */
-static void *lookup(void *caller, const char *name, uint32_t hash, int mode, bool *noload_idle)
+ * promotion, RTLD_NODELETE) must reach the loader. `now`: the caller's
+ * object as this call found it. */
+static void *lookup(void *caller, const struct fdg_caller *now, const char *name, uint32_t hash,
+                    int mode, bool *noload_idle)
 {
     struct object *stale = NULL;
     bool changed = false;
     void *handle = NULL;
-    struct fdg_caller now;
     pthread_mutex_lock(&lock);
     struct entry *e = find_entry(caller, name, hash);
-    /* The code at that address may belong to another object by now. */
-    if (e && (!fdg_dlcaller_object(caller, &now) || now.map != e->caller_object.map ||
-              now.start != e->caller_object.start ||
-              strcmp(now.map->l_name ? now.map->l_name : "", e->caller_path) != 0)) {
+    /* The code at that address may belong to another object by now: one
+     * loaded where an unloaded one was, even with its link map at the same
+     * address and the same layout (the same build in another directory,
+     * whose $ORIGIN differs), so the path too. */
+    if (e && (now->map != e->caller_object.map || now->start != e->caller_object.start ||
+              now->eh_frame != e->caller_object.eh_frame ||
+              strcmp(now->map->l_name ? now->map->l_name : "", e->caller_path) != 0)) {
         drop_entry(e);
         e = NULL;
     }
     struct object *o = e ? e->object : NULL;
-    if (o && o->idle) {
+    if (o && o->busy) {
+        /* Its last close is being made: gone for the application, as an
+         * idle one is. A real load answers (remember() waits). */
+        *noload_idle = (mode & RTLD_NOLOAD) != 0;
+        o = NULL;
+    } else if (o && o->idle) {
         /* Idle: without the shim it would have been unloaded. */
         if (mode & RTLD_NOLOAD) {
             *noload_idle = true;
@@ -389,22 +448,68 @@ static bool transient(const char *msg)
     return false;
 }
 
+static bool any_idle(void)
+{
+    pthread_mutex_lock(&lock);
+    bool some = idle_count != 0;
+    pthread_mutex_unlock(&lock);
+    return some;
+}
+
+/* Static TLS ran out ("cannot allocate memory in static TLS block"). An
+ * object that holds a block of it (initial-exec TLS, DF_STATIC_TLS, is never
+ * kept: dldetach.c; but glibc also gives TLS-descriptor objects a static
+ * block when there is room) gives it back at its real dlclose, if it is the
+ * last block allocated. Without the shim every idle object would have been
+ * closed: close them all, newest first (the order their blocks came in,
+ * reversed). False if there was none. */
+static bool evict_all_idle(void)
+{
+    struct object *evicted = NULL, **end = &evicted;
+    pthread_mutex_lock(&lock);
+    for (struct object *o = objects, *next; o; o = next) {
+        next = o->next;
+        if (!o->idle) continue;
+        forget_object(o);
+        o->next = NULL;
+        *end = o;
+        end = &o->next;
+        fdg_count(FDG_C_dlopen_evictions, 1);
+    }
+    pthread_mutex_unlock(&lock);
+    for (struct object *o = evicted, *next; o; o = next) {
+        next = o->next;
+        unload(o);
+    }
+    return evicted != NULL;
+}
+
 /* The real load, with descriptor relief and retries of transient failures.
  * dlopen reports failures only through dlerror(), which a read consumes:
  * the last attempt is not read, so the application reads exactly the
  * loader's message; after a permanent failure the call is repeated once
- * (cheap and deterministic) to leave the message in place for it. *err:
- * errno as the last real call left it. */
+ * (cheap and deterministic) to leave the message in place for it. A
+ * failure for want of static TLS while idle objects exist is read even on
+ * the last attempt: they are closed before that repeat. *err: errno as the
+ * last real call left it. */
 static void *load(const struct fdg_as *as, const char *file, int mode, int *err)
 {
     fdg_engage_load();
+    bool may_evict = true;
     for (unsigned attempt = 0;; attempt++) {
         bool lent = fdg_spare_lend_if_full();
         if (lent) fdg_count(FDG_C_dlopen_fd_lends, 1);
         void *handle = fdg_dlopen_as(as, file, mode);
         *err = errno;
-        const char *msg = handle || attempt >= fdg_cfg.dlopen_retries ? NULL : fdg_next.dlerror();
-        if (msg && !transient(msg)) {
+        bool last = attempt >= fdg_cfg.dlopen_retries;
+        const char *msg = NULL;
+        if (!handle && (!last || (may_evict && (may_evict = any_idle())))) msg = fdg_next.dlerror();
+        if (msg && (last || !transient(msg))) {
+            if (may_evict && strstr(msg, "static TLS") && evict_all_idle())
+                fdg_logf(FDG_LVL_INFO, FDG_EV_DLOPEN,
+                         "dlopen(%s): static TLS exhausted; idle objects closed, trying again",
+                         file);
+            may_evict = false;
             /* Still with the slot lent: at the limit, the repeat would fail
              * to open /etc/ld.so.cache, and glibc would give up on its cache
              * for good and report "Too many open files". */
@@ -453,11 +558,15 @@ static bool loader_adds(unsigned long long *adds)
     return true;
 }
 
-/* With the lock held: does the application hold this object? */
+/* Does the application hold this object? (Asked by a detach, outside the
+ * lock.) */
 static bool held_by_app(const void *handle)
 {
+    pthread_mutex_lock(&lock);
     const struct object *o = find_object(handle);
-    return o && o->app_refs;
+    bool held = o && o->app_refs;
+    pthread_mutex_unlock(&lock);
+    return held;
 }
 
 /* With the lock held: the idle object that handle is, or that keeps it
@@ -485,6 +594,7 @@ static void drop_idle(void *handle)
 static bool idle_in_cache(void *handle, bool *cached)
 {
     pthread_mutex_lock(&lock);
+    wait_for_detaches();
     struct object *o = find_object(handle);
     bool idle = idle_owner(handle) != NULL;
     *cached = o != NULL;
@@ -526,14 +636,14 @@ struct fdg_dl_ret fdg_dlopen_enter(const char *file, int mode, void **ret_slot)
         return pass_dlopen(saved);
     uint32_t hash = key_hash(caller, file);
     bool noload_idle = false;
-    void *handle = lookup(caller, file, hash, mode, &noload_idle);
+    void *handle = lookup(caller, &caller_object, file, hash, mode, &noload_idle);
     if (handle || noload_idle) {
         clear_dlerror();
         if (handle) fdg_count(FDG_C_dlopen_hits, 1);
         return answer(handle, saved); /* NULL: as after a real unload, RTLD_NOLOAD finds nothing */
     }
     struct fdg_as as = {.ret_slot = ret_slot};
-    if (!fdg_gadget_find(caller, &as.gadget)) return pass_dlopen(saved); /* uncached */
+    if (!fdg_gadget_find(&caller_object, &as.gadget)) return pass_dlopen(saved); /* uncached */
     fdg_count(FDG_C_dlopen_misses, 1);
     int err = saved;
     unsigned long long before = 0, after = 0;
@@ -571,6 +681,32 @@ static struct fdg_dl_ret pass_dlclose(int err)
     return (struct fdg_dl_ret){NULL, (void *)fdg_next.dlclose};
 }
 
+/* With the lock held, at the application's last close of o: detaches it,
+ * outside the lock; true if it may be kept idle. While o is busy nothing
+ * hands it out (lookup, remember), so its app_refs stay 0 and no one else
+ * frees it. */
+static bool detach(struct object *o)
+{
+    o->busy = true;
+    detaching++;
+    pthread_mutex_unlock(&lock);
+    struct fdg_dep **deps = NULL;
+    unsigned ndeps = 0;
+    bool ok = fdg_detach(map_of(o->handle),
+                         atomic_load_explicit(&permanent_objects, memory_order_relaxed),
+                         held_by_app, &deps, &ndeps);
+    bool ids = ok && deps_ids(deps, ndeps);
+    pthread_mutex_lock(&lock);
+    o->busy = false;
+    if (--detaching == 0) pthread_cond_broadcast(&detach_done);
+    /* Copied even if a dependency's file is gone: the pages are private now,
+     * and the object closes for real below. */
+    o->detached = ok;
+    o->deps = deps;
+    o->ndeps = ndeps;
+    return ids;
+}
+
 struct fdg_dl_ret fdg_dlclose_enter(void *handle)
 {
     int saved = errno;
@@ -591,10 +727,7 @@ struct fdg_dl_ret fdg_dlclose_enter(void *handle)
          * depends on its file any more. */
         bool keep = fdg_cfg.dlopen == FDG_DLOPEN_KEEP && fdg_cfg.dlopen_keep && !o->global &&
                     !o->nodelete && !o->preloaded;
-        if (keep && !o->detached)
-            keep = o->detached = fdg_detach(
-                map_of(o->handle), atomic_load_explicit(&permanent_objects, memory_order_relaxed),
-                held_by_app, &o->deps, &o->ndeps);
+        if (keep && !o->detached) keep = detach(o);
         if (!keep) {
             /* The application's last close is the loader's, made by the
              * stub as the application's own call. */

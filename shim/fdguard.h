@@ -142,7 +142,7 @@ void fdg_logf(enum fdg_log_level level, enum fdg_event kind, const char *fmt, ..
 void fdg_log_prepare(void);
 void fdg_log_flush_deferred(void);
 /* Records what fd 2 is at initialisation: later lines go to fd 2 only while
- * it is still that file (or a terminal, pipe or appended file). */
+ * it is still that file, and only if that can be a log (README, Security). */
 void fdg_log_note_stderr(void);
 const char *fdg_prog_name(void);
 /* Async-signal-safe formatting: %s %d %u %ld %lu %lld %llu %zu %x %c %% only.
@@ -165,6 +165,17 @@ int fdg_safe_open(const char *path, int flags, const char **why);
 /* Creates (0700) or opens a directory that must be ours alone: owned by the
  * effective uid, no group or other access. O_RDONLY|O_DIRECTORY descriptor. */
 int fdg_safe_private_dir(const char *path, const char **why);
+
+/* ---- safewrite.c: writes that raise no signal and never wait --------------- */
+
+/* Every write of the shim into a file, pipe, terminal or socket it does not
+ * own alone (fd 2, the log, the stats file, IPC entries): buf to fd at off
+ * (-1: the file position, or appended). SIGPIPE, SIGXFSZ and SIGTTOU are held
+ * back and the ones it raised consumed; a pipe or socket is never waited
+ * for; a terminal or other device is written only if it takes output now,
+ * and not by a background job while TOSTOP is set. The bytes written, or -1
+ * (errno). */
+ssize_t fdg_safe_write(int fd, const void *buf, size_t len, off_t off);
 
 /* ---- stats.c --------------------------------------------------------------- */
 
@@ -242,6 +253,9 @@ bool fdg_spare_arm_if_near(void);
  * hand out: moves the spare to the lowest free number (above 2) if that is
  * lower, drops it if it is useless where it is and cannot move. */
 void fdg_spare_rehome(void);
+/* Lends the spare if the descriptor table is full right now (a load needs
+ * one descriptor at a time); true if it did. */
+bool fdg_spare_lend_if_full(void);
 
 /* ---- lend.c: who may use the spare's slot (one thread, never across a wait) */
 
@@ -333,28 +347,30 @@ long fdg_raw_fcntl(int fd, int cmd, long arg);
 
 /* ---- dlgadget.c, dlcaller.c, dlopen.c ------------------------------------ */
 
-/* A return gadget in the caller's object (dlgadget.c explains the kinds). */
-enum { FDG_GADGET_NONE, FDG_GADGET_RBP, FDG_GADGET_RSP8, FDG_GADGET_RSP16, FDG_GADGET_BARE };
-struct fdg_gadget {
-    uintptr_t addr;
-    int kind;
-};
-/* The gadget for the object containing addr; false if it has none. */
-bool fdg_gadget_find(const void *addr, struct fdg_gadget *out);
-/* fork: true in the prepare handler, false in the parent's and child's. */
-void fdg_gadget_atfork(bool prepare);
-
 struct link_map;
-/* The object a caller's code lives in: its link map and mapping start. */
+/* The object a caller's code lives in (_dl_find_object, once per call): its
+ * link map, mapping start and unwind search table. */
 struct fdg_caller {
     struct link_map *map;
     void *start;
+    const void *eh_frame;
 };
 /* True when misses can be resolved for the caller (the trampoline exists and
  * _dl_find_object too): only then is the cache used. */
 extern bool fdg_dlcaller_faithful;
 void fdg_dlcaller_bind(void);
 bool fdg_dlcaller_object(void *addr, struct fdg_caller *out);
+
+/* A return gadget in the caller's object (dlgadget.c explains the kinds). */
+enum { FDG_GADGET_NONE, FDG_GADGET_RBP, FDG_GADGET_RSP8, FDG_GADGET_RSP16, FDG_GADGET_BARE };
+struct fdg_gadget {
+    uintptr_t addr;
+    int kind;
+};
+/* The gadget for that object; false if it has none. */
+bool fdg_gadget_find(const struct fdg_caller *object, struct fdg_gadget *out);
+/* fork: true in the prepare handler, false in the parent's and child's. */
+void fdg_gadget_atfork(bool prepare);
 /* How a miss calls the real dlopen as the application's caller. */
 struct fdg_as {
     void **ret_slot; /* the application's return address (dlentry.c's stub) */
@@ -389,15 +405,13 @@ void fdg_loader_walk_end(void);
 
 /* ---- dldetach.c: idle objects no longer read their files ------------------ */
 
-/* The identity of a file, to notice it changed. */
+/* The identity of a file, to notice it changed (dlopen.c's reload check). */
 struct fdg_file_id {
     dev_t dev;
     ino_t ino;
     off_t size;
     struct timespec mtime, ctime;
 };
-bool fdg_file_id(const char *path, struct fdg_file_id *out);
-bool fdg_file_id_same(const struct fdg_file_id *a, const struct fdg_file_id *b);
 
 /* The object and the dependencies that came with it, detached from their
  * files (dldetach.c explains why and how). False, and nothing done, unless
@@ -405,7 +419,8 @@ bool fdg_file_id_same(const struct fdg_file_id *a, const struct fdg_file_id *b);
  * held() says the application holds none of those dependencies itself, and
  * every other dependency is one of the first `permanent` objects of the
  * loader's list (there before the first load the cache made). On success
- * *deps (malloc'd, *ndeps entries) describes the dependencies. */
+ * *deps (malloc'd, *ndeps entries) names the dependencies; their ids are
+ * the caller's to fill. */
 struct fdg_dep {
     const void *handle;
     struct fdg_file_id id;
@@ -413,11 +428,9 @@ struct fdg_dep {
 };
 bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const void *handle),
                 struct fdg_dep ***deps, unsigned *ndeps);
-void fdg_free_deps(struct fdg_dep **deps, unsigned ndeps);
 
-/* Lends the spare if the descriptor table is full right now (a load needs
- * one descriptor at a time); true if it did. */
-bool fdg_spare_lend_if_full(void);
+/* Frees what a successful fdg_detach returned in *deps. */
+void fdg_free_deps(struct fdg_dep **deps, unsigned ndeps);
 
 /* ---- epoll_table.c: which epoll instances each fd is registered in -------- */
 

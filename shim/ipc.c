@@ -60,8 +60,14 @@ static void record(const char *kind, int id, key_t key)
             if (len > sizeof text - 2) len = sizeof text - 2;
             text[len++] = '\n';
         }
-        if (fd >= 0 && write(fd, text, len) == (ssize_t)len) fdg_count(FDG_C_ipc_recorded, 1);
-        if (fd >= 0) fdg_raw_close(fd);
+        if (fd >= 0) {
+            /* A partial entry (RLIMIT_FSIZE, a full disk) would be a lie. */
+            if (fdg_safe_write(fd, text, len, -1) == (ssize_t)len)
+                fdg_count(FDG_C_ipc_recorded, 1);
+            else
+                unlinkat(dir, name, 0);
+            fdg_raw_close(fd);
+        }
         fdg_raw_close(dir);
     }
     errno = saved;
@@ -69,7 +75,9 @@ static void record(const char *kind, int id, key_t key)
 
 /* Did this call create the object? IPC_PRIVATE always creates one (the
  * kernel ignores IPC_CREAT for it). IPC_CREAT alone also opens an existing
- * one, so it is first tried with IPC_EXCL: same outcome for the caller. */
+ * one, so it is first tried with IPC_EXCL: same outcome for the caller, and
+ * the same errno: the probe's EEXIST is not the errno of the open that then
+ * succeeds (a success leaves errno as it was). */
 #define CREATE_AND_RECORD(kind, next_call, key, flg)                                               \
     do {                                                                                           \
         if (!fdg_active()) return next_call(flg);                                                  \
@@ -80,11 +88,14 @@ static void record(const char *kind, int id, key_t key)
         }                                                                                          \
         if (!((flg)&IPC_CREAT)) return next_call(flg);                                             \
         bool created = ((flg)&IPC_EXCL);                                                           \
+        int saved = errno;                                                                         \
         int id = next_call((flg) | IPC_EXCL);                                                      \
-        if (id >= 0)                                                                               \
+        if (id >= 0) {                                                                             \
             created = true;                                                                        \
-        else if (errno == EEXIST && !((flg)&IPC_EXCL))                                             \
+        } else if (errno == EEXIST && !((flg)&IPC_EXCL)) {                                         \
+            errno = saved;                                                                         \
             id = next_call(flg);                                                                   \
+        }                                                                                          \
         if (id >= 0 && created) record(kind, id, key);                                             \
         return id;                                                                                 \
     } while (0)

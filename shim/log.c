@@ -10,27 +10,21 @@
  *   - nothing before the process engages (fdg_engage_once): lines are kept in
  *     static memory and reported then, or never (sh, ls, every child that
  *     inherits LD_PRELOAD and never needs us);
- *   - never a signal: a write to a pipe whose reader is gone raises SIGPIPE,
- *     whose default action kills; we block it for the write and consume the
- *     one our write raised. Sockets get MSG_NOSIGNAL;
+ *   - never a signal, never a wait: every line goes out through
+ *     fdg_safe_write (safewrite.c: SIGPIPE, SIGXFSZ and SIGTTOU held back, a
+ *     full pipe or a terminal stopped by XOFF drops the line);
  *   - never the host's data: fd 2 is written only while it is the stderr the
- *     process started with, or a terminal, a pipe or an appended file (a
- *     daemon that closed stderr gets its next connection, or data file, on
- *     fd 2);
- *   - never a block: a full pipe makes the write fail (RWF_NOWAIT), not wait;
+ *     process started with, and only if that can be a log (stderr_writable);
  *   - every string argument is escaped (%s), so a newline in a value or a
  *     program name cannot split a line or forge a field. */
 #include "fdguard.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -210,6 +204,10 @@ const char *fdg_errno_text(int err)
         return "system file table full";
     case ENOSPC:
         return "no space left on device";
+    case EFBIG:
+        return "file size limit reached";
+    case EDQUOT:
+        return "disk quota exceeded";
     case EROFS:
         return "read-only file system";
     case ENXIO:
@@ -314,74 +312,39 @@ static bool rate_allows(enum fdg_event kind, uint64_t *suppressed)
     return true;
 }
 
-/* write(2) to a pipe or FIFO: never blocks (RWF_NOWAIT: a full pipe fails
- * with EAGAIN; the line is dropped), never raises SIGPIPE. With SIGPIPE
- * blocked, the signal a write to a reader-less pipe raises stays pending on
- * this thread; we take it back with sigtimedwait unless one was pending
- * before (that one is not ours to swallow). All async-signal-safe. */
-static void write_pipe(int fd, const char *line, size_t len)
+/* A socket is a log only as the unnamed end of a local stream: journald's
+ * stdout stream (systemd's StandardError=journal), a supervisor's socketpair
+ * (libuv's stdio "pipes"). Both ends of a connection accepted from a
+ * listener carry its name: that is a client's connection handed to the
+ * service (inetd, systemd's Accept=yes), as is every TCP socket. */
+static bool unnamed_local_stream(int fd)
 {
-    sigset_t pipe_set, old, pending;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    if (pthread_sigmask(SIG_BLOCK, &pipe_set, &old) != 0) return;
-    bool was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
-    struct iovec iov = {.iov_base = (void *)line, .iov_len = len};
-    ssize_t w = pwritev2(fd, &iov, 1, -1, RWF_NOWAIT);
-    if (w < 0 && errno == EOPNOTSUPP) {
-        /* A kernel without RWF_NOWAIT on pipes: write only if the line fits
-         * comfortably in what the pipe holds now (a line is at most 1 KiB,
-         * below PIPE_BUF, so the write is atomic). */
-        int used = 0, size = (int)fdg_raw_fcntl(fd, F_GETPIPE_SZ, 0);
-        int fl = (int)fdg_raw_fcntl(fd, F_GETFL, 0);
-        if ((fl >= 0 && (fl & O_NONBLOCK)) ||
-            (size > 0 && ioctl(fd, FIONREAD, &used) == 0 && used + (int)len + PIPE_BUF <= size))
-            w = write(fd, line, len);
-    }
-    if (w < 0 && errno == EPIPE && !was_pending) {
-        static const struct timespec zero;
-        sigtimedwait(&pipe_set, NULL, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    struct sockaddr_un sun;
+    socklen_t len = sizeof sun;
+    return getsockname(fd, (struct sockaddr *)&sun, &len) == 0 && sun.sun_family == AF_UNIX &&
+           len <= offsetof(struct sockaddr_un, sun_path);
 }
 
-/* Regular files and terminals: no signal, no indefinite wait. */
-static void write_all(int fd, const char *line, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, line, len);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return;
-        line += w;
-        len -= (size_t)w;
-    }
-}
-
-/* fd 2 only while it is the stderr we started with, or something that can
- * only be a log: a terminal, a pipe, a file open for appending. Never a
- * socket that is not the original (a client's connection reusing fd 2), and
- * nothing but a terminal if fd 2 was closed when we started (whatever holds
- * the number now, the application opened it for itself). */
+/* fd 2 is the host's stderr only while it is the file it was when the
+ * process started (same device and inode): the shim cannot tell a file the
+ * application put on fd 2 as its stderr from one that took the number by
+ * accident (a daemon that closed stderr gets its next connection, data file
+ * or pipe there; glibc's freopen redirects with an internal dup3 no wrapper
+ * sees), so it writes to neither. And only if that file can be a log: a
+ * pipe, a regular file, a terminal or other character device, an unnamed
+ * local stream; never a client's connection (inetd gives a service its
+ * client on fd 2 from the start). README, Security. */
 static bool stderr_writable(const struct stat *st)
 {
-    if (stderr0.open && st->st_dev == stderr0.dev && st->st_ino == stderr0.ino) return true;
-    if (S_ISCHR(st->st_mode)) return isatty(2);
-    if (!stderr0.open) return false;
-    if (S_ISFIFO(st->st_mode)) return true;
-    int fl = (int)fdg_raw_fcntl(2, F_GETFL, 0);
-    return S_ISREG(st->st_mode) && fl >= 0 && (fl & O_APPEND) && (fl & O_ACCMODE) != O_RDONLY;
+    if (!stderr0.open || st->st_dev != stderr0.dev || st->st_ino != stderr0.ino) return false;
+    if (S_ISSOCK(st->st_mode)) return unnamed_local_stream(2);
+    return S_ISFIFO(st->st_mode) || S_ISREG(st->st_mode) || S_ISCHR(st->st_mode);
 }
 
 static void write_stderr(const char *line, size_t len)
 {
     struct stat st;
-    if (fstat(2, &st) != 0 || !stderr_writable(&st)) return;
-    if (S_ISSOCK(st.st_mode))
-        send(2, line, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-    else if (S_ISFIFO(st.st_mode))
-        write_pipe(2, line, len);
-    else
-        write_all(2, line, len);
+    if (fstat(2, &st) == 0 && stderr_writable(&st)) fdg_safe_write(2, line, len, -1);
 }
 
 static bool log_file_still_ours(int fd)
@@ -405,9 +368,9 @@ static void emit(enum fdg_log_level level, const char *line, size_t len)
             char framed[LOG_LINE_MAX + 8];
             size_t n = fdg_formatf(framed, sizeof framed, "<%d>", 24 + severity[level]);
             memcpy(framed + n, line, len - 1); /* without the newline */
-            if (send(fd, framed, n + len - 1, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return;
+            if (fdg_safe_write(fd, framed, n + len - 1, -1) >= 0) return;
         } else if (fd >= 0 && log_file_still_ours(fd)) {
-            write_all(fd, line, len);
+            fdg_safe_write(fd, line, len, -1);
             return;
         }
     }

@@ -12,7 +12,12 @@
  *   even after its pid is reused; a killed process leaves ended at 0.
  * Each process publishes its own counters: a fork child unmaps its parent's
  * file (so /proc/CHILD/maps does not name it), starts from zero, and creates
- * its own file when it engages itself. */
+ * its own file when it engages itself.
+ *
+ * A file truncated from outside while mapped (`: > FILE`, logrotate's
+ * copytruncate) makes the next counter store raise SIGBUS, and nothing in
+ * the process can prevent that: seals exist only for memfd files, and
+ * catching SIGBUS would mean taking the host's handler. README says so. */
 #include "fdguard.h"
 
 #include <errno.h>
@@ -20,6 +25,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -113,15 +119,45 @@ static const char *reusable(int fd)
     return NULL;
 }
 
-static void write_header(char *hdr)
+/* The whole file: the header, NUL padding, the counters so far, ended 0. */
+static void write_contents(char *buf)
 {
     char prog[PROG_MAX];
+    memset(buf, 0, MAP_SIZE);
     fdg_formatf(prog, sizeof prog, "%s", fdg_prog_name());
     size_t n =
-        fdg_formatf(hdr, HEADER_SIZE, MAGIC VERSION "\npid %d\nstart %llu\nprog %-s\ncounters %d\n",
+        fdg_formatf(buf, HEADER_SIZE, MAGIC VERSION "\npid %d\nstart %llu\nprog %-s\ncounters %d\n",
                     (int)getpid(), fdg_start_time(getpid()), prog, (int)FDG_C_COUNT);
     for (int i = 0; i < FDG_C_COUNT; i++)
-        n += fdg_formatf(hdr + n, HEADER_SIZE - n, "%s\n", counter_names[i]);
+        n += fdg_formatf(buf + n, HEADER_SIZE - n, "%s\n", counter_names[i]);
+    for (int i = 0; i < FDG_C_COUNT; i++) {
+        uint64_t v = atomic_load(&static_counters[i]);
+        memcpy(buf + HEADER_SIZE + i * sizeof v, &v, sizeof v);
+    }
+}
+
+/* A store into a shared mapping of a page the file system has no room for
+ * (a sparse file on a full tmpfs, a quota) raises SIGBUS in the host, and
+ * so does a store past the end of the file. So the file gets its final size
+ * by writing every byte of it (fdg_safe_write: at RLIMIT_FSIZE the write
+ * fails instead of raising SIGXFSZ) before it is mapped: a full file system
+ * refuses it here. The exclusive flock, held as long as the mapping holds the
+ * file, keeps a second process given the same path from truncating it under
+ * us (its non-blocking flock fails). NULL, or why not. */
+static const char *prepare(int fd)
+{
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK)
+        return "in use by another live process; put %p in the path";
+    const char *why = reusable(fd);
+    if (why) return why;
+    if (fchmod(fd, 0600) != 0 || ftruncate(fd, 0) != 0) return fdg_errno_text(errno);
+    char buf[MAP_SIZE];
+    write_contents(buf);
+    errno = 0;
+    if (fdg_safe_write(fd, buf, MAP_SIZE, 0) == (ssize_t)MAP_SIZE) return NULL;
+    why = fdg_errno_text(errno ? errno : ENOSPC);
+    ftruncate(fd, 0); /* no partial file left behind */
+    return why;
 }
 
 static void refuse(const char *path, const char *why)
@@ -148,9 +184,8 @@ void fdg_stats_open(void)
         return;
     }
     void *m = MAP_FAILED;
-    if (!(why = reusable(fd))) {
-        if (fchmod(fd, 0600) == 0 && ftruncate(fd, 0) == 0 && ftruncate(fd, (off_t)MAP_SIZE) == 0)
-            m = mmap(NULL, MAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (!(why = prepare(fd))) {
+        m = mmap(NULL, MAP_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (m == MAP_FAILED) why = fdg_errno_text(errno);
     }
     fdg_raw_close(fd);
@@ -158,7 +193,7 @@ void fdg_stats_open(void)
         refuse(path, why);
         return;
     }
-    write_header(m);
+    /* Counts made since write_contents read them. */
     _Atomic uint64_t *shared = (_Atomic uint64_t *)((char *)m + HEADER_SIZE);
     for (int i = 0; i < FDG_C_COUNT; i++)
         atomic_store(&shared[i], atomic_load(&static_counters[i]));

@@ -50,6 +50,11 @@ setup_file() {
 		bin/plugins/x.so    plug -DVALUE=6 # $ORIGIN/plugins of the main programs
 		only/libonly.so     plug -DVALUE=7 # only oc/libcaller.so's RUNPATH finds it
 		big/libbig.so       plug -DVALUE=8 -DBIG=67108864 # a 64 MiB zero-fill mapping
+		big/librodata.so    plug -DVALUE=9 -DRODATA=67108864 # 64 MiB of constants in the file
+		tls/a.so            plug -DVALUE=41 -DTLS=1200 -DTLS_IE # static TLS: two do not fit at once
+		tls/b.so            plug -DVALUE=42 -DTLS=1200 -DTLS_IE
+		tls/desc.so         plug -DVALUE=43 -DTLS=400 -mtls-dialect=gnu2 # static TLS if there is room
+		tls/big.so          plug -DVALUE=44 -DTLS=1500 -DTLS_IE # does not fit beside desc.so
 		p/plug.so           plug -DVALUE=10
 		p/other.so          plug -DVALUE=11
 		reload/v1.so        plug -DVALUE=1
@@ -87,6 +92,14 @@ setup_file() {
 		wait "${jobs[-1]}"
 		gcc -shared -fPIC -O2 -o "$D/over/host.so" "$S/plug.c" -DVALUE=30 -L"$D/over" \
 			-Wl,--no-as-needed -ldep -Wl,--enable-new-dtags,-rpath,'$ORIGIN'
+	) &
+	jobs+=($!)
+	# A plugin whose dependency (tls/libiedep.so) holds static TLS.
+	(
+		build tls/libiedep.so plug -DVALUE=45 -DTLS=1200 -DTLS_IE -Wl,-soname,libiedep.so
+		wait "${jobs[-1]}"
+		gcc -shared -fPIC -O2 -o "$D/tls/host.so" "$S/plug.c" -DVALUE=46 -L"$D/tls" \
+			-Wl,--no-as-needed -liedep -Wl,--enable-new-dtags,-rpath,'$ORIGIN'
 	) &
 	jobs+=($!)
 	# dltest itself as a main program with a RUNPATH, with an RPATH, and
@@ -871,5 +884,132 @@ bt_compare() {
 		ran
 		echo "# ${lib#"$FDG_ROOT"/}: $output" >&3
 		[[ $output == *" failed=0 "*" hung=0 other=0" ]]
+	done
+}
+
+# ---- what a hit costs, and what a detach holds up
+
+@test "a dlopen hit asks _dl_find_object once: the caller's object is found once per call" {
+	# tests/hooks/findhook.c, preloaded before the shim, counts the calls of
+	# the _dl_find_object the shim binds. glibc's own dlopen makes none.
+	local hook=$BATS_TEST_TMPDIR/findhook.so lib n calls
+	cc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$hook" "$FDG_ROOT/tests/hooks/findhook.c"
+	FINDHOOK_OUT=$BATS_TEST_TMPDIR/bare dl "$hook" "$DT" churn "$D/p/plug.so" 100
+	ran
+	[[ $(<"$BATS_TEST_TMPDIR/bare") == find_object_calls=0 ]]
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		for n in 100 300; do
+			FINDHOOK_OUT=$BATS_TEST_TMPDIR/$n dl "$hook:$lib" "$DT" churn "$D/p/plug.so" "$n"
+			ran
+			has "cycles=$n value_sum=$((10 * n))"
+			calls[n]=$(sed -n 's/^find_object_calls=//p' "$BATS_TEST_TMPDIR/$n")
+		done
+		echo "# ${lib#"$FDG_ROOT"/}: 100 cycles ${calls[100]} calls, 300 cycles ${calls[300]}" >&3
+		# 200 more hits, 200 more calls.
+		((calls[300] - calls[100] == 200))
+	done
+}
+
+@test "a detach holds up no hit: another object's dlopen hits go on while 64 MiB are copied" {
+	# The last dlclose of big/librodata.so detaches it (copies its pages);
+	# meanwhile a thread opens and closes p/plug.so, a cached object, in a
+	# loop. Its longest wait for one open+close is a scheduling hiccup, not
+	# the copy.
+	local lib close gap
+	dl '' "$DT" hold_up "$D/big/librodata.so" "$D/p/plug.so"
+	ran
+	echo "# without the shim: $output" >&3
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		dl "$lib" "$DT" hold_up "$D/big/librodata.so" "$D/p/plug.so"
+		ran
+		echo "# ${lib#"$FDG_ROOT"/}: $output" >&3
+		[[ $output =~ close_ms=([0-9]+)[.][0-9]\ max_hit_gap_ms=([0-9]+)[.][0-9] ]]
+		close=${BASH_REMATCH[1]} gap=${BASH_REMATCH[2]}
+		# The close copied (it takes tens of ms); the hits did not wait for it.
+		((close >= 10))
+		((2 * gap < close))
+	done
+}
+
+# ---- static TLS
+
+@test "static TLS: a closed plugin's block is given back for the next one, as without the shim (initial-exec, TLS descriptors, a dependency's)" {
+	local T=$D/tls lib st
+	# Without the shim two of these at once do not fit in static TLS:
+	dl '' "$DT" open "$T/a.so" "$T/b.so"
+	ran
+	has "$T/b.so: error=$T/b.so: cannot allocate memory in static TLS block"
+	dl '' "$DT" open "$T/desc.so" "$T/big.so"
+	ran
+	has "$T/big.so: error=$T/big.so: cannot allocate memory in static TLS block"
+	# ...but one after the other, each closed before the next, they do.
+	fidelity "$DT" cycle "$T/a.so" "$T/b.so" "$T/host.so" "$T/b.so" "$T/desc.so" "$T/big.so"
+	has "$T/b.so: value=42 path=$T/b.so"
+	has "$T/big.so: value=44 path=$T/big.so"
+	# keep mode: an object that holds static TLS, or whose dependency does,
+	# is not kept idle (nothing to evict for b.so); a TLS-descriptor object is
+	# (its block is optional), and is closed when static TLS runs out.
+	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
+		st=$BATS_TEST_TMPDIR/st.${lib//\//_}
+		FDGUARD_STATS=$st.1 dl "$lib" "$DT" cycle "$T/a.so" "$T/b.so" "$T/host.so" "$T/b.so"
+		ran
+		[[ $(counter "$st.1" dlopen_unloads) == 4 && $(counter "$st.1" dlopen_evictions) == 0 ]]
+		FDGUARD_STATS=$st.2 FDGUARD_LOG_LEVEL=info dl "$lib" "$DT" cycle "$T/desc.so" "$T/big.so"
+		ran
+		has "$T/big.so: value=44 path=$T/big.so"
+		[[ $(counter "$st.2" dlopen_evictions) == 1 ]]
+		[[ $stderr == *"dlopen($T/big.so): static TLS exhausted; idle objects closed, trying again"* ]]
+	done
+}
+
+# ---- policies that refuse executable anonymous memory
+
+@test "a policy that refuses executable anonymous memory: the copy is tried once per process, not at every last dlclose" {
+	# dltest noexecmem: a seccomp filter refuses mprotect(PROT_EXEC) with
+	# EACCES, as SELinux's execmem denial does (with an audit record each).
+	command -v strace >/dev/null || skip "strace is not installed"
+	local lib pre refused what
+	for lib in '' "$FDG_LIB" "$FDG_LIB_O0"; do
+		pre=$RT
+		[[ -n $lib ]] && pre=${pre:+$pre:}$lib
+		run -0 timeout 30 strace -f -qq -o "$BATS_TEST_TMPDIR/trace" -e trace=mprotect \
+			-E LD_PRELOAD="$pre" "$DT" noexecmem churn "$D/p/plug.so" 50
+		# Nothing can be kept idle: every cycle loads and unloads, as without the shim.
+		[[ ${lines[0]} == "cycles=50 value_sum=500" && ${lines[1]} == "ctors=50 dtors=50" ]]
+		refused=$(grep -c 'PROT_EXEC.*EACCES' "$BATS_TEST_TMPDIR/trace" || true)
+		what=${lib#"$FDG_ROOT"/}
+		echo "# ${what:-without the shim}: $refused refused mprotect(PROT_EXEC) in 50 cycles" >&3
+		if [[ -z $lib ]]; then
+			((refused == 0))
+		else
+			((refused == 1))
+		fi
+	done
+}
+
+# ---- a caller's file cut under it
+
+@test "a caller whose file was truncated in place since it was loaded: its dlopen works as without the shim, no SIGBUS" {
+	# dltest truncated: fp/libcaller.so (a copy) is cut where its code ends;
+	# its code still runs, its unwind tables and data are gone from the file.
+	# glibc's dlopen of an absolute path reads none of them; the shim's
+	# gadget search must not either.
+	local lib mode n=0 ref=
+	for lib in '' "$FDG_LIB" "$FDG_LIB_O0"; do
+		for mode in keep cache; do
+			[[ -z $lib && $mode == cache ]] && continue
+			n=$((n + 1))
+			cp "$D/fp/libcaller.so" "$BATS_TEST_TMPDIR/caller$n.so"
+			FDGUARD_DLOPEN=$mode dl "$lib" "$DT" truncated "$BATS_TEST_TMPDIR/caller$n.so" "$D/p/plug.so"
+			ran
+			[[ $(stat -c %s "$BATS_TEST_TMPDIR/caller$n.so") -lt $(stat -c %s "$D/fp/libcaller.so") ]]
+			if [[ -z $ref ]]; then
+				ref=$output
+				has "after the truncation: value=10 path=$D/p/plug.so"
+				has survived
+			else
+				same_as "${lib#"$FDG_ROOT"/} $mode" "$ref"
+			fi
+		done
 	done
 }

@@ -670,3 +670,183 @@ print(min(set(range(len(fds) + 1)) - fds))")
     warnings 1
     said "FDGUARD_STATS: the path is longer than 4095 bytes once %p is replaced by"
 }
+
+# ---- errno: what the real call left ------------------------------------------------------
+
+@test "IPC_CREAT of an existing key succeeds and leaves errno as it was (the shim's IPC_EXCL probe does not show)" {
+    local O=$FDG_BIN/hostio
+    run -0 "$O" ipc-errno
+    local plain=$output
+    [[ $(grep -c ', errno 1234$' <<<"$plain") == 3 ]]
+    run -0 env LD_PRELOAD="$PRE" "$O" ipc-errno
+    local kind shm sem msg
+    read -r _ shm sem msg < <(grep '^ids ' <<<"$output")
+    for kind in shm:$shm sem:$sem msg:$msg; do
+        REG_MADE+=("/tmp/fdguard-ipc-$EUID/${kind%%:*}.${kind#*:}")
+    done
+    # The shim did record them (it created them with IPC_EXCL first).
+    [[ -f /tmp/fdguard-ipc-$EUID/shm.$shm ]]
+    [[ $(grep -v '^ids ' <<<"$output") == "$(grep -v '^ids ' <<<"$plain")" ]]
+}
+
+# ---- never a signal, never a wait: file size limits and terminals ------------------------
+
+# stderr_to FILE CMD...: CMD with its stderr appended to FILE (run's own
+# redirection would take it back).
+stderr_to() {
+    local file=$1
+    shift
+    "$@" 2>>"$file"
+}
+
+@test "RLIMIT_FSIZE: a plain write past it dies of SIGXFSZ; the shim's log lines and IPC entries do not kill the host" {
+    local O=$FDG_BIN/hostio
+    printf 'x%.0s' {1..200} >"$T/full"
+    # Without the shim: a write at the limit raises SIGXFSZ (exit 128+25).
+    run prlimit --fsize=100 sh -c "echo line >>'$T/full'"
+    [[ $status == 153 ]]
+    # A log file (FDGUARD_LOG) and a stderr file already at the limit.
+    run -0 --separate-stderr prlimit --fsize=100 env LD_PRELOAD="$PRE" FDGUARD_LOG="$T/full" \
+        FDGUARD_HEADROOM=ten "$O" listen
+    run -0 stderr_to "$T/full" prlimit --fsize=100 env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten \
+        "$O" listen
+    [[ $(wc -c <"$T/full") == 200 ]]
+    # Below the limit the same line is written.
+    run -0 stderr_to "$T/full" prlimit --fsize=100000 env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten \
+        "$O" listen
+    grep -q 'FDGUARD_HEADROOM="ten" is invalid' "$T/full"
+    # IPC registry entries: none can be written at a limit of 0; no partial entry stays.
+    run -0 prlimit --fsize=0 "$H" ipc-private
+    run -0 prlimit --fsize=0 env LD_PRELOAD="$PRE" "$H" ipc-private
+    local kind id n=0
+    while read -r kind id; do
+        REG_MADE+=("/tmp/fdguard-ipc-$EUID/$kind.$id")
+        [[ ! -e /tmp/fdguard-ipc-$EUID/$kind.$id ]]
+        n=$((n + 1))
+    done <<<"$output"
+    ((n == 3))
+}
+
+@test "a terminal stopped by XOFF: a plain writer blocks; the shim drops its line and runs on" {
+    local O=$FDG_BIN/hostio
+    run -0 "$O" tty-stopped sh -c 'echo line >&2'
+    [[ $output == blocked ]]
+    run -0 "$O" tty-stopped "$O" listen
+    [[ $output == "exit 0" ]]
+    run -0 "$O" tty-stopped env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten "$O" listen
+    [[ $output == "exit 0" ]]
+    # A terminal that takes output gets the line.
+    run -0 "$O" tty env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten "$O" listen
+    [[ ${lines[0]} == "exit 0" ]]
+    [[ ${lines[1]} == 'terminal showed: "fdguard[hostio:'*'FDGUARD_HEADROOM=\x22ten\x22 is invalid'* ]]
+}
+
+@test "a background job with TOSTOP: a plain writer is stopped (SIGTTOU); the shim writes nothing and the host runs on" {
+    local O=$FDG_BIN/hostio
+    run -0 "$O" tty-background sh -c 'echo line >&2'
+    [[ $output == "stopped 22" ]]
+    run -0 "$O" tty-background "$O" listen
+    [[ $output == "exit 0" ]]
+    run -0 "$O" tty-background env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten "$O" listen
+    [[ $output == "exit 0" ]]
+}
+
+# ---- which fd 2 is stderr (README, Security) -----------------------------------------------
+
+@test "fd 2 closed, then the daemon's data file or self-pipe lands there: the shim's kept line never goes into it" {
+    local O=$FDG_BIN/hostio what
+    for what in file pipe; do
+        local -a arg=()
+        [[ $what == pipe ]] && arg=(pipe)
+        run -0 --separate-stderr "$O" aof "$T/plain.$what" "${arg[@]}"
+        local plain_out=$output plain_err=$stderr
+        # FDGUARD_HEADROOM=ten: a configuration line kept until the listen.
+        run -0 --separate-stderr env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten "$O" aof \
+            "$T/shim.$what" "${arg[@]}"
+        echo "$what: $(cat "$T/shim.$what")"
+        cmp "$T/plain.$what" "$T/shim.$what"
+        [[ $output == "$plain_out" && $stderr == "$plain_err" ]]
+    done
+    [[ $(cat "$T/plain.file") == $'SET k v\nSET k2 v2' ]]
+    [[ $(cat "$T/plain.pipe") == $'wake\nwake' ]]
+}
+
+@test "stderr from the start: a client's connection (inetd, Accept=yes) gets nothing; journald's stream and a socketpair get the line" {
+    local O=$FDG_BIN/hostio kind
+    for kind in unix tcp journal socketpair; do
+        run -0 "$O" socket-stderr "$kind" "$O" listen
+        [[ $output == $'exit 0\npeer read: ""' ]]
+        run -0 "$O" socket-stderr "$kind" env LD_PRELOAD="$PRE" FDGUARD_HEADROOM=ten "$O" listen
+        echo "$kind: $output"
+        [[ ${lines[0]} == "exit 0" ]]
+        case $kind in
+        unix | tcp) [[ ${lines[1]} == 'peer read: ""' ]] ;;
+        *) [[ ${lines[1]} == 'peer read: "fdguard[hostio:'*'FDGUARD_HEADROOM=\x22ten\x22 is invalid'*'\x0a"' ]] ;;
+        esac
+    done
+}
+
+# ---- the stats file: never a SIGBUS from a store into it -------------------------------------
+
+# small_fs DIR SIZE CMD...: CMD in a mount namespace of its own where DIR is a
+# tmpfs of SIZE with 4 KiB of it already used (nothing to unmount afterwards).
+small_fs() {
+    local dir=$1 size=$2
+    shift 2
+    unshare -m --propagation private sh -c \
+        'mount -t tmpfs -o size="$2" tmpfs "$1" && head -c 4096 /dev/zero >"$1/fill" && shift 2 && exec "$@"' \
+        _ "$dir" "$size" "$@"
+}
+
+@test "FDGUARD_STATS on a full file system: a plain store into a mapping of a sparse file dies of SIGBUS; the shim refuses the file" {
+    if ! unshare -m --propagation private mount -t tmpfs tmpfs "$T" 2>/dev/null; then
+        skip "cannot mount a tmpfs here"
+    fi
+    local O=$FDG_BIN/hostio
+    mkdir "$T/fs"
+    # What the shim did before: extend the file (sparse), map it, store.
+    local naive='import mmap, sys
+f = open(sys.argv[1] + "/st", "w+b")
+f.truncate(8192)
+m = mmap.mmap(f.fileno(), 8192)
+m[0] = 1
+m[4096] = 1
+print("stored")'
+    run small_fs "$T/fs" 8k /usr/bin/python3 -c "$naive" "$T/fs"
+    [[ $status == 135 ]] # SIGBUS
+    run -0 --separate-stderr small_fs "$T/fs" 8k env LD_PRELOAD="$PRE" FDGUARD_STATS="$T/fs/st.%p" \
+        "$O" listen
+    warnings 1
+    said "FDGUARD_STATS: cannot use the file (no space left on device); counters stay private: $T/fs/st."
+    # With room, the same process publishes its counters there.
+    run -0 --separate-stderr small_fs "$T/fs" 64k env LD_PRELOAD="$PRE" FDGUARD_STATS="$T/fs/st.%p" \
+        sh -c "'$O' listen && head -c 15 '$T/fs'/st.*"
+    [[ $output == "fdguard-stats 2" && -z $stderr ]]
+}
+
+@test "FDGUARD_STATS at RLIMIT_FSIZE: the shim refuses the file instead of dying of SIGXFSZ" {
+    local O=$FDG_BIN/hostio
+    run prlimit --fsize=1000 sh -c "head -c 4312 /dev/zero >'$T/plain'"
+    [[ $status == 153 ]]
+    run -0 --separate-stderr prlimit --fsize=1000 env LD_PRELOAD="$PRE" FDGUARD_STATS="$T/st" "$O" listen
+    warnings 1
+    said "FDGUARD_STATS: cannot use the file (file size limit reached); counters stay private: $T/st"
+    [[ ! -s $T/st ]]
+}
+
+@test "FDGUARD_STATS: a second process given the same path finds it locked and leaves it alone" {
+    start_bg P env LD_PRELOAD="$PRE" FDGUARD_STATS="$T/shared" "$H" listen --ready "$T/ready" \
+        --wait "$T/go"
+    wait_file "$T/ready"
+    local pid
+    read -r _ pid <"$T/ready"
+    grep -q "FLOCK .* $pid " /proc/locks
+    cp "$T/shared" "$T/before"
+    listen_ok FDGUARD_STATS="$T/shared"
+    said "cannot use the file (in use by another live process; put %p in the path); counters stay private: $T/shared"
+    cmp "$T/shared" "$T/before"
+    touch "$T/go"
+    wait_until "! fdg_alive $pid"
+    listen_ok FDGUARD_STATS="$T/shared"
+    [[ -z $stderr ]]
+}

@@ -2,6 +2,10 @@
  *   -DVALUE=N       what plug_value() returns (tells copies apart)
  *   -DBIG=BYTES     a zero-filled array of that size (a large mapping, for
  *                   the RLIMIT_AS test)
+ *   -DRODATA=BYTES  a constant array of that size, in the file (a large
+ *                   file-backed mapping: what a detach copies)
+ *   -DTLS=BYTES     a thread-local array of that size; with -DTLS_IE in the
+ *                   initial-exec model (static TLS: DF_STATIC_TLS)
  *   -DCTOR_DLOPEN=\"name\"  its constructor dlopens that name (a failure whose
  *                   message glibc leaves for the host's dlerror())
  * plug_call() calls plug_value() through the PLT (an interposable call, as
@@ -44,9 +48,21 @@ __attribute__((destructor)) static void plug_dtor(void)
 #ifdef BIG
 char plug_big[BIG];
 #endif
+#ifdef RODATA
+const char plug_rodata[RODATA] = {1};
+#endif
+#ifdef TLS
+#ifdef TLS_IE
+__attribute__((tls_model("initial-exec")))
+#endif
+__thread char plug_tls[TLS];
+#endif
 
 int plug_value(void)
 {
+#ifdef TLS
+    plug_tls[TLS - 1] = 1; /* the block is there, for this thread */
+#endif
 #ifdef BIG
     return VALUE + plug_big[BIG - 1];
 #else

@@ -15,19 +15,30 @@
  * The loader resolves a dlopen from its return address, and the shim keys its
  * cache on it: every dlopen below is made from a known site. open_a is the
  * site of every repeated open/close cycle; open_b is another site in the same
- * object. Neither may be inlined, merged or turned into a tail call. */
+ * object. Neither may be inlined, merged or turned into a tail call.
+ *
+ * `dltest noexecmem SCENARIO ARGS...` runs SCENARIO under a seccomp filter
+ * that refuses mprotect(PROT_EXEC) (refuse_execmem). */
 #include <dlfcn.h>
 #include <errno.h>
 #include <execinfo.h>
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -183,6 +194,17 @@ static int sc_open(int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         void *h = open_a(argv[i], RTLD_NOW);
         report(argv[i], h);
+    }
+    return 0;
+}
+
+/* cycle NAME...: for each in turn, dlopen(NAME, RTLD_NOW), call, dlclose. */
+static int sc_cycle(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        void *h = open_a(argv[i], RTLD_NOW);
+        report(argv[i], h);
+        if (h) close_or_die(h);
     }
     return 0;
 }
@@ -1067,6 +1089,129 @@ static int sc_forkload(int argc, char **argv)
     return 0;
 }
 
+/* ---- a caller whose file was truncated in place ------------------------------ */
+
+struct exec_end {
+    const char *path;
+    off_t end;
+};
+
+static int find_exec_end(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct exec_end *w = arg;
+    if (strcmp(info->dlpi_name, w->path) != 0) return 0;
+    long page = sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X))
+            w->end =
+                (off_t)((ph->p_offset + ph->p_filesz + (size_t)page - 1) & ~((size_t)page - 1));
+    }
+    return 1;
+}
+
+/* truncated CALLER NAME: loads CALLER (tests/dlplug/caller.c), truncates its
+ * file in place where its code ends (its unwind tables and data are gone
+ * from the file; the code the host runs is not), then CALLER's
+ * caller_open_with calls this program's dlopen (the shim's, preloaded) on
+ * NAME, an absolute path. Ends with _exit: CALLER's destructors would read
+ * its data. */
+static int sc_truncated(int argc, char **argv)
+{
+    if (argc != 2) die("usage: truncated CALLER NAME");
+    void *lib = open_b(argv[0], RTLD_NOW);
+    if (!lib) die(dlerror());
+    caller_open_with_fn copen_with = (caller_open_with_fn)dlsym(lib, "caller_open_with");
+    if (!copen_with) die("caller_open_with not found");
+    struct exec_end w = {argv[0], 0};
+    if (!dl_iterate_phdr(find_exec_end, &w) || !w.end) die("CALLER's code segment not found");
+    if (truncate(argv[0], w.end) != 0) die("truncate failed");
+    report("after the truncation", copen_with(dlopen, argv[1], RTLD_NOW));
+    printf("survived\n");
+    fflush(stdout);
+    _exit(0);
+}
+
+/* ---- what a last dlclose holds up --------------------------------------------- */
+
+static double mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+static _Atomic long side_hits;
+static _Atomic int side_stop, side_watch;
+static _Atomic double side_max_gap; /* ms between two completions while watched */
+
+static void *hit_loop(void *arg)
+{
+    double last = mono_ms();
+    while (!side_stop) {
+        void *h = open_b(arg, RTLD_NOW);
+        if (!h || dlclose(h) != 0) die("a hit failed");
+        double now = mono_ms();
+        if (side_watch && now - last > side_max_gap) side_max_gap = now - last;
+        last = now;
+        side_hits++;
+    }
+    return NULL;
+}
+
+/* hold_up BIG SMALL: a thread opens and closes SMALL (held once more by the
+ * main thread, so that its closes are never the last) in a loop while the
+ * main thread makes the last dlclose of BIG. Prints how long that dlclose
+ * took and the longest the thread waited for one open+close meanwhile. */
+static int sc_hold_up(int argc, char **argv)
+{
+    if (argc != 2) die("usage: hold_up BIG SMALL");
+    void *small = open_b(argv[1], RTLD_NOW);
+    void *big = open_a(argv[0], RTLD_NOW);
+    if (!small || !big) die(dlerror());
+    pthread_t t;
+    if (pthread_create(&t, NULL, hit_loop, argv[1]) != 0) die("pthread_create failed");
+    while (side_hits < 1000)
+        sched_yield();
+    side_watch = 1;
+    double t0 = mono_ms();
+    close_or_die(big);
+    double ms = mono_ms() - t0;
+    /* One more completion, so that a wait that spans the end is counted. */
+    for (long n = side_hits; side_hits == n;)
+        sched_yield();
+    side_watch = 0;
+    side_stop = 1;
+    pthread_join(t, NULL);
+    printf("close_ms=%.1f max_hit_gap_ms=%.1f\n", ms, (double)side_max_gap);
+    close_or_die(small);
+    return 0;
+}
+
+/* noexecmem SCENARIO ARGS...: SCENARIO under a policy that refuses to make
+ * memory executable with mprotect (EACCES), as SELinux's execmem denial and
+ * PaX MPROTECT do; the loader maps code from files, which stays allowed. */
+static void refuse_execmem(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mprotect, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[2])),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, PROT_EXEC, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EACCES),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof *f, .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0)
+        die("cannot install the seccomp filter");
+}
+
 int main(int argc, char **argv)
 {
     char hook[32];
@@ -1077,6 +1222,11 @@ int main(int argc, char **argv)
     const char *sc = argv[1];
     int n = argc - 2;
     char **a = argv + 2;
+    if (!strcmp(sc, "noexecmem") && n > 0) {
+        refuse_execmem();
+        sc = *a++;
+        n--;
+    }
     if (!strcmp(sc, "open")) return sc_open(n, a);
     if (!strcmp(sc, "via")) return sc_via(n, a);
     if (!strcmp(sc, "who")) return sc_who(n, a);
@@ -1109,5 +1259,8 @@ int main(int argc, char **argv)
     if (!strcmp(sc, "threads")) return sc_threads(n, a);
     if (!strcmp(sc, "transient")) return sc_transient(n, a);
     if (!strcmp(sc, "emfile")) return sc_emfile(n, a);
+    if (!strcmp(sc, "hold_up")) return sc_hold_up(n, a);
+    if (!strcmp(sc, "cycle")) return sc_cycle(n, a);
+    if (!strcmp(sc, "truncated")) return sc_truncated(n, a);
     die("unknown scenario");
 }
