@@ -1126,7 +1126,9 @@ CONF
 	# Not old enough: nothing listed, nothing removed.
 	run -0 "$FDG" ipc --pid "$P" --min-age 3600 --reap --json
 	[[ $(json "j['objects']") == "[]" ]]
-	ipc_exists shm "$shm" && ipc_exists sem "$sem" && ipc_exists msg "$msg"
+	ipc_exists shm "$shm"
+	ipc_exists sem "$sem"
+	ipc_exists msg "$msg"
 
 	run -0 "$FDG" ipc --pid "$P" --reap
 	echo "$output"
@@ -1179,7 +1181,9 @@ CONF
 	[[ $output =~ shm\ +$shm\ .*\ in-use\ +4096\ bytes,\ nattch\ 1\;\ attached\ by\ 1,\ last\ user\ $U1\ \(tool_ipc\)\ alive ]]
 	[[ $output =~ sem\ +$sem\ .*\ in-use\ +2\ semaphores\;\ last\ user\ $U2\ \(tool_ipc\)\ alive ]]
 	[[ $output =~ msg\ +$msg\ .*\ in-use\ +qnum\ 2,\ 9\ bytes\;\ last\ user\ $U3\ \(tool_ipc\)\ alive ]]
-	ipc_exists shm "$shm" && ipc_exists sem "$sem" && ipc_exists msg "$msg"
+	ipc_exists shm "$shm"
+	ipc_exists sem "$sem"
+	ipc_exists msg "$msg"
 
 	# Once the users are gone too, they are orphans.
 	stop_bg "$U1"
@@ -1210,7 +1214,8 @@ CONF
 	[[ $output == *"0 orphaned, 1 with creator unknown (never reaped)"* ]]
 	run -1 "$FDG" ipc --key "$(printf '0x%x' $((key + 2)))" --reap
 	[[ $output != *removed:* ]]
-	ipc_exists sem "$sem" && ipc_exists msg "$msg"
+	ipc_exists sem "$sem"
+	ipc_exists msg "$msg"
 	# Shared memory carries its creator in the kernel (cpid): an orphan.
 	run -0 "$FDG" ipc --key "$key" --reap
 	[[ $output == *"removed: shm $shm (key $(printf '0x%08x' "$key"), creator $P ? dead)"* ]]
@@ -1226,7 +1231,9 @@ CONF
 	run "$FDG" ipc --reap --pid "$P" --json
 	[[ $(json "j['objects']") == "[]" ]]
 	[[ $(json "j['other_users'] >= 3") == True ]]
-	ipc_exists shm "$shm" && ipc_exists sem "$sem" && ipc_exists msg "$msg"
+	ipc_exists shm "$shm"
+	ipc_exists sem "$sem"
+	ipc_exists msg "$msg"
 
 	# And nobody cannot reap root's orphans.
 	ipc_up R "$T/root.ready" shim
