@@ -575,7 +575,8 @@ overwrite() { # LIB MODE WHAT(plugin|dep) reopen|exit
 				for mode in keep cache; do
 					overwrite "$lib" "$mode" "$what" "$end"
 					if [[ $mode == cache ]]; then
-						ran && same_as "$lib cache, $what, $end" "$ref"
+						ran
+						same_as "$lib cache, $what, $end" "$ref"
 						continue
 					fi
 					# Destructors run later in keep mode: the counts differ; the
