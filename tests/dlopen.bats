@@ -549,8 +549,8 @@ field() {
 # bytes, v1's destructor and GOT are garbage. cp-style writes go into the
 # same inode; every run gets its own copy.
 overwrite() { # LIB MODE WHAT(plugin|dep) reopen|exit
-	local r=$BATS_TEST_TMPDIR/ow.$RANDOM
-	mkdir -p "$r"
+	local r
+	r=$(mktemp -d "$BATS_TEST_TMPDIR/ow.XXXXXX")
 	if [[ $3 == plugin ]]; then
 		cp "$D/over/v1.so" "$r/plug.so"
 		FDGUARD_DLOPEN=$2 FDGUARD_STATS=$r/stats dl "$1" "$DT" overwrite "$r/plug.so" "$r/plug.so" \
