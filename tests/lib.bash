@@ -75,6 +75,36 @@ start_bg() {
     printf -v "$var" '%s' "$pid"
 }
 
+# in_ci: true in a CI run (.ci/run exports CI=true; CI=false or CI=0 is not
+# one).
+in_ci() {
+    [[ -n ${CI:-} && $CI != false && $CI != 0 ]]
+}
+
+# unavailable WHY: the test cannot run here for want of a tool or a
+# privilege: skipped, except in CI (which installs every tool and runs as
+# root), where that is a failure. A skip inherent to a configuration (what a
+# sanitizer cannot do) is a plain skip.
+unavailable() {
+    if in_ci; then
+        echo "CI=$CI: $1 (under CI a missing tool or privilege fails the test)" >&2
+        return 1
+    fi
+    skip "$1"
+}
+
+# need CMD...: every CMD is installed (an empty one stands for python3);
+# otherwise unavailable.
+need() {
+    local c missing=()
+    for c in "$@"; do
+        if [[ -z $c ]] || ! command -v "$c" >/dev/null 2>&1; then
+            missing+=("${c:-python3}")
+        fi
+    done
+    ((${#missing[@]} == 0)) || unavailable "not installed: ${missing[*]}"
+}
+
 # True while PID exists and is not a zombie.
 fdg_alive() {
     local stat
