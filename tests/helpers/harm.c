@@ -34,10 +34,14 @@
  *   harm dlabove DIR
  *       a spare left at the soft limit by lowering it: loads report what the
  *       loader says, and the spare comes back below the limit afterwards.
+ *   harm heap
+ *       prints what malloc has handed out before main runs (mallinfo2):
+ *       what the constructors of the preloaded libraries allocated.
  * Exit status 2 on usage errors, 1 on unexpected failures. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <poll.h>
@@ -70,7 +74,7 @@ static void die(const char *what)
 static void usage(void)
 {
     fprintf(stderr, "usage: harm listen|epoll|fork|ipc-private|broken-stderr|full-stderr|"
-                    "dlfds|dlnear|dlabove ... (see tests/helpers/harm.c)\n");
+                    "dlfds|dlnear|dlabove|heap ... (see tests/helpers/harm.c)\n");
     exit(2);
 }
 
@@ -399,6 +403,15 @@ static int sc_dlabove(char **argv)
     return 0;
 }
 
+static int sc_heap(void)
+{
+    /* Taken before this program allocates anything (stdout's buffer). */
+    struct mallinfo2 mi = mallinfo2();
+    printf("heap before main: arena=%zu in-use=%zu mmapped=%zu\n", mi.arena, mi.uordblks,
+           mi.hblkhd);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -413,5 +426,6 @@ int main(int argc, char **argv)
     if (!strcmp(sc, "dlfds")) return sc_dlfds(argv + 2);
     if (!strcmp(sc, "dlnear")) return sc_dlnear(argv + 2);
     if (!strcmp(sc, "dlabove")) return sc_dlabove(argv + 2);
+    if (!strcmp(sc, "heap")) return sc_heap();
     usage();
 }
