@@ -92,18 +92,6 @@ valid_json() {
 	printf '%s' "$output" | python3 -c 'import json, sys; json.loads(sys.stdin.buffer.read())'
 }
 
-# shim_stats_format: the stats file format (1 or 2) of the library under
-# test, from the first header line of a guarded srv's file.
-shim_stats_format() {
-	local line=''
-	helper_up FMT_SRV "$T/fmt.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/fmt.%p" \
-		"$FDG_BIN/srv" --shape lt --port 0 --ready "$T/fmt.ready" 2>/dev/null
-	wait_until "read -r line < '$T/fmt.$FMT_SRV' 2>/dev/null && [[ \$line == 'fdguard-stats '* ]]"
-	read -r line <"$T/fmt.$FMT_SRV"
-	stop_bg "$FMT_SRV"
-	echo "${line#fdguard-stats }"
-}
-
 # hidden_tasks UID: threads of effective uid UID that this shell cannot look
 # into (/proc/PID/task/TID/syscall not readable): while one exists, a message
 # queue of UID with mode 0600 can never be shown idle (here: root's, when
@@ -638,12 +626,7 @@ open(sys.argv[2], "wb").write(d[:m.start(1)] + t + d[m.end(1):])' "$T/st2.$R" "$
 }
 
 @test "stat: redis-server --daemonize yes under the shim: the daemon's own counters, its environment rewritten (1)" {
-	command -v redis-server >/dev/null || skip "redis-server is not installed"
-	local fmt
-	fmt=$(shim_stats_format)
-	if [[ $fmt != 2 ]]; then
-		skip "the library under test writes stats format $fmt: a fork child publishes into its parent's file until the format 2 shim is merged"
-	fi
+	need redis-server redis-cli
 	mkdir "$T/redis"
 	# (exec_clean: the daemon must not keep bats' descriptors.)
 	run -0 exec_clean "$FDG" run --stats "$T/redis/st.%p" -- redis-server --port 0 --unixsocket "$T/redis/sock" \
@@ -673,12 +656,7 @@ open(sys.argv[2], "wb").write(d[:m.start(1)] + t + d[m.end(1):])' "$T/st2.$R" "$
 }
 
 @test "stat: a forking server's worker (nginx) counts into its own file, not its master's (1)" {
-	command -v nginx >/dev/null || skip "nginx is not installed"
-	local fmt
-	fmt=$(shim_stats_format)
-	if [[ $fmt != 2 ]]; then
-		skip "the library under test writes stats format $fmt: a fork child publishes into its parent's file until the format 2 shim is merged"
-	fi
+	need nginx curl
 	pub_dir
 	local port d=$PUB/nginx
 	port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
