@@ -12,8 +12,10 @@
 #     creator is unknown are never touched;
 #   - srv under the shim with FDGUARD_STATS: stat reads its counters while
 #     flood makes them move after a squeeze; flood shows the shedding;
-#   - tool_stats publishes a format 2 stats file as the shim does (its own per
-#     process, across fork): the readers, whatever the library writes;
+#   - harm (listen, fork) under the shim with FDGUARD_STATS: stat finds each
+#     process's own file by what it maps, and how it ended;
+#   - tool_stats publishes a stats file as the shim does, at a path another
+#     user swaps for a FIFO or a link (hostile files only);
 #   - redis-server --daemonize yes and nginx (master and worker) under the
 #     shim: stat finds each process's own counters by what it maps;
 #   - a second user (nobody) swaps paths, owns daemons and queues, and runs
@@ -37,7 +39,7 @@ setup() {
 	IPC_MADE=()
 	PUB=
 	local h
-	for h in "$FDG_BIN"/{tool_fds,tool_ipc,tool_stale,tool_stats,srv} "$FDG_FLOOD" "$FDG_BUILD/statsread"; do
+	for h in "$FDG_BIN"/{tool_fds,tool_ipc,tool_stale,tool_stats,srv,harm} "$FDG_FLOOD" "$FDG_BUILD/statsread"; do
 		if [[ ! -x $h ]]; then
 			echo "missing $h: run make and make helpers" >&2
 			return 1
@@ -573,56 +575,76 @@ children_of() {
 }
 
 @test "stat: each process publishes its own file, found by what it maps; a normal exit is recorded (1)" {
-	# tool_stats writes format 2 as the shim does, whatever the library under
-	# test writes: the reader side on its own.
-	helper_up P "$T/st.ready" "$FDG_BIN/tool_stats" --ready "$T/st.ready" --stats "$T/st.%p" \
-		--set accept_emfile=5 --set epoll_registrations=2 --fork
+	# The shim's own files: harm fork under it, the parent listening, the
+	# child with a pipe in an epoll instance; each engages and publishes.
+	helper_up P "$T/st.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/st.%p" \
+		"$FDG_BIN/harm" fork --parent-listen --child-epoll --ready "$T/st.ready" --wait "$T/go"
 	local child
-	child=$(awk '$1 == "child" { print $2 }' "$T/st.ready")
+	read -r _ child <"$T/st.ready"
 	FDG_PIDS+=("$child")
-	# Nothing in the environments names the files.
-	run ! grep -qa FDGUARD_STATS "/proc/$P/environ" "/proc/$child/environ"
+	# Renamed: what FDGUARD_STATS (still in their environments) names is gone;
+	# what they map is found all the same.
+	mv "$T/st.$P" "$T/mapped.$P"
+	mv "$T/st.$child" "$T/mapped.$child"
+	grep -qa "FDGUARD_STATS=$T/st.%p" "/proc/$P/environ"
 
 	run -0 "$FDG" stat "$P"
 	echo "$output"
-	[[ ${lines[0]} == "fdguard stat: $T/st.$P" ]]
-	[[ ${lines[1]} == "pid $P (tool_stats), running" ]]
-	[[ $output =~ epoll_registrations\ +2\  ]]
+	[[ ${lines[0]} == "fdguard stat: $T/mapped.$P" ]]
+	[[ ${lines[1]} == "pid $P (harm), running" ]]
+	[[ $output =~ epoll_registrations\ +0\  ]]
 	run -0 "$FDG" stat "$child" --json
-	[[ $(json "j['file'], j['pid'], j['format'], j['state']") == "('$T/st.$child', $child, 2, 'running')" ]]
-	[[ $(counter epoll_registrations) == 3 && $(counter accept_emfile) == 5 ]]
+	[[ $(json "j['file'], j['pid'], j['format'], j['state']") == "('$T/mapped.$child', $child, 2, 'running')" ]]
+	[[ $(counter epoll_registrations) == 1 ]]
 	# As root the file is read through /proc/PID/map_files: the mapped inode.
 	[[ $(json "j['read_via']") == map ]]
 	[[ $(json "j['start']") == "$(start_of "$child")" ]]
 	run -0 "$FDG" stat
-	[[ $output =~ $'\n'$P\ +tool_stats\ +$T/st.$P ]]
-	[[ $output =~ $'\n'$child\ +tool_stats\ +$T/st.$child ]]
+	[[ $output =~ $'\n'$P\ +harm\ +$T/mapped.$P ]]
+	[[ $output =~ $'\n'$child\ +harm\ +$T/mapped.$child ]]
 
-	# SIGTERM is a normal exit: "ended" holds its time; SIGKILL leaves 0 and
-	# the pid is gone.
-	stop_bg "$P"
-	run -1 "$FDG" stat "$T/st.$P"
-	echo "$output"
-	[[ ${lines[1]} =~ ^pid\ $P\ \(tool_stats\),\ exited\ at\ [0-9]{4}-[0-9]{2}-[0-9]{2}\ [0-9:]{8}$ ]]
-	[[ $output == *"warning: pid $P (tool_stats) exited at "*": these are the last values it wrote"* ]]
-	run -1 --separate-stderr "$FDG" stat "$T/st.$P" --json
-	[[ $(json "j['state'], j['running'], abs(j['ended'] - $(date +%s)) < 60") == "('exited', False, True)" ]]
+	# A normal exit (both return from main once the go file exists): "ended"
+	# holds its time.
+	touch "$T/go"
+	wait_until "! fdg_alive $P && ! fdg_alive $child"
+	local pid
+	for pid in "$P" "$child"; do
+		run -1 "$FDG" stat "$T/mapped.$pid"
+		echo "$output"
+		[[ ${lines[1]} =~ ^pid\ $pid\ \(harm\),\ exited\ at\ [0-9]{4}-[0-9]{2}-[0-9]{2}\ [0-9:]{8}$ ]]
+		[[ $output == *"warning: pid $pid (harm) exited at "*": these are the last values it wrote"* ]]
+		run -1 --separate-stderr "$FDG" stat "$T/mapped.$pid" --json
+		[[ $(json "j['state'], j['running'], abs(j['ended'] - $(date +%s)) < 60") == "('exited', False, True)" ]]
+	done
+
+	# Killed by a signal, SIGTERM included (no destructor runs): ended stays
+	# 0 and the pid is gone.
+	rm -f "$T/go"
+	helper_up P "$T/st2.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/st2.%p" \
+		"$FDG_BIN/harm" fork --parent-listen --child-epoll --ready "$T/st2.ready" --wait "$T/go"
+	read -r _ child <"$T/st2.ready"
+	FDG_PIDS+=("$child")
+	kill -TERM "$P"
 	kill9 "$child"
-	wait_until "! fdg_alive $child"
-	run -1 --separate-stderr "$FDG" stat "$T/st.$child" --json
-	[[ $(json "j['state'], j['ended']") == "('gone', None)" ]]
+	wait_until "! fdg_alive $P && ! fdg_alive $child"
+	for pid in "$P" "$child"; do
+		run -1 --separate-stderr "$FDG" stat "$T/st2.$pid" --json
+		echo "$output"
+		[[ $(json "j['state'], j['ended']") == "('gone', None)" ]]
+	done
 
 	# A pid that now belongs to a later process (another start time).
-	helper_up R "$T/st2.ready" "$FDG_BIN/tool_stats" --ready "$T/st2.ready" --stats "$T/st2.%p"
+	helper_up R "$T/st3.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/st3.%p" \
+		"$FDG_BIN/harm" listen --ready "$T/st3.ready" --wait "$T/go"
 	# (Another start time of the same length: the counters stay at 4096.)
 	python3 -c 'import re, sys
 d = open(sys.argv[1], "rb").read()
 m = re.search(rb"\nstart (\d+)\n", d)
 s = m.group(1)
 t = str(int(s) + (1 if s[-1:] != b"9" else -1)).encode()
-open(sys.argv[2], "wb").write(d[:m.start(1)] + t + d[m.end(1):])' "$T/st2.$R" "$T/reused"
+open(sys.argv[2], "wb").write(d[:m.start(1)] + t + d[m.end(1):])' "$T/st3.$R" "$T/reused"
 	run -1 "$FDG" stat "$T/reused"
-	[[ $output == *"pid $R (tool_stats), not running (pid $R now belongs to a later process)"* ]]
+	[[ $output == *"pid $R (harm), not running (pid $R now belongs to a later process)"* ]]
 }
 
 @test "stat: redis-server --daemonize yes under the shim: the daemon's own counters, its environment rewritten (1)" {
@@ -757,11 +779,14 @@ CONF
 @test "names that are not UTF-8 or hold escape sequences: valid JSON, escaped text, aligned columns (doctor, stat, ipc) (5)" {
 	local name=$'\xff\xfe\x80z' esc_name='\xff\xfe\x80z'
 	mkdir "$T/s" "$T/i" "$T/e"
-	cp "$FDG_BIN/tool_stats" "$T/s/$name"
+	cp "$FDG_BIN/harm" "$T/s/$name"
 	cp "$FDG_BIN/tool_ipc" "$T/i/$name"
-	cp "$FDG_BIN/tool_stats" "$T/e/"$'\e[31mred\a'
-	helper_up P "$T/st.ready" "$T/s/$name" --ready "$T/st.ready" --stats "$T/st.%p"
-	helper_up E "$T/e.ready" "$T/e/"$'\e[31mred\a' --ready "$T/e.ready" --stats "$T/e.%p"
+	cp "$FDG_BIN/harm" "$T/e/"$'\e[31mred\a'
+	# (harm listen under the shim: it engages and publishes its counters.)
+	helper_up P "$T/st.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/st.%p" "$T/s/$name" listen \
+		--ready "$T/st.ready" --wait "$T/go"
+	helper_up E "$T/e.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/e.%p" "$T/e/"$'\e[31mred\a' \
+		listen --ready "$T/e.ready" --wait "$T/go"
 	IPC_BIN=$T/i/$name ipc_up I "$T/ipc.ready" shim
 
 	# The process name in JSON: the bytes that are not UTF-8 as \u00XX.
@@ -811,16 +836,24 @@ CONF
 
 @test "stat --prom: one counter family per counter, pid and prog labels, checked against the format's rules (6)" {
 	# A name with a quote, a backslash and a newline: label values escape them.
+	# The shim's own files: harm fork under it (the child registers a pipe
+	# with epoll), and srv.
 	local name=$'q"b\\c\nd' fam
 	mkdir "$T/q"
-	cp "$FDG_BIN/tool_stats" "$T/q/$name"
-	helper_up A "$T/a.ready" "$T/q/$name" --ready "$T/a.ready" --stats "$T/a.%p" --set accept_emfile=3 --fork
+	cp "$FDG_BIN/harm" "$T/q/$name"
+	helper_up A "$T/a.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/a.%p" \
+		"$T/q/$name" fork --parent-listen --child-epoll --ready "$T/a.ready" --wait "$T/go"
 	local child
-	child=$(awk '$1 == "child" { print $2 }' "$T/a.ready")
+	read -r _ child <"$T/a.ready"
 	FDG_PIDS+=("$child")
-	helper_up B "$T/b.ready" "$FDG_BIN/tool_stats" --ready "$T/b.ready" --stats "$T/b.%p" --set log_suppressed=9
 	srv_up shim lt "FDGUARD_STATS=$T/srv.%p"
 	wait_file "$T/srv.$SRV"
+	# Counters that moved: two clients shed at a squeeze.
+	run -0 "$FDG" squeeze "$SRV"
+	run -0 "$FDG" flood "$ADDR" -n 2
+	run -0 "$FDG" squeeze "$SRV" --restore
+	run -0 "$FDG" stat "$SRV" --json
+	local srv_counters=$output
 
 	"$FDG" stat --prom >"$T/all.prom"
 	cat "$T/all.prom"
@@ -831,11 +864,15 @@ CONF
 		[[ $(json "j['fdguard_${fam}_total']['type']") == counter ]]
 		[[ -n $(json "j['fdguard_${fam}_total']['help']") ]]
 	done
-	[[ $(json "sorted((s['labels']['pid'], s['labels']['prog'], s['value']) for s in j['fdguard_accept_emfile_total']['samples'] if s['labels']['pid'] in ('$A', '$child'))") == "[('$A', 'q\"b\\\\x5cc\\\\x0ad', 3.0), ('$child', 'q\"b\\\\x5cc\\\\x0ad', 3.0)]" ]]
-	[[ $(json "[s['value'] for s in j['fdguard_log_suppressed_total']['samples'] if s['labels'] == {'pid': '$B', 'prog': 'tool_stats'}]") == "[9.0]" ]]
-	[[ $(json "len([s for s in j['fdguard_epoll_registrations_total']['samples'] if s['labels']['pid'] == '$SRV'])") == 1 ]]
+	[[ $(json "sorted((s['labels']['pid'], s['labels']['prog'], s['value']) for s in j['fdguard_epoll_registrations_total']['samples'] if s['labels']['pid'] in ('$A', '$child'))") == "[('$A', 'q\"b\\\\x5cc\\\\x0ad', 0.0), ('$child', 'q\"b\\\\x5cc\\\\x0ad', 1.0)]" ]]
+	# srv's series: every counter of its file, with the values stat reads.
+	local srv_series
+	srv_series=$(json "sorted((f[len('fdguard_'):-len('_total')], s['value']) for f, fam in j.items() for s in fam['samples'] if s['labels'] == {'pid': '$SRV', 'prog': 'srv'})")
+	output=$srv_counters
+	[[ $srv_series == "$(json "sorted((k, float(v)) for k, v in j['counters'].items())")" ]]
+	[[ $srv_series == *"('accept_shed', 2.0)"* ]]
 	# The label escaping itself, as written.
-	grep -qF "fdguard_accept_emfile_total{pid=\"$A\",prog=\"q\\\"b\\\\x5cc\\\\x0ad\"} 3" "$T/all.prom"
+	grep -qF "fdguard_epoll_registrations_total{pid=\"$child\",prog=\"q\\\"b\\\\x5cc\\\\x0ad\"} 1" "$T/all.prom"
 
 	# One process: only its series, every counter of the shim.
 	"$FDG" stat --prom "$SRV" >"$T/srv.prom"
