@@ -78,11 +78,13 @@ clients() {
 }
 
 # asleep_in_accept PID: true if a thread of PID sleeps in accept or accept4
-# (a running thread reads "running" in /proc, a sleeping one its syscall).
+# (a running thread reads "running" in /proc, a sleeping one its syscall
+# number: this architecture's, from sysno).
 asleep_in_accept() {
-    local t
+    local t nrs
+    nrs=$("$FDG_BIN/sysno" accept accept4) || return 2
     for t in "/proc/$1/task"/*; do
-        if [[ $(cut -d' ' -f1 "$t/syscall" 2>/dev/null) == @(43|288) ]]; then
+        if grep -qxF -- "$(cut -d' ' -f1 "$t/syscall" 2>/dev/null)" <<<"$nrs"; then
             return 0
         fi
     done

@@ -39,7 +39,7 @@ setup() {
 	IPC_MADE=()
 	PUB=
 	local h
-	for h in "$FDG_BIN"/{tool_fds,tool_ipc,tool_stale,tool_stats,srv,harm} "$FDG_FLOOD" "$FDG_BUILD/statsread"; do
+	for h in "$FDG_BIN"/{tool_fds,tool_ipc,tool_stale,tool_stats,srv,harm,sysno} "$FDG_FLOOD" "$FDG_BUILD/statsread"; do
 		if [[ ! -x $h ]]; then
 			echo "missing $h: run make and make helpers" >&2
 			return 1
@@ -109,12 +109,14 @@ hidden_tasks() {
 	echo "$n"
 }
 
-# syscall_on PID NR ID: PID's main thread is blocked in system call NR with ID
-# as its first argument (/proc/PID/syscall).
+# syscall_on PID NAME ID: PID's main thread is blocked in system call NAME
+# (its number on this architecture: sysno) with ID as its first argument
+# (/proc/PID/syscall).
 syscall_on() {
-	local nr a1
+	local nr a1 want
+	want=$("$FDG_BIN/sysno" "$2") || return 1
 	read -r nr a1 _ <"/proc/$1/syscall" 2>/dev/null || return 1
-	[[ $nr == "$2" && $((a1)) == "$3" ]]
+	[[ $nr == "$want" && $((a1)) == "$3" ]]
 }
 
 # start_of PID: its start time (field 22 of /proc/PID/stat, counted after the
@@ -1393,7 +1395,7 @@ CONF
 	msg=$(ipc_id "$T/ipc.ready" msg)
 	kill9 "$P"
 	helper_up W "$PUB/w.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_ipc" --ready "$PUB/w.ready" --use "msg-recv:$msg"
-	wait_until "syscall_on $W 70 $msg || syscall_on $W 188 $msg"
+	wait_until "syscall_on $W msgrcv $msg"
 	# What the kernel shows of the queue does not name the reader: the last
 	# sender is the dead creator, nobody received.
 	read -r -a f <<<"$(ipc_line msg "$msg")"
@@ -1409,7 +1411,7 @@ CONF
 	helper_up F "$PUB/f.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_ipc" --ready "$PUB/f.ready" --use "msg-fill:$msg"
 	stop_bg "$F"
 	helper_up W2 "$PUB/w2.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_ipc" --ready "$PUB/w2.ready" --use "msg-send:$msg"
-	wait_until "syscall_on $W2 69 $msg || syscall_on $W2 189 $msg"
+	wait_until "syscall_on $W2 msgsnd $msg"
 	run -0 "${AS_NOBODY[@]}" "$FDG" ipc --pid "$P" --all --reap
 	echo "$output"
 	[[ $output =~ msg\ +$msg\ .*\ in-use\ .*waiting:\ $W2\ \(tool_ipc\)\ in\ msgsnd ]]
@@ -1433,7 +1435,7 @@ CONF
 	msg=$(ipc_id "$T/ipc3.ready" msg)
 	kill9 "$R"
 	helper_up W3 "$T/w3.ready" "$FDG_BIN/tool_ipc" --ready "$T/w3.ready" --use "msg-recv:$msg"
-	wait_until "syscall_on $W3 70 $msg || syscall_on $W3 188 $msg"
+	wait_until "syscall_on $W3 msgrcv $msg"
 	run -0 "$FDG" ipc --pid "$R" --all --reap
 	[[ $output =~ msg\ +$msg\ .*\ in-use\ .*waiting:\ $W3\ \(tool_ipc\)\ in\ msgrcv ]]
 	ipc_exists msg "$msg"
