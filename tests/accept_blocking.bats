@@ -22,7 +22,7 @@ setup_file() {
 setup() {
     BA=$FDG_BIN/blockaccept
     AA=$FDG_BIN/acceptaddr
-    [[ -x $BA && -x $AA ]] || skip "blockaccept or acceptaddr not built (make helpers)"
+    [[ -x $BA && -x $AA ]] || fail "blockaccept or acceptaddr not built (make helpers)"
     unset LD_PRELOAD "${!FDGUARD@}" ACCEPTHOOK
     RT=$(fdg_runtime_preload)
 }

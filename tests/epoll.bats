@@ -16,7 +16,7 @@ load lib
 
 setup() {
 	ET="$FDG_BIN/epolltest"
-	[[ -x $ET ]] || skip "epolltest not built (make helpers)"
+	[[ -x $ET ]] || fail "epolltest not built (make helpers)"
 	PRELOAD=$(fdg_preload)
 	local v
 	for v in $(compgen -e FDGUARD); do
@@ -451,7 +451,7 @@ trace() {
 }
 
 @test "FDGUARD=off: the wrappers make exactly the system calls glibc makes, nothing more" {
-	command -v strace >/dev/null || skip "strace not installed"
+	need strace
 	[[ -z ${FDG_SANITIZE:-} ]] || skip "sanitizer runtimes make their own system calls"
 	local d="$BATS_TEST_TMPDIR"
 	trace bare "$d/bare"

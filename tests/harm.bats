@@ -663,9 +663,7 @@ print(min(set(range(len(fds) + 1)) - fds))")
 }
 
 @test "stats: redis --daemonize yes publishes under the daemon's pid" {
-    if ! command -v redis-server >/dev/null; then
-        skip "redis-server is not installed"
-    fi
+    need redis-server
     run -0 exec_clean env LD_PRELOAD="$PRE" FDGUARD_STATS="$T/st.%p" redis-server --port 0 \
         --unixsocket "$T/redis.sock" --daemonize yes --pidfile "$T/redis.pid" --dir "$T" \
         --save '' --appendonly no --logfile "$T/redis.log"
@@ -680,10 +678,12 @@ print(min(set(range(len(fds) + 1)) - fds))")
 }
 
 @test "the IPC registry directory is not ours, or a %p expansion is too long: one warning" {
-    local uid=$((40000 + RANDOM % 20000))
-    local reg=/tmp/fdguard-ipc-$uid
-    [[ ! -e $reg ]] || skip "$reg exists"
-    mkdir -m 0700 "$reg"
+    local uid reg
+    # A uid whose registry does not exist yet (mkdir fails on one that does).
+    for ((uid = 40000 + RANDOM % 20000; ; uid++)); do
+        reg=/tmp/fdguard-ipc-$uid
+        mkdir -m 0700 "$reg" 2>/dev/null && break
+    done
     CLEAN+=("$reg")
     run -0 --separate-stderr setpriv --reuid="$uid" --regid="$uid" --clear-groups -- \
         env LD_PRELOAD="$PRE" "$H" ipc-private

@@ -75,6 +75,12 @@ start_bg() {
     printf -v "$var" '%s' "$pid"
 }
 
+# fail MESSAGE...: fails the test (or the function) with MESSAGE on stderr.
+fail() {
+    printf '%s\n' "$*" >&2
+    return 1
+}
+
 # in_ci: true in a CI run (.ci/run exports CI=true; CI=false or CI=0 is not
 # one).
 in_ci() {

@@ -7,6 +7,8 @@
 
 bats_require_minimum_version 1.5.0
 
+load lib
+
 setup() {
 	FDG="$BATS_TEST_DIRNAME/../scripts/fdguard"
 	FAKE_LIB="$BATS_TEST_TMPDIR/libfdguard.so"
@@ -617,13 +619,7 @@ check_bad() {
 # --- lint -------------------------------------------------------------------------
 
 @test "shellcheck scripts/fdguard and its tool files pass" {
-	if ! command -v shellcheck >/dev/null; then
-		if [[ -n ${CI:-} && ${CI} != false && ${CI} != 0 ]]; then
-			echo "shellcheck is required under CI=$CI"
-			false
-		fi
-		skip "shellcheck not installed"
-	fi
+	need shellcheck
 	run shellcheck -x "$FDG" "${FDG%/*}"/tools/*.bash
 	[ "$status" -eq 0 ]
 	[ -z "$output" ]

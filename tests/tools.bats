@@ -491,7 +491,7 @@ children_of() {
 	# Root without CAP_SYS_PTRACE against a process that is not dumpable: the
 	# table can be listed, what the descriptors are cannot. A glob and a
 	# failed readlink would say "no epoll instance"; it has one.
-	without sys_ptrace true || skip "setpriv cannot drop CAP_SYS_PTRACE here"
+	without sys_ptrace true || unavailable "setpriv cannot drop CAP_SYS_PTRACE here"
 	run without sys_ptrace readlink "/proc/$P/fd/$epfd"
 	((status != 0))
 	if has_cap sys_ptrace; then
@@ -965,7 +965,7 @@ CONF
 	ADDR=127.0.0.1:$(cat "$PUB/srv.ready")
 	local before hard
 	before=$(soft_nofile "$SRV") hard=$(hard_nofile "$SRV")
-	without sys_resource true || skip "setpriv cannot drop CAP_SYS_RESOURCE here"
+	without sys_resource true || unavailable "setpriv cannot drop CAP_SYS_RESOURCE here"
 
 	# What fails: prlimit on another uid's process without CAP_SYS_RESOURCE.
 	run without sys_resource prlimit --pid "$SRV" --nofile=10:
@@ -1080,14 +1080,19 @@ CONF
 }
 
 @test "flood is product code: a fresh copy of the tree builds it with make, and make install ships the tools together (2, 7)" {
-	command -v git >/dev/null && git -C "$FDG_ROOT" rev-parse --git-dir >/dev/null 2>&1 ||
-		skip "not a git checkout: the tracked files are not known"
 	srv_up plain lt
 	local src=$T/clone prefix=$T/prefix f sub
 	mkdir "$src"
-	# The tracked and the new (not ignored) files: the tree as a clone has it.
-	git -C "$FDG_ROOT" ls-files -z --cached --others --exclude-standard |
-		(cd "$FDG_ROOT" && xargs -0 cp --parents -t "$src" --)
+	if git -C "$FDG_ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+		# The tracked and the new (not ignored) files: the tree as a clone has it.
+		git -C "$FDG_ROOT" ls-files -z --cached --others --exclude-standard |
+			(cd "$FDG_ROOT" && xargs -0 cp --parents -t "$src" --)
+	else
+		# Not a checkout (an unpacked tarball, or no git): the tree without
+		# its builds.
+		(cd "$FDG_ROOT" && find . \( -path ./build -o -path './build-*' -o -path ./.git \) -prune -o -type f -print0 |
+			xargs -0 cp --parents -t "$src" --)
+	fi
 	[[ ! -e $src/build ]]
 	unset FDGUARD_LIB FDGUARD_FLOOD
 	run -0 make -C "$src" -j2
