@@ -294,9 +294,21 @@ relieved() {
     PROBES=20 relieved poll 'BUSY\r\n'
 }
 
+@test "select with a blocking listener without the shim: EMFILE spins the loop, clients hang" {
+    SRV_ARGS=(--blocking-listener)
+    spins plain select
+    probe HELD | grep -q 'held=3 echoed=3 '
+}
+
 @test "select with a blocking listener with the shim: shed, no spin, the loop answers its clients; recovers" {
     SRV_ARGS=(--blocking-listener)
     PROBES=5 relieved select
+}
+
+@test "lt with a blocking listener without the shim: EMFILE spins the loop, clients hang" {
+    SRV_ARGS=(--blocking-listener)
+    spins plain lt
+    probe HELD | grep -q 'held=3 echoed=3 '
 }
 
 @test "lt with a blocking listener with the shim: shed, no spin, the loop answers its clients; recovers" {
