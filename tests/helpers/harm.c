@@ -34,6 +34,8 @@
  *   harm dlabove DIR
  *       a spare left at the soft limit by lowering it: loads report what the
  *       loader says, and the spare comes back below the limit afterwards.
+ *       Without the shim the limit is lowered to the same number (the
+ *       lowest free one).
  *   harm heap
  *       prints what malloc has handed out before main runs (mallinfo2):
  *       what the constructors of the preloaded libraries allocated.
@@ -391,10 +393,10 @@ static int sc_dlabove(char **argv)
     load(dir, "p1.so", "near the limit");
     int spare = spare_fd();
     show_spare("near the limit");
-    if (spare < 0) return 0;
     /* Every number below the spare is in use: a limit at the spare leaves
-     * it where the kernel will not hand out its number. */
-    set_soft((rlim_t)spare);
+     * it where the kernel will not hand out its number. Without the shim
+     * (no spare) the same limit: the lowest free number. */
+    set_soft((rlim_t)(spare >= 0 ? spare : lowest_free()));
     load(dir, "p2.so", "limit lowered to the spare");
     show_spare("limit lowered to the spare");
     set_soft(LIMIT);
