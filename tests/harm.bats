@@ -372,14 +372,27 @@ EOF
     run -0 --separate-stderr env "${vars[@]}" "$S/suid" listen
     [[ -s $S/stats ]]
     grep -q 'root: injected' "$S/rootlog"
+    # ...and the IPC registry records the creator of each object.
+    run -0 "$S/suid" ipc-private
+    local kind id n=0
+    while read -r kind id; do
+        REG_MADE+=("/tmp/fdguard-ipc-$EUID/$kind.$id")
+        [[ -f /tmp/fdguard-ipc-$EUID/$kind.$id ]]
+        rm "/tmp/fdguard-ipc-$EUID/$kind.$id"
+        n=$((n + 1))
+    done <<<"$output"
+    ((n == 3))
     chmod u+s "$S/suid"
 
-    # Nor is the IPC registry written (root's, since the euid is root).
+    # Under AT_SECURE the registry (the owner's: the euid) is not written.
     run -0 "${AS_NOBODY[@]}" "$S/suid" ipc-private
-    local kind id
+    n=0
     while read -r kind id; do
-        [[ ! -e /tmp/fdguard-ipc-0/$kind.$id ]]
+        REG_MADE+=("/tmp/fdguard-ipc-$EUID/$kind.$id")
+        [[ ! -e /tmp/fdguard-ipc-$EUID/$kind.$id ]]
+        n=$((n + 1))
     done <<<"$output"
+    ((n == 3))
 }
 
 # ---- 8. escaping --------------------------------------------------------------------
