@@ -420,7 +420,7 @@ EOF
     run -0 env LD_PRELOAD="$PRE" "$T/bin/$evil" ipc-private
     local kind id entry
     while read -r kind id; do
-        entry=/tmp/fdguard-ipc-0/$kind.$id
+        entry=/tmp/fdguard-ipc-$EUID/$kind.$id
         REG_MADE+=("$entry")
         [[ $(wc -l <"$entry") == 4 ]]
         [[ $(sed -n 4p "$entry") == 'prog evil\x0apid 1\x0astart 1' ]]
