@@ -169,7 +169,7 @@ plugins() {
 
 # client_script PORT PID: client A is accepted on fd 2 (when the server closed
 # its stderr) and held; the server is exhausted; clients B are sent until one
-# is shed. Prints what fd 2 is and what A read besides its greeting.
+# is shed (or hangs). Prints what fd 2 is and what A read besides its greeting.
 client_script() {
     /usr/bin/python3 - "$@" <<'EOF'
 import os, socket, subprocess, sys
@@ -182,9 +182,13 @@ n = len(os.listdir(f"/proc/{pid}/fd"))
 subprocess.run(["prlimit", "--pid", pid, f"--nofile={n}:"], check=True)
 for i in range(5):
     b = socket.create_connection(("127.0.0.1", port))
-    b.settimeout(5)
-    if b.recv(100) == b"":
-        print("a client was shed")
+    b.settimeout(2)
+    try:
+        if b.recv(100) == b"":
+            print("a client was shed")
+            break
+    except socket.timeout:
+        print("a client hangs")
         break
 a.settimeout(0.5)
 try:
@@ -214,6 +218,18 @@ EOF
     [[ $output == *"server fd 2: socket"* ]]
     [[ $output == *"a client was shed"* ]]
     [[ $output == *"A read: nothing"* ]]
+    stop_all
+    # The harm is real: a plain server that logs its accept errors to fd 2
+    # writes them into client A.
+    rm -f "$T/ready"
+    start_bg S "$H" listen --serve --close-stderr --log-errors --ready "$T/ready" 2>"$T/err"
+    wait_file "$T/ready"
+    read -r port pid <"$T/ready"
+    run -0 client_script "$port" "$pid"
+    echo "$output"
+    [[ $output == *"server fd 2: socket"* ]]
+    [[ $output == *"a client hangs"* ]]
+    [[ $output == *"A read: b'harm: accept: Too many open files"* ]]
 }
 
 # ---- 3. never a block -----------------------------------------------------------

@@ -1,6 +1,7 @@
 /* harm: small programs for the do-no-harm suite (tests/harm.bats).
  *
- *   harm listen [--ready FILE] [--close-stderr] [--hole] [--serve] [--wait FILE]
+ *   harm listen [--ready FILE] [--close-stderr] [--hole] [--serve] [--log-errors]
+ *               [--wait FILE]
  *       listen on 127.0.0.1 (port 0): the shim's first guarded action.
  *       --hole: a descriptor opened before and closed after the listen (a
  *       configuration file read at start) leaves a free number below the
@@ -8,6 +9,8 @@
  *       FILE gets "PORT PID". --close-stderr closes fd 2 afterwards, as a
  *       daemon does (its next connection then gets fd 2). --serve accepts
  *       forever (blocking), greets each client with "HELLO\n" and keeps it.
+ *       --log-errors: each failed accept is logged to fd 2, whatever fd 2 is
+ *       by then (the naive logger a shim must not be).
  *       --wait: exit(0) once FILE exists (a normal exit runs destructors).
  *   harm epoll [--ready FILE] [--wait FILE]
  *       registers a pipe in an epoll instance; FILE gets "PID".
@@ -124,7 +127,7 @@ static void register_pipe(void)
 static int sc_listen(int argc, char **argv)
 {
     const char *ready = NULL, *wait = NULL;
-    bool close_stderr = false, serve = false, hole = false;
+    bool close_stderr = false, serve = false, hole = false, log_errors = false;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--ready") && i + 1 < argc)
             ready = argv[++i];
@@ -136,6 +139,8 @@ static int sc_listen(int argc, char **argv)
             serve = true;
         else if (!strcmp(argv[i], "--hole"))
             hole = true;
+        else if (!strcmp(argv[i], "--log-errors"))
+            log_errors = true;
         else
             usage();
     }
@@ -148,7 +153,10 @@ static int sc_listen(int argc, char **argv)
     put_file(ready, line);
     while (serve) {
         int c = accept(s, NULL, NULL);
-        if (c >= 0) write_all(c, "HELLO\n", 6);
+        if (c >= 0)
+            write_all(c, "HELLO\n", 6);
+        else if (log_errors)
+            dprintf(2, "harm: accept: %s\n", strerror(errno));
     }
     wait_for(wait);
     return 0;
