@@ -434,6 +434,22 @@ children_of() {
 	[[ $(json "[c for c in j['checks'] if c['id'] == 'fdguard'][0]['note']") == "loaded ($FDG_LIB)"* ]]
 }
 
+@test "doctor: registrations deleted and closed while it looks are not stale; the one stale registration is" {
+	# tool_stale --churn: 100 pipes replaced as fast as it can, each deleted
+	# from the instance before it is closed, next to one stale registration.
+	helper_up P "$T/stale.ready" "$FDG_BIN/tool_stale" --ready "$T/stale.ready" --churn 100
+	local epfd stale look
+	epfd=$(awk '$1 == "epfd" { print $2 }' "$T/stale.ready")
+	stale=$(awk '$1 == "stale" { print $2 }' "$T/stale.ready")
+	# (Not i: bats' run sets it.)
+	for ((look = 0; look < 10; look++)); do
+		run -1 "$FDG" doctor "$P" --json
+		[[ $(check_status "epoll_$epfd") == FAIL ]]
+		[[ $(json "[c for c in j['checks'] if c['id'] == 'epoll_$epfd'][0]['value']") == 1 ]]
+		[[ $(json "[c for c in j['checks'] if c['id'] == 'epoll_$epfd'][0]['note']") == *", 1 stale: fd $stale "* ]]
+	done
+}
+
 @test "doctor: everything OK exits 0 (a process of nobody, checked by nobody)" {
 	pub_dir
 	helper_up P "$PUB/ok.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_fds" --ready "$PUB/ok.ready" --fds 10 --threads 2
