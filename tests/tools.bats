@@ -338,6 +338,18 @@ children_of() {
 	done
 }
 
+@test "usage errors quote the arguments escaped, whatever the locale" {
+	# An ESC sequence and a UTF-8 character in a UTF-8 locale: \xHH per byte.
+	run -2 env LC_ALL=C.UTF-8 "$FDG" doctor $'x\e[31mRED\xc3\xa9'
+	[[ ${lines[0]} == "fdguard doctor: invalid pid 'x\\x1b[31mRED\\xc3\\xa9' (expected a process id)" ]]
+	[[ -z $(printf '%s' "$output" | LC_ALL=C tr -d '\n -~') ]]
+	run -2 env LC_ALL=C.UTF-8 "$FDG" $'\e[31m\xc3\xa9'
+	[[ ${lines[0]} == 'fdguard: unknown subcommand: \x1b[31m\xc3\xa9' ]]
+	[[ -z $(printf '%s' "$output" | LC_ALL=C tr -d '\n -~') ]]
+	run -2 env LC_ALL=C.UTF-8 "$FDG" ipc --key $'\e]0;title\a'
+	[[ ${lines[0]} == "fdguard ipc: --key: invalid value '\\x1b]0;title\\x07' (expected 0x hex or decimal)" ]]
+}
+
 @test "a pid that does not exist: exit 1, clear message" {
 	local pid
 	for ((pid = $(</proc/sys/kernel/pid_max) - 1; pid > 300; pid--)); do
