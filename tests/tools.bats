@@ -321,9 +321,10 @@ children_of() {
 		"doctor abc" "doctor 1 2" "doctor --bogus" "doctor 0"
 		"stat 1 2" "stat --bogus"
 		"ipc extra" "ipc --min-age" "ipc --min-age x" "ipc --key zz" "ipc --key 0x123456789"
-		"ipc --pid 0" "ipc --bogus"
+		"ipc --pid 0" "ipc --bogus" "ipc --pid 1 --pid 2" "ipc --key 1 --key=2" "ipc --min-age 1 --min-age 2"
 		"squeeze" "squeeze abc" "squeeze 1 --free" "squeeze 1 --free -1" "squeeze 1 --free x"
-		"squeeze 1 2" "squeeze 1 --bogus"
+		"squeeze 1 2" "squeeze 1 --bogus" "squeeze 1 --restore --free 2" "squeeze 1 --free=0 --restore"
+		"squeeze 1 --free 1 --free 2"
 		"flood" "flood 127.0.0.1:1 -n 10001" "flood 127.0.0.1:1 -n 0" "flood 127.0.0.1:1 --hold 3601"
 		"flood 127.0.0.1:1 --wait-ms 0" "flood 127.0.0.1:99999" "flood nowhere" "flood a:1 b:2"
 		"flood 127.0.0.1:1 --send \\q" "flood 127.0.0.1:1 -n"
@@ -336,6 +337,13 @@ children_of() {
 		[[ ${lines[0]} == "fdguard ${args%% *}: "* ]]
 		[[ $output == *"Usage: fdguard ${args%% *}"* ]]
 	done
+	# Arguments that word splitting cannot carry, and the top level.
+	run -2 "$FDG" stat ''
+	[[ ${lines[0]} == "fdguard stat: an empty argument (expected a PID, a FILE or all)" ]]
+	[[ $output == *"Usage: fdguard stat"* ]]
+	run -2 "$FDG" help stat extra
+	[[ ${lines[0]} == "fdguard: help takes one subcommand" ]]
+	[[ $output == *"Usage: fdguard SUBCOMMAND"* ]]
 }
 
 @test "usage errors quote the arguments escaped, whatever the locale" {
@@ -585,6 +593,11 @@ children_of() {
 	[[ $output == "fdguard stat: process $Q (tool_fds) maps no fdguard stats file (start it with: fdguard run --stats PATH -- ...)" ]]
 	run -1 "$FDG" stat "$T/nothing"
 	[[ $output == "fdguard stat: $T/nothing: No such file or directory" ]]
+	# Named as given, relative paths included.
+	run -1 bash -c 'cd "$1" && "$2" stat .' _ "$T" "$FDG"
+	[[ $output == "fdguard stat: .: not a regular file" ]]
+	run -1 bash -c 'cd "$1" && "$2" stat nothing' _ "$T" "$FDG"
+	[[ $output == "fdguard stat: nothing: No such file or directory" ]]
 	echo hello >"$T/notstats"
 	run -1 "$FDG" stat "$T/notstats"
 	[[ $output == "fdguard stat: $T/notstats: not an fdguard stats file" ]]
