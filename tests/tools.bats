@@ -38,7 +38,13 @@ setup() {
 	export FDGUARD_LIB=$FDG_LIB FDGUARD_FLOOD=$FDG_FLOOD
 	IPC_MADE=()
 	PUB=
-	local h
+	# nobody's state directories: teardown removes them if the test made
+	# them, or else puts back what a test may change.
+	NOBODY_DIRS=()
+	local h d
+	for d in "/tmp/fdguard-squeeze-$NOBODY" "/tmp/fdguard-ipc-$NOBODY"; do
+		[[ -e $d ]] || NOBODY_DIRS+=("$d")
+	done
 	for h in "$FDG_BIN"/{tool_fds,tool_ipc,tool_stale,tool_stats,srv,harm,sysno} "$FDG_FLOOD" "$FDG_BUILD/statsread"; do
 		if [[ ! -x $h ]]; then
 			echo "missing $h: run make and make helpers" >&2
@@ -48,15 +54,18 @@ setup() {
 }
 
 teardown() {
-	local pid
+	local pid d
 	for pid in "${FDG_PIDS[@]}"; do
-		rm -f "/tmp/fdguard-squeeze-$EUID/$pid"
+		rm -f "/tmp/fdguard-squeeze-$EUID/$pid" "/tmp/fdguard-squeeze-$NOBODY/$pid"
 	done
 	stop_all
 	ipc_cleanup
 	if [[ -n $PUB ]]; then
 		rm -rf "$PUB"
 	fi
+	for d in "${NOBODY_DIRS[@]}"; do
+		rm -rf "$d"
+	done
 	if [[ -d /tmp/fdguard-squeeze-$NOBODY ]]; then
 		chown "$NOBODY" "/tmp/fdguard-squeeze-$NOBODY"
 		chmod 0700 "/tmp/fdguard-squeeze-$NOBODY"
