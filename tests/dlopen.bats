@@ -231,15 +231,6 @@ fidelity() {
 	return "$bad"
 }
 
-# counter FILE NAME: counter NAME of a FDGUARD_STATS file (README, "Logs and
-# counters": names in the 4 KiB text header, then one uint64 each).
-counter() {
-	local idx
-	idx=$(head -c 4096 "$1" | tr -d '\0' | sed '1,/^counters /d' | grep -nxF -- "$2" | cut -d: -f1)
-	[[ -n $idx ]] || fail "no counter $2 in $1" || return 1
-	od -An -t u8 -j $((4096 + 8 * (idx - 1))) -N 8 "$1" | tr -d ' '
-}
-
 # field NAME: the number after "NAME=" in the last run's stdout.
 field() {
 	local re="(^|[[:space:]])$1=([0-9]+)"
@@ -451,10 +442,10 @@ field() {
 		has "cycles=2000 value_sum=20000"
 		has "ctors=1 dtors=0"
 		(($(field maps_last) == $(field maps_first) && $(field maps_max) == $(field maps_first)))
-		[[ $(counter "$st" dlopen_hits) == 1999 ]]
-		[[ $(counter "$st" dlopen_misses) == 1 ]]
-		[[ $(counter "$st" dlopen_loads) == 1 ]]
-		[[ $(counter "$st" dlopen_unloads) == 0 ]]
+		[[ $(stats_counter "$st" dlopen_hits) == 1999 ]]
+		[[ $(stats_counter "$st" dlopen_misses) == 1 ]]
+		[[ $(stats_counter "$st" dlopen_loads) == 1 ]]
+		[[ $(stats_counter "$st" dlopen_unloads) == 0 ]]
 		echo "# ${lib#"$FDG_ROOT"/} keep: ${output//$'\n'/, }, dlopen_hits=1999" >&3
 	done
 }
@@ -476,8 +467,8 @@ field() {
 		ran
 		has "ctors=2000 dtors=2000"
 		(($(field maps_last) == $(field maps_first) && $(field maps_max) == $(field maps_first)))
-		[[ $(counter "$st" dlopen_loads) == 2000 ]]
-		[[ $(counter "$st" dlopen_unloads) == 2000 ]]
+		[[ $(stats_counter "$st" dlopen_loads) == 2000 ]]
+		[[ $(stats_counter "$st" dlopen_unloads) == 2000 ]]
 		echo "# ${lib#"$FDG_ROOT"/} cache: ${output//$'\n'/, }" >&3
 	done
 }
@@ -520,7 +511,7 @@ field() {
 			has "cycle 3: value=1"
 			has "replaced copies still mapped: 0"
 			if [[ -n $lib && $mode == keep ]]; then
-				[[ $(counter "$st" dlopen_reloads) == 3 ]]
+				[[ $(stats_counter "$st" dlopen_reloads) == 3 ]]
 			fi
 		done
 	done
@@ -580,7 +571,7 @@ overwrite() { # LIB MODE WHAT(plugin|dep) reopen|exit
 					same_as "$lib keep, $what, $end" "$(grep -v '^ctors=' <<<"$ref")
 $(grep '^ctors=' <<<"$output")"
 					if [[ $end == reopen ]]; then
-						[[ $(counter "$stats" dlopen_reloads) == 1 ]]
+						[[ $(stats_counter "$stats" dlopen_reloads) == 1 ]]
 					fi
 				done
 			done
@@ -645,7 +636,7 @@ $(grep '^ctors=' <<<"$output")"
 		has "result: loaded value=8"
 		has "dlerror after: NULL"
 		local n
-		n=$(counter "$st" dlopen_retries)
+		n=$(stats_counter "$st" dlopen_retries)
 		((n >= 1 && n <= 10))
 		[[ $stderr == *"failed to map segment from shared object; retry 1 of 10"* ]]
 		echo "# ${lib#"$FDG_ROOT"/}: loaded after $n retries (${stderr##*dltest: })" >&3
@@ -708,7 +699,7 @@ ldcache_dir() {
 		has "at the limit: value=9 path=$dir/libfdgtest-ldcache.so.1"
 		has "limit restored: value=9 path=$dir/libfdgtest-ldcache.so.1"
 		has "limit restored, another library: value=9 path=$dir/libfdgtest-ldcache2.so.1"
-		[[ $(counter "$st" dlopen_fd_lends) -ge 1 ]]
+		[[ $(stats_counter "$st" dlopen_fd_lends) -ge 1 ]]
 	done
 }
 
@@ -837,7 +828,7 @@ bt_compare() {
 	ran
 	has "ctors=200 dtors=200"
 	# Not a hit, not a miss: the process never engaged, so no stats file.
-	[[ ! -e $st ]] || [[ $(counter "$st" dlopen_hits) == 0 && $(counter "$st" dlopen_misses) == 0 ]]
+	[[ ! -e $st ]] || [[ $(stats_counter "$st" dlopen_hits) == 0 && $(stats_counter "$st" dlopen_misses) == 0 ]]
 	dl "$FDG_LIB_SHSTK" "$DT" via "$D/rc/libcaller.so" libplug.so
 	ran
 	finds "libplug.so: value=3 path=$D/rc/lib/libplug.so"
@@ -845,7 +836,7 @@ bt_compare() {
 	FDGUARD_STATS=$st dl "$FDG_LIB" "$DT" churn "$D/p/plug.so" 200
 	ran
 	has "ctors=1 dtors=0"
-	[[ $(counter "$st" dlopen_hits) == 199 ]]
+	[[ $(stats_counter "$st" dlopen_hits) == 199 ]]
 }
 
 @test "fork while another thread is inside dlopen (cache mode): no child hangs, outcomes as without the shim" {

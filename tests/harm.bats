@@ -89,31 +89,6 @@ listen_ok() {
     run -0 --separate-stderr timeout 10 env LD_PRELOAD="$PRE" "$@" "$H" listen
 }
 
-# stats_header FILE: the text header of a stats file, NULs removed.
-stats_header() {
-    head -c 4096 "$1" | tr -d '\0'
-}
-
-# stats_u64 FILE INDEX: the INDEX-th (0-based) uint64 after the header.
-stats_u64() {
-    od -An -v -t u8 --endian=little -j $((4096 + 8 * $2)) -N 8 "$1" | tr -d ' '
-}
-
-# stats_counter FILE NAME: a counter by name.
-stats_counter() {
-    local idx
-    idx=$(stats_header "$1" | sed '1,/^counters /d' | grep -nxF -- "$2" | cut -d: -f1)
-    [[ -n $idx ]] || return 1
-    stats_u64 "$1" $((idx - 1))
-}
-
-# stats_ended FILE: the "ended" word after the N counters.
-stats_ended() {
-    local n
-    n=$(stats_header "$1" | sed -n 's/^counters //p')
-    stats_u64 "$1" "$n"
-}
-
 # plugins: $T/plug/p1.so ... p5.so, five distinct tiny libraries.
 plugins() {
     local i

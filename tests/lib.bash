@@ -287,6 +287,34 @@ set_nofile() {
     prlimit --pid "$1" --nofile="$2":
 }
 
+# ---- FDGUARD_STATS files (README, "Logs and counters") ----
+
+# stats_header FILE: the text header of a stats file, NULs removed.
+stats_header() {
+    head -c 4096 "$1" | tr -d '\0'
+}
+
+# stats_u64 FILE INDEX: the INDEX-th (0-based) little-endian uint64 after the
+# header.
+stats_u64() {
+    od -An -v -t u8 --endian=little -j $((4096 + 8 * $2)) -N 8 "$1" | tr -d ' '
+}
+
+# stats_counter FILE NAME: counter NAME, by its place among the header's names.
+stats_counter() {
+    local idx
+    idx=$(stats_header "$1" | sed '1,/^counters /d' | grep -nxF -- "$2" | cut -d: -f1)
+    [[ -n $idx ]] || fail "no counter $2 in $1" || return 1
+    stats_u64 "$1" $((idx - 1))
+}
+
+# stats_ended FILE: the "ended" word after the N counters.
+stats_ended() {
+    local n
+    n=$(stats_header "$1" | sed -n 's/^counters //p')
+    stats_u64 "$1" "$n"
+}
+
 # ---- flood results (files $T/NAME.out written by a flood run called NAME) ----
 
 # get KEY NAME: the value of KEY in the summary of the flood called NAME.
