@@ -15,15 +15,11 @@ bats_require_minimum_version 1.5.0
 
 load lib
 
-NOBODY=65534
-AS_NOBODY=(setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups --)
-
 setup() {
     unset LD_PRELOAD "${!FDGUARD@}"
     T=$BATS_TEST_TMPDIR
     H=$FDG_BIN/harm
     PRE=$(fdg_preload)
-    CLEAN=()
     REG_MADE=()
     if [[ ! -x $H || ! -x $FDG_FLOOD || ! -f $FDG_LIB ]]; then
         echo "missing $H, $FDG_FLOOD or $FDG_LIB: run make and make helpers" >&2
@@ -37,16 +33,7 @@ teardown() {
     for f in "${REG_MADE[@]}"; do
         rm -f "$f"
     done
-    if ((${#CLEAN[@]})); then
-        rm -rf "${CLEAN[@]}"
-    fi
-}
-
-# attacker_dir: D, a directory of nobody's in /tmp (root can still use it).
-attacker_dir() {
-    D=$(mktemp -d /tmp/fdguard-harm.XXXXXX)
-    CLEAN+=("$D")
-    chown "$NOBODY:$NOBODY" "$D"
+    cleanup_paths
 }
 
 # refute CMD...: fails when CMD succeeds (bats does not fail on a bare `! CMD`).
@@ -233,7 +220,7 @@ EOF
 # ---- 4-6. files: never follow, never truncate, never trust other users --------
 
 @test "4. FDGUARD_LOG: another user's link to a root file is not followed (a plain append follows it)" {
-    attacker_dir
+    nobody_dir D
     secret "$T/victim"
     "${AS_NOBODY[@]}" ln -s "$T/victim" "$D/app.log"
     echo appended >>"$D/app.log"
@@ -256,7 +243,7 @@ EOF
 }
 
 @test "4. FDGUARD_LOG: other users' files and hard links are refused; a root-owned directory link is followed" {
-    attacker_dir
+    nobody_dir D
     "${AS_NOBODY[@]}" sh -c "echo theirs >'$D/other.log'"
     listen_ok FDGUARD_LOG="$D/other.log" FDGUARD_HEADROOM=ten
     [[ $(cat "$D/other.log") == theirs ]]
@@ -281,7 +268,7 @@ EOF
 }
 
 @test "5. FDGUARD_STATS: a link in a parent directory planted by another user is not followed" {
-    attacker_dir
+    nobody_dir D
     mkdir -m 0700 "$T/rootonly"
     secret "$T/rootonly/fdguard.stats"
     "${AS_NOBODY[@]}" ln -s "$T/rootonly" "$D/app"
@@ -313,7 +300,7 @@ EOF
 }
 
 @test "6. FIFOs, devices, other users' files: each refused in one line, nothing blocks, the host runs on" {
-    attacker_dir
+    nobody_dir D
     mkfifo "$T/fifo"
     "${AS_NOBODY[@]}" sh -c "echo theirs >'$D/theirs'"
     local what
@@ -336,7 +323,7 @@ EOF
     # setuid programs; DT_NEEDED with an absolute RPATH is), run by nobody.
     local S
     S=$(mktemp -d /tmp/fdguard-suid.XXXXXX)
-    CLEAN+=("$S")
+    FDG_CLEAN+=("$S")
     chmod 0755 "$S"
     cp "$FDG_LIB" "$S/libfdguard.so"
     chmod 0755 "$S/libfdguard.so"
@@ -694,7 +681,7 @@ print(min(set(range(len(fds) + 1)) - fds))")
         reg=/tmp/fdguard-ipc-$uid
         mkdir -m 0700 "$reg" 2>/dev/null && break
     done
-    CLEAN+=("$reg")
+    FDG_CLEAN+=("$reg")
     run -0 --separate-stderr setpriv --reuid="$uid" --regid="$uid" --clear-groups -- \
         env LD_PRELOAD="$PRE" "$H" ipc-private
     warnings 1

@@ -18,6 +18,33 @@ export FDG_ROOT FDG_BUILD FDG_LIB FDG_BIN FDG_FLOOD
 # Pids started by start_bg, stopped by stop_all.
 FDG_PIDS=()
 
+# The second user the suites run things as.
+NOBODY=65534
+# "${AS_NOBODY[@]}" CMD...: CMD as uid/gid 65534, no supplementary groups.
+# shellcheck disable=SC2034 # for the suites
+AS_NOBODY=(setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups --)
+
+# Paths cleanup_paths removes (teardown).
+FDG_CLEAN=()
+
+# nobody_dir VAR: a new directory in /tmp owned by nobody (who can write
+# there, as root can) into VAR; cleanup_paths removes it.
+nobody_dir() {
+    local d
+    d=$(mktemp -d /tmp/fdguard-nobody.XXXXXX) || return 1
+    FDG_CLEAN+=("$d")
+    chown "$NOBODY:$NOBODY" "$d"
+    printf -v "$1" '%s' "$d"
+}
+
+# cleanup_paths: removes every path in FDG_CLEAN.
+cleanup_paths() {
+    if ((${#FDG_CLEAN[@]})); then
+        rm -rf "${FDG_CLEAN[@]}"
+    fi
+    FDG_CLEAN=()
+}
+
 # The sanitizer runtime that must come first in LD_PRELOAD when the shim and
 # helpers are built with SANITIZE=..., or nothing.
 fdg_runtime_preload() {

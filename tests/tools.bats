@@ -27,8 +27,6 @@ bats_require_minimum_version 1.5.0
 
 load lib
 
-NOBODY=65534
-
 setup() {
 	unset LD_PRELOAD "${!FDGUARD@}"
 	T=$BATS_TEST_TMPDIR
@@ -37,7 +35,6 @@ setup() {
 	# the suite uses the build under test (sanitizer builds included).
 	export FDGUARD_LIB=$FDG_LIB FDGUARD_FLOOD=$FDG_FLOOD
 	IPC_MADE=()
-	PUB=
 	# nobody's state directories: teardown removes them if the test made
 	# them, or else puts back what a test may change.
 	NOBODY_DIRS=()
@@ -60,9 +57,7 @@ teardown() {
 	done
 	stop_all
 	ipc_cleanup
-	if [[ -n $PUB ]]; then
-		rm -rf "$PUB"
-	fi
+	cleanup_paths
 	for d in "${NOBODY_DIRS[@]}"; do
 		rm -rf "$d"
 	done
@@ -73,9 +68,6 @@ teardown() {
 }
 
 # ---- building blocks ---------------------------------------------------------
-
-# "${AS_NOBODY[@]}" CMD...: CMD as uid/gid 65534, no supplementary groups.
-AS_NOBODY=(setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups --)
 
 # without CAP CMD...: CMD without capability CAP (dropped from the bounding
 # and inheritable sets, so that no exec gets it back).
@@ -142,13 +134,6 @@ start_of() {
 col() {
 	local pre=${1%%"$2"*}
 	echo "${#pre}"
-}
-# pub_dir: a directory in /tmp that a process running as nobody can write to.
-pub_dir() {
-	if [[ -z $PUB ]]; then
-		PUB=$(mktemp -d /tmp/fdguard-tools.XXXXXX)
-		chmod 0777 "$PUB"
-	fi
 }
 
 # helper_up VAR READY CMD...: starts CMD (which writes READY when set up) and
@@ -480,7 +465,7 @@ children_of() {
 }
 
 @test "doctor: everything OK exits 0 (a process of nobody, checked by nobody)" {
-	pub_dir
+	nobody_dir PUB
 	helper_up P "$PUB/ok.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_fds" --ready "$PUB/ok.ready" --fds 10 --threads 2
 	run "${AS_NOBODY[@]}" "$FDG" doctor "$P"
 	echo "$output"
@@ -731,7 +716,7 @@ open(sys.argv[2], "wb").write(d[:m.start(1)] + t + d[m.end(1):])' "$T/st3.$R" "$
 
 @test "stat: a forking server's worker (nginx) counts into its own file, not its master's (1)" {
 	need nginx curl
-	pub_dir
+	nobody_dir PUB
 	local port d=$PUB/nginx
 	port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 	mkdir -p "$d"
@@ -776,7 +761,7 @@ CONF
 }
 
 @test "stat: a stats path swapped between the file, a FIFO and a link never blocks or fools a reader (3)" {
-	pub_dir
+	nobody_dir PUB
 	local d=$PUB/swap f i
 	"${AS_NOBODY[@]}" mkdir -m 0755 "$d"
 	helper_up P "$PUB/st.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_stats" --ready "$PUB/st.ready" \
@@ -993,7 +978,7 @@ CONF
 }
 
 @test "squeeze: a state directory that is not private is refused" {
-	pub_dir
+	nobody_dir PUB
 	helper_up P "$PUB/fds.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_fds" --ready "$PUB/fds.ready"
 	local dir=/tmp/fdguard-squeeze-$NOBODY before
 	mkdir -p "$dir"
@@ -1010,7 +995,7 @@ CONF
 }
 
 @test "squeeze: a daemon that dropped privileges is squeezed and restored as its own uid without CAP_SYS_RESOURCE (4)" {
-	pub_dir
+	nobody_dir PUB
 	helper_up SRV "$PUB/srv.ready" "${AS_NOBODY[@]}" "$FDG_BIN/srv" --shape et --port 0 --ready "$PUB/srv.ready"
 	ADDR=127.0.0.1:$(cat "$PUB/srv.ready")
 	local before hard
@@ -1444,7 +1429,7 @@ CONF
 @test "ipc --reap keeps a message queue a live process waits on in msgrcv or msgsnd (3)" {
 	# nobody's queue (mode 0600): every task that may use it is nobody's own,
 	# and nobody can look into those.
-	pub_dir
+	nobody_dir PUB
 	ipc_up P "$T/ipc.ready" shim --kinds msg --setuid "$NOBODY"
 	local msg f
 	msg=$(ipc_id "$T/ipc.ready" msg)
