@@ -36,14 +36,6 @@ teardown() {
     cleanup_paths
 }
 
-# refute CMD...: fails when CMD succeeds (bats does not fail on a bare `! CMD`).
-refute() {
-    if "$@"; then
-        echo "unexpectedly true: $*"
-        return 1
-    fi
-}
-
 # secret FILE: a root file, mode 0600, with known content (FILE.orig keeps it).
 secret() {
     printf 'secret of root\n' >"$1"
@@ -224,7 +216,7 @@ EOF
     secret "$T/victim"
     "${AS_NOBODY[@]}" ln -s "$T/victim" "$D/app.log"
     echo appended >>"$D/app.log"
-    refute cmp -s "$T/victim" "$T/victim.orig"
+    run -1 cmp -s "$T/victim" "$T/victim.orig"
     cp -p "$T/victim.orig" "$T/victim"
 
     listen_ok FDGUARD_LOG="$D/app.log" FDGUARD_HEADROOM=$'1\nfdguard[sshd:1]: forged line'
@@ -615,7 +607,7 @@ print(min(set(range(len(fds) + 1)) - fds))")
     FDG_PIDS+=("$child")
     [[ -f $T/st.$parent && -f $T/st.$child ]]
     grep -qF "$T/st.$child" "/proc/$child/maps"
-    refute grep -qF "$T/st.$parent" "/proc/$child/maps"
+    run -1 grep -qF "$T/st.$parent" "/proc/$child/maps"
     [[ $(stats_counter "$T/st.$child" epoll_registrations) == 1 ]]
     [[ $(stats_counter "$T/st.$parent" epoll_registrations) == 0 ]]
     [[ $(stats_ended "$T/st.$parent") == 0 && $(stats_ended "$T/st.$child") == 0 ]]
@@ -633,7 +625,7 @@ print(min(set(range(len(fds) + 1)) - fds))")
     read -r parent child <"$T/ready"
     FDG_PIDS+=("$child")
     [[ -f $T/st2.$parent && ! -e $T/st2.$child ]]
-    refute grep -qF "$T/st2.$parent" "/proc/$child/maps"
+    run -1 grep -qF "$T/st2.$parent" "/proc/$child/maps"
     # A killed process leaves ended at 0.
     kill -KILL "$parent" "$child"
     wait_until "! fdg_alive $parent"
