@@ -138,12 +138,28 @@ need() {
     ((${#missing[@]} == 0)) || unavailable "not installed: ${missing[*]}"
 }
 
+# proc_stat PID: sets PROC_STAT to the fields of /proc/PID/stat from field 3
+# (state) on: PROC_STAT[N - 3] is field N of proc(5). The name (field 2) may
+# hold anything, spaces, parentheses and newlines included: the fields are
+# counted after its last ")". PID may be PID/task/TID.
+PROC_STAT=()
+proc_stat() {
+    local stat=
+    # (read, not $(cat): no process per call; -d '': the whole file.)
+    { IFS= read -r -d '' stat <"/proc/$1/stat"; } 2>/dev/null || true
+    [[ -n $stat ]] || return 1
+    read -r -a PROC_STAT <<<"${stat##*) }"
+}
+
+# start_of PID: its start time in clock ticks since boot (field 22).
+start_of() {
+    proc_stat "$1" || return 1
+    echo "${PROC_STAT[19]}"
+}
+
 # True while PID exists and is not a zombie.
 fdg_alive() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat%% *} != Z ]]
+    proc_stat "$1" && [[ ${PROC_STAT[0]} != Z ]]
 }
 
 # Stops every process started with start_bg: SIGTERM to all, then each one
@@ -200,15 +216,10 @@ wait_file() {
     wait_until "[[ -s '$1' ]]" "${2:-5}"
 }
 
-# cpu_ticks PID: user+system clock ticks (all threads) from /proc/PID/stat.
-# The comm field may contain spaces and parentheses: fields are counted after
-# the last ')'.
+# cpu_ticks PID: user+system clock ticks (all threads): fields 14 and 15.
 cpu_ticks() {
-    local stat f
-    stat=$(cat "/proc/$1/stat") || return 1
-    read -r -a f <<<"${stat##*) }"
-    # f[0] is field 3 (state): utime is field 14, stime field 15.
-    echo $((f[11] + f[12]))
+    proc_stat "$1" || return 1
+    echo $((PROC_STAT[11] + PROC_STAT[12]))
 }
 
 # cpu_over PID SECONDS: ticks (1/100 s; see getconf CLK_TCK) PID burns over a
@@ -229,16 +240,15 @@ cpu_over() {
 # idle loop where ticks alone could not. Like cpu_over, the window is a
 # measurement, not a synchronisation.
 spin_probe() {
-    local pid=$1 window=$2 t0 t1 end samples=0 running=0 task stat
+    local pid=$1 window=$2 t0 t1 end samples=0 running=0 task
     t0=$(cpu_ticks "$pid") || return 1
     # EPOCHREALTIME without its dot: microseconds, fit for integer arithmetic.
     end=$((${EPOCHREALTIME/./} + $(awk -v w="$window" 'BEGIN { printf "%d", w * 1e6 }')))
     while ((${EPOCHREALTIME/./} < end)); do
         samples=$((samples + 1))
         for task in "/proc/$pid/task"/*; do
-            stat=$(cat "$task/stat" 2>/dev/null) || continue
-            stat=${stat##*) }
-            if [[ ${stat%% *} == R ]]; then
+            proc_stat "$pid/task/${task##*/}" || continue
+            if [[ ${PROC_STAT[0]} == R ]]; then
                 running=$((running + 1))
                 break
             fi

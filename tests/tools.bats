@@ -120,16 +120,6 @@ syscall_on() {
 	[[ $nr == "$want" && $((a1)) == "$3" ]]
 }
 
-# start_of PID: its start time (field 22 of /proc/PID/stat, counted after the
-# last ")": the name may hold anything, newlines included).
-start_of() {
-	local stat
-	local -a f
-	stat=$(<"/proc/$1/stat")
-	read -r -a f <<<"${stat##*) }"
-	echo "${f[19]}"
-}
-
 # col HEADER WORD: the column (0-based) at which WORD starts in HEADER.
 col() {
 	local pre=${1%%"$2"*}
@@ -266,10 +256,7 @@ counter() {
 	json "j['counters']['$1']"
 }
 
-# soft_nofile PID / hard_nofile PID
-soft_nofile() {
-	awk '/^Max open files/ { print $4 }' "/proc/$1/limits"
-}
+# hard_nofile PID: its hard RLIMIT_NOFILE (the soft one: fd_limit).
 hard_nofile() {
 	awk '/^Max open files/ { print $5 }' "/proc/$1/limits"
 }
@@ -286,12 +273,10 @@ max_fd() {
 
 # children_of PID: pids whose parent is PID.
 children_of() {
-	local stat f
-	for stat in /proc/[0-9]*/stat; do
-		{ read -r f <"$stat"; } 2>/dev/null || continue
-		f=${f##*) }
-		read -r -a f <<<"$f"
-		[[ ${f[1]} == "$1" ]] && echo "${stat//[!0-9]/}"
+	local dir
+	for dir in /proc/[0-9]*; do
+		proc_stat "${dir#/proc/}" || continue
+		[[ ${PROC_STAT[1]} == "$1" ]] && echo "${dir#/proc/}"
 	done
 	return 0
 }
@@ -486,10 +471,10 @@ children_of() {
 	run -1 "${AS_NOBODY[@]}" "$FDG" stat "$P"
 	[[ $output == "fdguard stat: cannot read /proc/$P/maps of process $P (tool_fds): permission denied; run as its user or root" ]]
 	local before
-	before=$(soft_nofile "$P")
+	before=$(fd_limit "$P")
 	run -1 "${AS_NOBODY[@]}" "$FDG" squeeze "$P"
 	[[ $output == "fdguard squeeze: cannot read the descriptors of pid $P (tool_fds): permission denied" ]]
-	[[ $(soft_nofile "$P") == "$before" ]]
+	[[ $(fd_limit "$P") == "$before" ]]
 }
 
 @test "doctor: what it cannot read is N/A (cannot inspect), exit 1, never OK (3)" {
@@ -937,23 +922,23 @@ CONF
 	[[ ${lines[0]} == "squeezed pid $P (tool_fds): soft RLIMIT_NOFILE 4000 -> 10 (hard 5000)" ]]
 	[[ ${lines[1]} == "22 descriptors open, lowest free number 10: 0 free below the limit" ]]
 	[[ ${lines[2]} == "restore with: fdguard squeeze $P --restore (back to 4000:5000)" ]]
-	[[ $(soft_nofile "$P") == 10 ]]
+	[[ $(fd_limit "$P") == 10 ]]
 	[[ -f /tmp/fdguard-squeeze-$EUID/$P ]]
 	[[ $(stat -c %a "/tmp/fdguard-squeeze-$EUID") == 700 ]]
 
 	# A second squeeze keeps the limits saved by the first.
 	run -0 "$FDG" squeeze "$P" --free 1
-	[[ $(soft_nofile "$P") == 23 ]]
+	[[ $(fd_limit "$P") == 23 ]]
 	[[ ${lines[2]} == "restore with: fdguard squeeze $P --restore (back to 4000:5000)" ]]
 	run -0 "$FDG" squeeze "$P" --free 2 --json
-	[[ $(soft_nofile "$P") == 24 ]]
+	[[ $(fd_limit "$P") == 24 ]]
 	[[ $(json "j['after']['soft']") == 24 ]]
 	[[ $(json "j['saved']") == 4000:5000 ]]
 	[[ $(hard_nofile "$P") == 5000 ]]
 
 	run -0 "$FDG" squeeze "$P" --restore
 	[[ $output == "restored pid $P (tool_fds): RLIMIT_NOFILE 24:5000 -> 4000:5000 (soft:hard)" ]]
-	[[ $(soft_nofile "$P") == 4000 && $(hard_nofile "$P") == 5000 ]]
+	[[ $(fd_limit "$P") == 4000 && $(hard_nofile "$P") == 5000 ]]
 	[[ ! -e /tmp/fdguard-squeeze-$EUID/$P ]]
 
 	run -1 "$FDG" squeeze "$P" --restore
@@ -961,19 +946,19 @@ CONF
 
 	run -1 "$FDG" squeeze "$P" --free 4990
 	[[ $output == "fdguard squeeze: cannot leave 4990 descriptors free in pid $P: that needs a soft limit of 5012, above the hard limit 5000" ]]
-	[[ $(soft_nofile "$P") == 4000 ]]
+	[[ $(fd_limit "$P") == 4000 ]]
 }
 
 @test "squeeze --restore refuses a reused pid" {
 	helper_up P "$T/fds.ready" "$FDG_BIN/tool_fds" --ready "$T/fds.ready"
 	run -0 "$FDG" squeeze "$P"
 	local state=/tmp/fdguard-squeeze-$EUID/$P squeezed
-	squeezed=$(soft_nofile "$P")
+	squeezed=$(fd_limit "$P")
 	# The saved start time no longer matches: as if the pid now named another process.
 	sed -i 's/^start .*/start 1/' "$state"
 	run -1 "$FDG" squeeze "$P" --restore
 	[[ $output == "fdguard squeeze: pid $P is not the squeezed process any more (it started at tick "*", the squeezed one at 1: pid reused); saved limits "*" discarded" ]]
-	[[ $(soft_nofile "$P") == "$squeezed" ]]
+	[[ $(fd_limit "$P") == "$squeezed" ]]
 	[[ ! -e $state ]]
 }
 
@@ -984,14 +969,14 @@ CONF
 	mkdir -p "$dir"
 	chown "$NOBODY" "$dir"
 	chmod 0755 "$dir"
-	before=$(soft_nofile "$P")
+	before=$(fd_limit "$P")
 	run -1 "${AS_NOBODY[@]}" "$FDG" squeeze "$P"
 	[[ $output == "fdguard squeeze: $dir is not a private directory of uid $NOBODY (owner $NOBODY, mode 755): refusing to use it" ]]
-	[[ $(soft_nofile "$P") == "$before" ]]
+	[[ $(fd_limit "$P") == "$before" ]]
 	chmod 0700 "$dir"
 	run -0 "${AS_NOBODY[@]}" "$FDG" squeeze "$P"
 	run -0 "${AS_NOBODY[@]}" "$FDG" squeeze "$P" --restore
-	[[ $(soft_nofile "$P") == "$before" ]]
+	[[ $(fd_limit "$P") == "$before" ]]
 }
 
 @test "squeeze: a daemon that dropped privileges is squeezed and restored as its own uid without CAP_SYS_RESOURCE (4)" {
@@ -999,27 +984,27 @@ CONF
 	helper_up SRV "$PUB/srv.ready" "${AS_NOBODY[@]}" "$FDG_BIN/srv" --shape et --port 0 --ready "$PUB/srv.ready"
 	ADDR=127.0.0.1:$(cat "$PUB/srv.ready")
 	local before hard
-	before=$(soft_nofile "$SRV") hard=$(hard_nofile "$SRV")
+	before=$(fd_limit "$SRV") hard=$(hard_nofile "$SRV")
 	without sys_resource true || unavailable "setpriv cannot drop CAP_SYS_RESOURCE here"
 
 	# What fails: prlimit on another uid's process without CAP_SYS_RESOURCE.
 	run without sys_resource prlimit --pid "$SRV" --nofile=10:
 	((status != 0))
 	[[ $output == *"Operation not permitted"* ]]
-	[[ $(soft_nofile "$SRV") == "$before" ]]
+	[[ $(fd_limit "$SRV") == "$before" ]]
 
 	run -0 without sys_resource "$FDG" squeeze "$SRV" --json
 	echo "$output"
 	[[ $(json "j['as']") == "$NOBODY:$NOBODY" ]]
-	[[ $(json "j['after']['soft']") == "$(soft_nofile "$SRV")" ]]
-	(($(soft_nofile "$SRV") < before))
+	[[ $(json "j['after']['soft']") == "$(fd_limit "$SRV")" ]]
+	(($(fd_limit "$SRV") < before))
 	[[ $(hard_nofile "$SRV") == "$hard" ]]
 	# Really squeezed: a new client is left in the backlog.
 	run -1 "$FDG" flood "$ADDR" -n 1 --wait-ms 300
 	[[ $output =~ hanging\ +1 ]]
 	run -0 without sys_resource "$FDG" squeeze "$SRV" --restore
 	[[ $output == "restored pid $SRV (srv): RLIMIT_NOFILE "*" -> $before:$hard (soft:hard) (as its uid $NOBODY gid $NOBODY: another uid's limit needs CAP_SYS_RESOURCE)" ]]
-	[[ $(soft_nofile "$SRV") == "$before" ]]
+	[[ $(fd_limit "$SRV") == "$before" ]]
 	run -0 "$FDG" flood "$ADDR" -n 2
 	[[ $output =~ served\ +2 ]]
 
@@ -1033,7 +1018,7 @@ CONF
 		[[ ${lines[0]} == *"(as its uid $NOBODY gid $NOBODY: another uid's limit needs CAP_SYS_RESOURCE)" ]]
 	fi
 	run -0 "$FDG" squeeze "$SRV" --restore
-	[[ $(soft_nofile "$SRV") == "$before" ]]
+	[[ $(fd_limit "$SRV") == "$before" ]]
 }
 
 # ---- flood -----------------------------------------------------------------
@@ -1350,7 +1335,7 @@ CONF
 	run -1 "$FDG" ipc --key $((key + 1))
 	[[ $output =~ sem\ +$sem\ .*\ $$\ forged\ \(reused\)\ .*\ orphan ]]
 	# The same pid with its real start time: the creator is alive.
-	start=$(awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$$/stat")
+	start=$(start_of $$)
 	printf 'pid %s\nstart %s\nkey %s\nprog forged\n' "$$" "$start" $((key + 1)) >"$reg/sem.$sem"
 	run -0 "$FDG" ipc --key $((key + 1)) --all
 	[[ $output =~ sem\ +$sem\ .*\ $$\ forged\ \(alive\)\ .*\ in-use\ .*creator\ alive ]]
