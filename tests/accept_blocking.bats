@@ -43,7 +43,6 @@ hooked() {
     run -0 env LD_PRELOAD="$(fdg_preload):$HOOK" "${SHIM_ENV[@]}" "$@"
     echo "with the shim and the hook: $output"
 }
-field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$output" | head -n 1; }
 # The shim's log lines on stderr are not part of the comparison.
 program_lines() { grep -v '^fdguard\[' <<<"$1" || true; }
 

@@ -45,15 +45,8 @@ expect() {
 	fi
 }
 
-# has TEXT: the last run's output contains TEXT.
-has() {
-	if [[ $output != *"$1"* ]]; then
-		printf 'expected "%s" in the output:\n%s\n' "$1" "$output"
-		return 1
-	fi
-}
-
-# field NAME: the number after "NAME " in the last run's output.
+# field NAME: the number after "NAME " in the last run's output (epolltest
+# prints "NAME N"; lib.bash's field reads NAME=VALUE).
 field() {
 	local re="$1 ([0-9.]+)"
 	[[ $output =~ $re ]] && echo "${BASH_REMATCH[1]}"

@@ -352,6 +352,25 @@ stats_ended() {
     stats_u64 "$1" "$n"
 }
 
+# ---- the output of the last run ----
+# (output: set by bats' run, or by the suite.)
+# shellcheck disable=SC2154
+
+# has TEXT: the last run's output contains TEXT; otherwise shows it.
+has() {
+    if [[ $output != *"$1"* ]]; then
+        printf 'expected "%s" in the output:\n%s\n' "$1" "$output"
+        return 1
+    fi
+}
+
+# field NAME: VALUE of the first word NAME=VALUE in the last run's output
+# (empty if none).
+field() {
+    awk -v k="$1=" '{ for (i = 1; i <= NF; i++) if (index($i, k) == 1) { print substr($i, length(k) + 1); exit } }' \
+        <<<"$output"
+}
+
 # ---- flood results (files $T/NAME.out written by a flood run called NAME) ----
 
 # get KEY NAME: the value of KEY in the summary of the flood called NAME.

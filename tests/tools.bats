@@ -227,9 +227,9 @@ ipc_up() {
 	ipc_track "$ready" "${!var}"
 }
 
-# srv_up plain|shim SHAPE [ENV...]: srv listening on a loopback port; sets SRV
+# start_srv plain|shim SHAPE [ENV...]: srv listening on a loopback port; sets SRV
 # and ADDR. With shim: the library preloaded, ENV (VAR=VALUE) added.
-srv_up() {
+start_srv() {
 	local mode=$1 shape=$2
 	shift 2
 	local -a env=(env)
@@ -524,7 +524,7 @@ children_of() {
 # ---- stat ------------------------------------------------------------------
 
 @test "stat: live counters of a guarded server move while it runs (squeeze + flood)" {
-	srv_up shim lt "FDGUARD_STATS=$T/stats.%p" 'FDGUARD_REJECT_MSG=BUSY\r\n'
+	start_srv shim lt "FDGUARD_STATS=$T/stats.%p" 'FDGUARD_REJECT_MSG=BUSY\r\n'
 	# The file is created when the shim initialises.
 	wait_file "$T/stats.$SRV"
 	run -0 "$FDG" stat "$SRV"
@@ -589,7 +589,7 @@ children_of() {
 
 	# A copy of a live process's file: the header names a process that does
 	# not map it.
-	srv_up shim lt "FDGUARD_STATS=$T/stats.%p"
+	start_srv shim lt "FDGUARD_STATS=$T/stats.%p"
 	wait_file "$T/stats.$SRV"
 	cp "$T/stats.$SRV" "$T/copy"
 	run -1 "$FDG" stat "$T/copy"
@@ -868,7 +868,7 @@ CONF
 	local child
 	read -r _ child <"$T/a.ready"
 	FDG_PIDS+=("$child")
-	srv_up shim lt "FDGUARD_STATS=$T/srv.%p"
+	start_srv shim lt "FDGUARD_STATS=$T/srv.%p"
 	wait_file "$T/srv.$SRV"
 	# Counters that moved: two clients shed at a squeeze.
 	run -0 "$FDG" squeeze "$SRV"
@@ -1024,7 +1024,7 @@ CONF
 # ---- flood -----------------------------------------------------------------
 
 @test "flood: a server with room serves everyone" {
-	srv_up plain lt
+	start_srv plain lt
 	run -0 "$FDG" flood "$ADDR" -n 8
 	echo "$output"
 	[[ ${lines[0]} == "fdguard flood $ADDR: 8 connections, each answer awaited up to 1000 ms" ]]
@@ -1036,7 +1036,7 @@ CONF
 }
 
 @test "flood: a squeezed server without the shim leaves clients hanging (exit 1); with it they are shed" {
-	srv_up plain et
+	start_srv plain et
 	run -0 "$FDG" squeeze "$SRV"
 	run -1 "$FDG" flood "$ADDR" -n 3 --wait-ms 300
 	echo "$output"
@@ -1044,7 +1044,7 @@ CONF
 	run -0 "$FDG" squeeze "$SRV" --restore
 	stop_bg "$SRV"
 
-	srv_up shim et 'FDGUARD_REJECT_MSG=BUSY: try later\r\n'
+	start_srv shim et 'FDGUARD_REJECT_MSG=BUSY: try later\r\n'
 	run -0 "$FDG" squeeze "$SRV"
 	run -0 "$FDG" flood "$ADDR" -n 4
 	echo "$output"
@@ -1060,14 +1060,14 @@ CONF
 }
 
 @test "flood: a server squeezed before its first accept is relieved as well" {
-	srv_up shim et 'FDGUARD_REJECT_MSG=BUSY\r\n' "FDGUARD_STATS=$T/stats.%p"
+	start_srv shim et 'FDGUARD_REJECT_MSG=BUSY\r\n' "FDGUARD_STATS=$T/stats.%p"
 	run -0 "$FDG" squeeze "$SRV"
 	run -0 "$FDG" flood "$ADDR" -n 4
 	[[ $output =~ rejected\ +4 ]]
 }
 
 @test "flood --hold: report first, SIGUSR1 probes the held connections, SIGTERM ends it" {
-	srv_up plain lt
+	start_srv plain lt
 	start_bg FL "$FDG" flood "$ADDR" -n 3 --hold 600 >"$T/fl.out" 2>"$T/fl.err"
 	wait_until "grep -q '^served ' '$T/fl.out'" 10
 	cat "$T/fl.out"
@@ -1083,7 +1083,7 @@ CONF
 }
 
 @test "flood: the client is found through FDGUARD_FLOOD, or reported missing" {
-	srv_up plain lt
+	start_srv plain lt
 	FDGUARD_FLOOD=$T/none run -1 "$FDG" flood "$ADDR"
 	[[ $output == "fdguard flood: FDGUARD_FLOOD=$T/none: not an executable file" ]]
 	# Installed layout: bin/fdguard finds lib/fdguard/flood.
@@ -1100,7 +1100,7 @@ CONF
 }
 
 @test "flood is product code: a fresh copy of the tree builds it with make, and make install ships the tools together (2, 7)" {
-	srv_up plain lt
+	start_srv plain lt
 	local src=$T/clone prefix=$T/prefix f sub
 	mkdir "$src"
 	if git -C "$FDG_ROOT" rev-parse --git-dir >/dev/null 2>&1; then
