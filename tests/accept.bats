@@ -532,7 +532,7 @@ room() {
 }
 
 @test "FDGUARD_ONLY=flood,srv: srv is guarded" {
-    SRV_ENV+=(FDGUARD_ONLY=flood,srv)
+    SRV_ENV+=("FDGUARD_ONLY=flood,srv")
     srv_up shim lt
     clients HELD 3
     exhaust

@@ -45,6 +45,7 @@ secret() {
 
 # warnings N: exactly N lines on stderr (the last run --separate-stderr), every
 # one a shim line.
+# shellcheck disable=SC2154 # stderr_lines: set by bats' run --separate-stderr
 warnings() {
     printf 'stderr: %s\n' "${stderr_lines[@]}"
     [[ ${#stderr_lines[@]} == "$1" ]] || return 1
