@@ -78,11 +78,13 @@ clients() {
 }
 
 # asleep_in_accept PID: true if a thread of PID sleeps in accept or accept4
-# (a running thread reads "running" in /proc, a sleeping one its syscall).
+# (a running thread reads "running" in /proc, a sleeping one its syscall
+# number: this architecture's, from sysno).
 asleep_in_accept() {
-    local t
+    local t nrs
+    nrs=$("$FDG_BIN/sysno" accept accept4) || return 2
     for t in "/proc/$1/task"/*; do
-        if [[ $(cut -d' ' -f1 "$t/syscall" 2>/dev/null) == @(43|288) ]]; then
+        if grep -qxF -- "$(cut -d' ' -f1 "$t/syscall" 2>/dev/null)" <<<"$nrs"; then
             return 0
         fi
     done
@@ -292,9 +294,21 @@ relieved() {
     PROBES=20 relieved poll 'BUSY\r\n'
 }
 
+@test "select with a blocking listener without the shim: EMFILE spins the loop, clients hang" {
+    SRV_ARGS=(--blocking-listener)
+    spins plain select
+    probe HELD | grep -q 'held=3 echoed=3 '
+}
+
 @test "select with a blocking listener with the shim: shed, no spin, the loop answers its clients; recovers" {
     SRV_ARGS=(--blocking-listener)
     PROBES=5 relieved select
+}
+
+@test "lt with a blocking listener without the shim: EMFILE spins the loop, clients hang" {
+    SRV_ARGS=(--blocking-listener)
+    spins plain lt
+    probe HELD | grep -q 'held=3 echoed=3 '
 }
 
 @test "lt with a blocking listener with the shim: shed, no spin, the loop answers its clients; recovers" {
@@ -518,7 +532,7 @@ room() {
 }
 
 @test "FDGUARD_ONLY=flood,srv: srv is guarded" {
-    SRV_ENV+=(FDGUARD_ONLY=flood,srv)
+    SRV_ENV+=("FDGUARD_ONLY=flood,srv")
     srv_up shim lt
     clients HELD 3
     exhaust

@@ -22,7 +22,7 @@ setup_file() {
 setup() {
     BA=$FDG_BIN/blockaccept
     AA=$FDG_BIN/acceptaddr
-    [[ -x $BA && -x $AA ]] || skip "blockaccept or acceptaddr not built (make helpers)"
+    [[ -x $BA && -x $AA ]] || fail "blockaccept or acceptaddr not built (make helpers)"
     unset LD_PRELOAD "${!FDGUARD@}" ACCEPTHOOK
     RT=$(fdg_runtime_preload)
 }
@@ -43,7 +43,6 @@ hooked() {
     run -0 env LD_PRELOAD="$(fdg_preload):$HOOK" "${SHIM_ENV[@]}" "$@"
     echo "with the shim and the hook: $output"
 }
-field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$output" | head -n 1; }
 # The shim's log lines on stderr are not part of the comparison.
 program_lines() { grep -v '^fdguard\[' <<<"$1" || true; }
 
@@ -56,8 +55,9 @@ SHIM_ENV=()
     [[ $(field result) == EMFILE && $(field client) == open ]]
     shim "$BA" rcvtimeo
     [[ $(field result) == EAGAIN && $(field client) == eof ]]
-    # 300 ms in total, the shed at 100 ms included.
-    (($(field after_ms) >= 290 && $(field after_ms) < 450))
+    # 600 ms in total, the shed at 300 ms included (a wait restarted after
+    # the shed would end at 900; the rest is a loaded machine's margin).
+    (($(field after_ms) >= 590 && $(field after_ms) < 850))
 }
 
 @test "EINTR: a handler without SA_RESTART ends the wait with EINTR" {
@@ -75,7 +75,7 @@ SHIM_ENV=()
     # The signal came at 300 ms; at 600 ms a descriptor was freed and a
     # second client connected: that one is the caller's.
     [[ $(field result) == OK && $(field client) == eof && $(field alarms) == 1 ]]
-    (($(field after_ms) >= 550 && $(field after_ms) < 1500))
+    (($(field after_ms) >= 550 && $(field after_ms) < 2500))
 }
 
 @test "cancellation: the waiting acceptor is cancelled, nothing was held, the next caller is relieved" {
@@ -99,10 +99,11 @@ SHIM_ENV=()
 @test "case 2: SO_RCVTIMEO on one listener while a thread waits on another: EAGAIN at the timeout" {
     bare "$BA" rcvtimeo-other
     [[ $(field result) == EMFILE ]]
-    (($(field after_ms) < 100))
+    # At once: far below the 500 ms it would wait.
+    (($(field after_ms) < 400))
     shim "$BA" rcvtimeo-other
     [[ $(field result) == EAGAIN ]]
-    (($(field after_ms) >= 490 && $(field after_ms) < 700))
+    (($(field after_ms) >= 490 && $(field after_ms) < 1500))
 }
 
 # Case 3 (a poll loop with a blocking listener) runs srv in tests/accept.bats.

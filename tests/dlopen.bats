@@ -125,7 +125,7 @@ setup_file() {
 
 setup() {
 	DT=$FDG_BIN/dltest
-	[[ -x $DT ]] || skip "dltest not built (make helpers)"
+	[[ -x $DT ]] || fail "dltest not built (make helpers)"
 	[[ -f $FDG_LIB_O0 ]] || fail "no -O0 build of the shim at $FDG_LIB_O0"
 	local v
 	for v in $(compgen -e FDGUARD); do
@@ -146,11 +146,6 @@ teardown() {
 		rm -f "$LDCONF"
 		ldconfig
 	fi
-}
-
-fail() {
-	printf '%s\n' "$*" >&2
-	return 1
 }
 
 # dl LIB PROGRAM ARGS...: runs PROGRAM with LIB preloaded ('': without the
@@ -189,18 +184,19 @@ ran() {
 	fi
 }
 
-# has TEXT: the last run's stdout has the line TEXT.
-has() {
+# has_line TEXT: the last run's stdout has the line TEXT (lib.bash's has:
+# TEXT anywhere).
+has_line() {
 	if ! grep -qxF -- "$1" <<<"$output"; then
 		printf 'expected the line "%s" in:\n%s\nstderr:\n%s\n' "$1" "$output" "$stderr"
 		return 1
 	fi
 }
 
-# finds TEXT: like has, but not under a sanitizer that intercepts dlopen
+# finds TEXT: like has_line, but not under a sanitizer that intercepts dlopen
 # (there the loader sees the sanitizer runtime as every caller).
 finds() {
-	[[ -n $INTERCEPTED ]] || has "$1"
+	[[ -n $INTERCEPTED ]] || has_line "$1"
 }
 
 # same_as WHAT REFERENCE: the last run's stdout is REFERENCE; otherwise a diff.
@@ -249,21 +245,6 @@ fidelity() {
 	return "$bad"
 }
 
-# counter FILE NAME: counter NAME of a FDGUARD_STATS file (README, "Logs and
-# counters": names in the 4 KiB text header, then one uint64 each).
-counter() {
-	local idx
-	idx=$(head -c 4096 "$1" | tr -d '\0' | sed '1,/^counters /d' | grep -nxF -- "$2" | cut -d: -f1)
-	[[ -n $idx ]] || fail "no counter $2 in $1" || return 1
-	od -An -t u8 -j $((4096 + 8 * (idx - 1))) -N 8 "$1" | tr -d ' '
-}
-
-# field NAME: the number after "NAME=" in the last run's stdout.
-field() {
-	local re="(^|[[:space:]])$1=([0-9]+)"
-	[[ $output =~ $re ]] && echo "${BASH_REMATCH[2]}"
-}
-
 # ---- where the loader looks: the caller's RUNPATH, RPATH, $ORIGIN, namespace
 
 @test "RUNPATH=\$ORIGIN/lib: a library opens libplug.so from its own lib/ (both builds, keep and cache)" {
@@ -276,7 +257,7 @@ field() {
 	finds "libplug.so: value=5 path=$D/bin/lib/libplug.so"
 	# The helper built without a RUNPATH finds nothing: the caller decides.
 	fidelity "$DT" open libplug.so
-	has "libplug.so: error=libplug.so: cannot open shared object file: No such file or directory"
+	has_line "libplug.so: error=libplug.so: cannot open shared object file: No such file or directory"
 }
 
 @test "the name \$ORIGIN/plugins/x.so is relative to the calling object" {
@@ -293,24 +274,24 @@ field() {
 	finds "libplug.so: value=1 path=$D/a/libplug.so"
 	# Controls: LD_LIBRARY_PATH is in effect, and beats a RUNPATH.
 	LD_LIBRARY_PATH=$D/b fidelity "$DT" open libplug.so
-	has "libplug.so: value=2 path=$D/b/libplug.so"
+	has_line "libplug.so: value=2 path=$D/b/libplug.so"
 	LD_LIBRARY_PATH=$D/b fidelity "$DT" via "$D/rc/libcaller.so" libplug.so
 	finds "libplug.so: value=2 path=$D/b/libplug.so"
 }
 
 @test "a caller inside a dlmopen(LM_ID_NEWLM) namespace: the object lands in that namespace" {
 	fidelity "$DT" ns "$D/rc/libcaller.so" libplug.so
-	has "caller namespace: new"
+	has_line "caller namespace: new"
 	finds "opened: value=3 path=$D/rc/lib/libplug.so"
 	finds "opened object's namespace: the caller's"
-	has "in the base namespace too: NULL"
+	has_line "in the base namespace too: NULL"
 }
 
 @test "a dlmopen namespace caller reaching the shim's dlopen through a function pointer" {
 	# A plugin API that hands the host's dlopen to the plugin: the loader
 	# still resolves from the return address, in the plugin's namespace.
 	fidelity "$DT" ns "$D/rc/libcaller.so" libplug.so fp
-	has "caller namespace: new"
+	has_line "caller namespace: new"
 	finds "opened: value=3 path=$D/rc/lib/libplug.so"
 	finds "opened object's namespace: the caller's"
 	fidelity "$DT" ns "$D/rc/libcaller.so" "$D/rc/lib/libplug.so" fp
@@ -320,93 +301,93 @@ field() {
 
 @test "the main program versus a library as caller: only the library's RUNPATH finds libonly.so" {
 	fidelity "$DT" who "$D/oc/libcaller.so" libonly.so
-	has "main: error=libonly.so: cannot open shared object file: No such file or directory"
+	has_line "main: error=libonly.so: cannot open shared object file: No such file or directory"
 	finds "library: value=7 path=$D/only/libonly.so"
 	finds "main while the library holds it: handle"
 }
 
 @test "keep mode: after the library closed libonly.so, the main program still cannot open it" {
 	fidelity "$DT" who "$D/oc/libcaller.so" libonly.so after
-	has "main after the library closed it: error=libonly.so: cannot open shared object file: No such file or directory"
+	has_line "main after the library closed it: error=libonly.so: cannot open shared object file: No such file or directory"
 }
 
 @test "dlopen(NULL) is the main program" {
 	fidelity "$DT" null
-	has "dlopen(NULL) twice: same handle"
-	has "its link map: the main program, namespace 0"
-	has 'dlsym(it, "dlopen"): found'
-	has "dlclose: 0 0"
+	has_line "dlopen(NULL) twice: same handle"
+	has_line "its link map: the main program, namespace 0"
+	has_line 'dlsym(it, "dlopen"): found'
+	has_line "dlclose: 0 0"
 }
 
 # ---- loader state: RTLD_GLOBAL, RTLD_NODELETE, RTLD_NOLOAD, reference counts
 
 @test "RTLD_GLOBAL reopens reach the loader: promotion makes plug_value visible to dlsym(RTLD_DEFAULT)" {
 	fidelity "$DT" global "$D/p/plug.so"
-	has "RTLD_LOCAL: plug_value not visible to dlsym(RTLD_DEFAULT)"
-	has "reopen RTLD_GLOBAL: same handle, plug_value visible"
-	has "RTLD_NOLOAD|RTLD_GLOBAL: same handle"
+	has_line "RTLD_LOCAL: plug_value not visible to dlsym(RTLD_DEFAULT)"
+	has_line "reopen RTLD_GLOBAL: same handle, plug_value visible"
+	has_line "RTLD_NOLOAD|RTLD_GLOBAL: same handle"
 	fidelity "$DT" global2 "$D/p/plug.so"
-	has "RTLD_NOLOAD|RTLD_GLOBAL: same handle, plug_value visible"
+	has_line "RTLD_NOLOAD|RTLD_GLOBAL: same handle, plug_value visible"
 }
 
 @test "RTLD_NODELETE reaches the loader: after the last close the object stays, RTLD_NOLOAD finds it" {
 	fidelity "$DT" nodelete "$D/p/plug.so"
-	has "after both closes: ctors=1 dtors=0 mapped=yes"
-	has "RTLD_NOLOAD: same handle"
-	has "RTLD_NOLOAD (a site that never opened it): same handle"
+	has_line "after both closes: ctors=1 dtors=0 mapped=yes"
+	has_line "RTLD_NOLOAD: same handle"
+	has_line "RTLD_NOLOAD (a site that never opened it): same handle"
 }
 
 @test "RTLD_NOLOAD: NULL before any open and after the last close (from any site), the handle while held" {
 	fidelity "$DT" noload "$D/p/plug.so"
-	has "before any open: NULL, dlerror NULL"
-	has "while held (same site): same handle"
-	has "while held (other site): same handle"
-	has "after the last close (same site): NULL, dlerror NULL"
-	has "after the last close (other site): NULL"
-	has "after the last close (a site that never opened it): NULL"
+	has_line "before any open: NULL, dlerror NULL"
+	has_line "while held (same site): same handle"
+	has_line "while held (other site): same handle"
+	has_line "after the last close (same site): NULL, dlerror NULL"
+	has_line "after the last close (other site): NULL"
+	has_line "after the last close (a site that never opened it): NULL"
 }
 
 @test "RTLD_NOLOAD|RTLD_GLOBAL after the last close loads and promotes nothing" {
 	fidelity "$DT" noload_global "$D/p/plug.so"
-	has "RTLD_NOLOAD|RTLD_GLOBAL after the last close: NULL"
-	has "plug_value not visible"
+	has_line "RTLD_NOLOAD|RTLD_GLOBAL after the last close: NULL"
+	has_line "plug_value not visible"
 }
 
 @test "RTLD_NOLOAD of libc.so.6 after the program opened and closed it: still loaded" {
 	fidelity "$DT" noload_libc
-	has "libc.so.6 RTLD_NOLOAD after open+close: handle"
+	has_line "libc.so.6 RTLD_NOLOAD after open+close: handle"
 }
 
 @test "invalid modes get glibc's own error from the loader, also where the cache holds the object" {
 	# glibc: no RTLD_LAZY/RTLD_NOW is "invalid mode for dlopen()", an unknown
 	# bit "invalid mode parameter"; the shim must not answer those itself.
 	fidelity "$DT" modes "$D/p/plug.so"
-	has "held, mode 0: NULL, dlerror $D/p/plug.so: invalid mode for dlopen(): Invalid argument"
-	has "held, mode RTLD_NOLOAD: NULL, dlerror $D/p/plug.so: invalid mode for dlopen(): Invalid argument"
-	has "closed, mode 0: NULL, dlerror $D/p/plug.so: invalid mode for dlopen(): Invalid argument"
-	has "held, mode RTLD_NOW|0x80000: NULL, dlerror invalid mode parameter"
-	has "closed, mode RTLD_LAZY|0x10: NULL, dlerror invalid mode parameter"
+	has_line "held, mode 0: NULL, dlerror $D/p/plug.so: invalid mode for dlopen(): Invalid argument"
+	has_line "held, mode RTLD_NOLOAD: NULL, dlerror $D/p/plug.so: invalid mode for dlopen(): Invalid argument"
+	has_line "closed, mode 0: NULL, dlerror $D/p/plug.so: invalid mode for dlopen(): Invalid argument"
+	has_line "held, mode RTLD_NOW|0x80000: NULL, dlerror invalid mode parameter"
+	has_line "closed, mode RTLD_LAZY|0x10: NULL, dlerror invalid mode parameter"
 }
 
 @test "keep mode: an idle copy loaded with RTLD_LAZY does not answer a later RTLD_NOW (which fails afresh)" {
 	fidelity "$DT" lazy_now "$D/bad/undef.so"
-	has "RTLD_LAZY: handle"
-	has "then RTLD_NOW: $D/bad/undef.so: undefined symbol: fdg_missing"
-	has "then RTLD_LAZY again: handle"
+	has_line "RTLD_LAZY: handle"
+	has_line "then RTLD_NOW: $D/bad/undef.so: undefined symbol: fdg_missing"
+	has_line "then RTLD_LAZY again: handle"
 }
 
 @test "keep mode: a closed RTLD_GLOBAL plugin does not interpose on a later plugin's symbols" {
 	fidelity "$DT" global_leak "$D/p/plug.so" "$D/p/other.so"
-	has "B's plug_value() as B's own code calls it: 11 (B's own: 11)"
+	has_line "B's plug_value() as B's own code calls it: 11 (B's own: 11)"
 }
 
 @test "reference counts: 50 opens and 50 closes unload in cache mode, keep one idle copy in keep mode" {
 	local lib
 	dl '' "$DT" refs "$D/p/plug.so" 50
 	ran
-	has "opened 50 times: ctors=1"
-	has "one reference left: dtors=0 loaded=yes"
-	has "closed 50 times: dtors=1 loaded=no mapped=no"
+	has_line "opened 50 times: ctors=1"
+	has_line "one reference left: dtors=0 loaded=yes"
+	has_line "closed 50 times: dtors=1 loaded=no mapped=no"
 	bare=$output
 	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
 		FDGUARD_DLOPEN=cache dl "$lib" "$DT" refs "$D/p/plug.so" 50
@@ -418,9 +399,9 @@ field() {
 		# exactly the shim's reference) unloads it.
 		FDGUARD_DLOPEN_KEEP=1 dl "$lib" "$DT" refs "$D/p/plug.so" 50 "$D/p/other.so"
 		ran
-		has "opened 50 times: ctors=1"
-		has "closed 50 times: dtors=0 loaded=yes mapped=no"
-		has "after another object's open+close: dtors=1 loaded=no"
+		has_line "opened 50 times: ctors=1"
+		has_line "closed 50 times: dtors=0 loaded=yes mapped=no"
+		has_line "after another object's open+close: dtors=1 loaded=no"
 	done
 }
 
@@ -429,30 +410,30 @@ field() {
 @test "dlerror after a permanent failure: the loader's message once, then NULL" {
 	fidelity "$DT" dlerror libfdg-nothere.so "$D/nothere.so" "$D/bad/notelf.so" \
 		"$D/bad/undef.so" "$D/bad"
-	has "  first dlerror: libfdg-nothere.so: cannot open shared object file: No such file or directory"
-	has "  first dlerror: $D/bad/undef.so: undefined symbol: fdg_missing"
+	has_line "  first dlerror: libfdg-nothere.so: cannot open shared object file: No such file or directory"
+	has_line "  first dlerror: $D/bad/undef.so: undefined symbol: fdg_missing"
 	[[ $(grep -c '^  second dlerror: NULL$' <<<"$output") -eq 5 ]]
 }
 
 @test "dlerror: a successful dlopen (of an object the program holds) clears a pending message" {
 	fidelity "$DT" dlerror_clear "$D/p/plug.so" libfdg-nothere.so
-	has "round 1: dlerror after a successful dlopen: NULL"
-	has "round 2: dlerror after a successful dlopen: NULL"
+	has_line "round 1: dlerror after a successful dlopen: NULL"
+	has_line "round 2: dlerror after a successful dlopen: NULL"
 }
 
 @test "dlerror: every close and open the cache answers clears a pending message, and leaves errno alone" {
 	fidelity "$DT" dlerror_close "$D/p/plug.so" libfdg-nothere.so
-	has "dlclose (not the last): 0, errno 1234, dlerror NULL"
-	has "dlclose (the last): 0, errno 1234, dlerror NULL"
-	has "RTLD_NOLOAD after it: NULL, errno 1234, dlerror NULL"
-	has "reopened: handle, errno 1234, dlerror NULL"
+	has_line "dlclose (not the last): 0, errno 1234, dlerror NULL"
+	has_line "dlclose (the last): 0, errno 1234, dlerror NULL"
+	has_line "RTLD_NOLOAD after it: NULL, errno 1234, dlerror NULL"
+	has_line "reopened: handle, errno 1234, dlerror NULL"
 }
 
 @test "dlerror: a message a constructor's failed dlopen left survives the successful outer dlopen" {
 	fidelity "$DT" ctor_error "$D/ctorerr/plug.so"
-	has "dlopen: handle"
-	has "dlerror: libfdg-nothere-ctor.so: cannot open shared object file: No such file or directory"
-	has "dlerror again: NULL"
+	has_line "dlopen: handle"
+	has_line "dlerror: libfdg-nothere-ctor.so: cannot open shared object file: No such file or directory"
+	has_line "dlerror again: NULL"
 }
 
 # ---- churn, hot reload
@@ -466,13 +447,13 @@ field() {
 		dl_wait "${lib//\//_}"
 		st=$BATS_TEST_TMPDIR/stats.${lib//\//_}
 		ran
-		has "cycles=2000 value_sum=20000"
-		has "ctors=1 dtors=0"
+		has_line "cycles=2000 value_sum=20000"
+		has_line "ctors=1 dtors=0"
 		(($(field maps_last) == $(field maps_first) && $(field maps_max) == $(field maps_first)))
-		[[ $(counter "$st" dlopen_hits) == 1999 ]]
-		[[ $(counter "$st" dlopen_misses) == 1 ]]
-		[[ $(counter "$st" dlopen_loads) == 1 ]]
-		[[ $(counter "$st" dlopen_unloads) == 0 ]]
+		[[ $(stats_counter "$st" dlopen_hits) == 1999 ]]
+		[[ $(stats_counter "$st" dlopen_misses) == 1 ]]
+		[[ $(stats_counter "$st" dlopen_loads) == 1 ]]
+		[[ $(stats_counter "$st" dlopen_unloads) == 0 ]]
 		echo "# ${lib#"$FDG_ROOT"/} keep: ${output//$'\n'/, }, dlopen_hits=1999" >&3
 	done
 }
@@ -486,16 +467,16 @@ field() {
 	done
 	dl_wait bare
 	ran
-	has "ctors=2000 dtors=2000"
+	has_line "ctors=2000 dtors=2000"
 	echo "# without the shim: ${output//$'\n'/, }" >&3
 	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
 		dl_wait "${lib//\//_}"
 		st=$BATS_TEST_TMPDIR/stats.${lib//\//_}
 		ran
-		has "ctors=2000 dtors=2000"
+		has_line "ctors=2000 dtors=2000"
 		(($(field maps_last) == $(field maps_first) && $(field maps_max) == $(field maps_first)))
-		[[ $(counter "$st" dlopen_loads) == 2000 ]]
-		[[ $(counter "$st" dlopen_unloads) == 2000 ]]
+		[[ $(stats_counter "$st" dlopen_loads) == 2000 ]]
+		[[ $(stats_counter "$st" dlopen_unloads) == 2000 ]]
 		echo "# ${lib#"$FDG_ROOT"/} cache: ${output//$'\n'/, }" >&3
 	done
 }
@@ -504,13 +485,13 @@ field() {
 	local st=$BATS_TEST_TMPDIR/stats
 	FDGUARD_DLOPEN=off FDGUARD_STATS=$st dl "$FDG_LIB" "$DT" churn "$D/p/plug.so" 300
 	ran
-	has "ctors=300 dtors=300"
+	has_line "ctors=300 dtors=300"
 	(($(field maps_last) == $(field maps_first)))
 	# Nothing reached the cache: the process never engaged, so no stats file.
 	[[ ! -e $st ]]
 	FDGUARD=off dl "$FDG_LIB_O0" "$DT" churn "$D/p/plug.so" 300
 	ran
-	has "ctors=300 dtors=300"
+	has_line "ctors=300 dtors=300"
 	# Pass-through keeps the caller's resolution too.
 	FDGUARD_DLOPEN=off dl "$FDG_LIB" "$DT" via "$D/rc/libcaller.so" libplug.so
 	ran
@@ -532,13 +513,13 @@ field() {
 			FDGUARD_DLOPEN=$mode FDGUARD_STATS=$st dl "$lib" "$DT" reload "$r/plug.so" \
 				"$r/.new2" "$r/.new3" "$r/.new1"
 			ran
-			has "cycle 0: value=1"
-			has "cycle 1: value=2"
-			has "cycle 2: value=3"
-			has "cycle 3: value=1"
-			has "replaced copies still mapped: 0"
+			has_line "cycle 0: value=1"
+			has_line "cycle 1: value=2"
+			has_line "cycle 2: value=3"
+			has_line "cycle 3: value=1"
+			has_line "replaced copies still mapped: 0"
 			if [[ -n $lib && $mode == keep ]]; then
-				[[ $(counter "$st" dlopen_reloads) == 3 ]]
+				[[ $(stats_counter "$st" dlopen_reloads) == 3 ]]
 			fi
 		done
 	done
@@ -553,8 +534,8 @@ field() {
 		cp "$D/reload/v2.so" "$r/.new2"
 		dl "$lib" "$DT" reload_global "$r/plug.so" "$r/.new2"
 		ran
-		has "RTLD_LOCAL: value=1"
-		has "replaced, reopened RTLD_GLOBAL: value=2"
+		has_line "RTLD_LOCAL: value=1"
+		has_line "replaced, reopened RTLD_GLOBAL: value=2"
 	done
 }
 
@@ -562,8 +543,8 @@ field() {
 # bytes, v1's destructor and GOT are garbage. cp-style writes go into the
 # same inode; every run gets its own copy.
 overwrite() { # LIB MODE WHAT(plugin|dep) reopen|exit
-	local r=$BATS_TEST_TMPDIR/ow.$RANDOM
-	mkdir -p "$r"
+	local r
+	r=$(mktemp -d "$BATS_TEST_TMPDIR/ow.XXXXXX")
 	if [[ $3 == plugin ]]; then
 		cp "$D/over/v1.so" "$r/plug.so"
 		FDGUARD_DLOPEN=$2 FDGUARD_STATS=$r/stats dl "$1" "$DT" overwrite "$r/plug.so" "$r/plug.so" \
@@ -583,12 +564,13 @@ overwrite() { # LIB MODE WHAT(plugin|dep) reopen|exit
 			overwrite '' keep "$what" "$end"
 			ran
 			ref=$output
-			[[ $end == exit ]] || has "reopened: value=$([[ $what == plugin ]] && echo 2 || echo 30)"
+			[[ $end == exit ]] || has_line "reopened: value=$([[ $what == plugin ]] && echo 2 || echo 30)"
 			for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
 				for mode in keep cache; do
 					overwrite "$lib" "$mode" "$what" "$end"
 					if [[ $mode == cache ]]; then
-						ran && same_as "$lib cache, $what, $end" "$ref"
+						ran
+						same_as "$lib cache, $what, $end" "$ref"
 						continue
 					fi
 					# Destructors run later in keep mode: the counts differ; the
@@ -597,7 +579,7 @@ overwrite() { # LIB MODE WHAT(plugin|dep) reopen|exit
 					same_as "$lib keep, $what, $end" "$(grep -v '^ctors=' <<<"$ref")
 $(grep '^ctors=' <<<"$output")"
 					if [[ $end == reopen ]]; then
-						[[ $(counter "$stats" dlopen_reloads) == 1 ]]
+						[[ $(stats_counter "$stats" dlopen_reloads) == 1 ]]
 					fi
 				done
 			done
@@ -609,14 +591,14 @@ $(grep '^ctors=' <<<"$output")"
 	# Without the shim it stays loaded for the other object; the shim closes
 	# it for real rather than keep it (nor copy it: its data is in use).
 	fidelity "$DT" needed "$D/over/libdep.so" "$D/over/host.so"
-	has "DEP closed, HOST holds it: RTLD_NOLOAD same handle"
-	has "HOST closed too: RTLD_NOLOAD NULL"
+	has_line "DEP closed, HOST holds it: RTLD_NOLOAD same handle"
+	has_line "HOST closed too: RTLD_NOLOAD NULL"
 }
 
 @test "keep mode: a dependency an idle plugin brought is gone for the application too" {
 	fidelity "$DT" idle_dep "$D/over/host.so" "$D/over/libdep.so"
-	has "HOST closed: DEP RTLD_NOLOAD NULL"
-	has "DEP opened: value=31, constructors run 1"
+	has_line "HOST closed: DEP RTLD_NOLOAD NULL"
+	has_line "DEP opened: value=31, constructors run 1"
 }
 
 @test "keep mode, 4 threads, room for one idle object: evictions, detaches and reloads race; every call works" {
@@ -630,7 +612,7 @@ $(grep '^ctors=' <<<"$output")"
 	for lib in '' "$FDG_LIB" "$FDG_LIB_O0"; do
 		FDGUARD_DLOPEN_KEEP=1 dl "$lib" "$DT" threads 2000 "$D/p/plug.so" "$D/p/other.so" "$D/over/host.so"
 		ran
-		has "threads=4 cycles=2000 errors=0"
+		has_line "threads=4 cycles=2000 errors=0"
 	done
 }
 
@@ -652,17 +634,17 @@ $(grep '^ctors=' <<<"$output")"
 	local lib st=$BATS_TEST_TMPDIR/stats
 	dl '' "$DT" transient "$D/big/libbig.so" 50
 	ran
-	has "result: error=$D/big/libbig.so: failed to map segment from shared object"
-	has "once the limit is back: loaded"
+	has_line "result: error=$D/big/libbig.so: failed to map segment from shared object"
+	has_line "once the limit is back: loaded"
 	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
 		# Backoff 1, 2, 4 ... ms (each drawn from [d/2, d]): ten retries
 		# wait at least 200 ms in all, far more than the 50 needed.
 		FDGUARD_DLOPEN_RETRIES=10 FDGUARD_STATS=$st dl "$lib" "$DT" transient "$D/big/libbig.so" 50
 		ran
-		has "result: loaded value=8"
-		has "dlerror after: NULL"
+		has_line "result: loaded value=8"
+		has_line "dlerror after: NULL"
 		local n
-		n=$(counter "$st" dlopen_retries)
+		n=$(stats_counter "$st" dlopen_retries)
 		((n >= 1 && n <= 10))
 		[[ $stderr == *"failed to map segment from shared object; retry 1 of 10"* ]]
 		echo "# ${lib#"$FDG_ROOT"/}: loaded after $n retries (${stderr##*dltest: })" >&3
@@ -674,7 +656,7 @@ $(grep '^ctors=' <<<"$output")"
 	dl '' "$DT" transient "$D/big/libbig.so" 300
 	ran
 	bare=$output
-	has "result: error=$D/big/libbig.so: failed to map segment from shared object"
+	has_line "result: error=$D/big/libbig.so: failed to map segment from shared object"
 	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
 		FDGUARD_DLOPEN_RETRIES=2 FDGUARD_BACKOFF_MAX_MS=5 dl "$lib" "$DT" transient "$D/big/libbig.so" 300
 		ran
@@ -689,8 +671,7 @@ $(grep '^ctors=' <<<"$output")"
 # only /etc/ld.so.cache knows; teardown unregisters it. Skips unless root.
 ldcache_dir() {
 	if ((EUID != 0)); then
-		[[ ${CI:-} != true ]] || fail "CI: this test must run as root (it registers a directory with ldconfig)"
-		skip "needs root: registers a test directory in /etc/ld.so.conf.d and runs ldconfig"
+		unavailable "needs root: registers a test directory in /etc/ld.so.conf.d and runs ldconfig"
 	fi
 	[[ ! -e $LDCONF ]] || fail "$LDCONF exists already (a previous run died?); remove it and run ldconfig"
 	dir=$BATS_TEST_TMPDIR/ldcache
@@ -713,20 +694,20 @@ ldcache_dir() {
 
 	dl '' "$DT" emfile libc.so.6 libfdgtest-ldcache.so.1 libfdgtest-ldcache2.so.1
 	ran
-	has "free descriptors at the lowered limit: none (Too many open files)"
-	has "at the limit: error=libfdgtest-ldcache.so.1: cannot open shared object file: Too many open files"
+	has_line "free descriptors at the lowered limit: none (Too many open files)"
+	has_line "at the limit: error=libfdgtest-ldcache.so.1: cannot open shared object file: Too many open files"
 	# glibc gave up its cache for good: no more loads through it.
-	has "limit restored: error=libfdgtest-ldcache.so.1: cannot open shared object file: No such file or directory"
-	has "limit restored, another library: error=libfdgtest-ldcache2.so.1: cannot open shared object file: No such file or directory"
+	has_line "limit restored: error=libfdgtest-ldcache.so.1: cannot open shared object file: No such file or directory"
+	has_line "limit restored, another library: error=libfdgtest-ldcache2.so.1: cannot open shared object file: No such file or directory"
 	local st=$BATS_TEST_TMPDIR/stats
 	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
 		FDGUARD_STATS=$st dl "$lib" "$DT" emfile libc.so.6 libfdgtest-ldcache.so.1 libfdgtest-ldcache2.so.1
 		ran
-		has "free descriptors at the lowered limit: none (Too many open files)"
-		has "at the limit: value=9 path=$dir/libfdgtest-ldcache.so.1"
-		has "limit restored: value=9 path=$dir/libfdgtest-ldcache.so.1"
-		has "limit restored, another library: value=9 path=$dir/libfdgtest-ldcache2.so.1"
-		[[ $(counter "$st" dlopen_fd_lends) -ge 1 ]]
+		has_line "free descriptors at the lowered limit: none (Too many open files)"
+		has_line "at the limit: value=9 path=$dir/libfdgtest-ldcache.so.1"
+		has_line "limit restored: value=9 path=$dir/libfdgtest-ldcache.so.1"
+		has_line "limit restored, another library: value=9 path=$dir/libfdgtest-ldcache2.so.1"
+		[[ $(stats_counter "$st" dlopen_fd_lends) -ge 1 ]]
 	done
 }
 
@@ -736,18 +717,18 @@ ldcache_dir() {
 	# Without the shim, and a free descriptor: the message to expect.
 	dl '' "$DT" dlerror libfdg-nothere.so
 	ran
-	has "  first dlerror: libfdg-nothere.so: cannot open shared object file: No such file or directory"
+	has_line "  first dlerror: libfdg-nothere.so: cannot open shared object file: No such file or directory"
 	# Without the shim at the limit: the wrong message, and no cache after.
 	dl '' "$DT" emfile_missing libc.so.6 libfdg-nothere.so libfdgtest-ldcache2.so.1
 	ran
-	has "at the limit: libfdg-nothere.so: cannot open shared object file: Too many open files"
-	has "limit restored, a library only the cache knows: error=libfdgtest-ldcache2.so.1: cannot open shared object file: No such file or directory"
+	has_line "at the limit: libfdg-nothere.so: cannot open shared object file: Too many open files"
+	has_line "limit restored, a library only the cache knows: error=libfdgtest-ldcache2.so.1: cannot open shared object file: No such file or directory"
 	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
 		dl "$lib" "$DT" emfile_missing libc.so.6 libfdg-nothere.so libfdgtest-ldcache2.so.1
 		ran
-		has "at the limit: libfdg-nothere.so: cannot open shared object file: No such file or directory"
-		has "dlerror again: NULL"
-		has "limit restored, a library only the cache knows: value=9 path=$dir/libfdgtest-ldcache2.so.1"
+		has_line "at the limit: libfdg-nothere.so: cannot open shared object file: No such file or directory"
+		has_line "dlerror again: NULL"
+		has_line "limit restored, a library only the cache knows: value=9 path=$dir/libfdgtest-ldcache2.so.1"
 	done
 }
 
@@ -853,17 +834,17 @@ bt_compare() {
 	local st=$BATS_TEST_TMPDIR/stats
 	FDGUARD_STATS=$st dl "$FDG_LIB_SHSTK" "$DT" churn "$D/p/plug.so" 200
 	ran
-	has "ctors=200 dtors=200"
+	has_line "ctors=200 dtors=200"
 	# Not a hit, not a miss: the process never engaged, so no stats file.
-	[[ ! -e $st ]] || [[ $(counter "$st" dlopen_hits) == 0 && $(counter "$st" dlopen_misses) == 0 ]]
+	[[ ! -e $st ]] || [[ $(stats_counter "$st" dlopen_hits) == 0 && $(stats_counter "$st" dlopen_misses) == 0 ]]
 	dl "$FDG_LIB_SHSTK" "$DT" via "$D/rc/libcaller.so" libplug.so
 	ran
 	finds "libplug.so: value=3 path=$D/rc/lib/libplug.so"
 	# The production build on this machine (no shadow stack) caches.
 	FDGUARD_STATS=$st dl "$FDG_LIB" "$DT" churn "$D/p/plug.so" 200
 	ran
-	has "ctors=1 dtors=0"
-	[[ $(counter "$st" dlopen_hits) == 199 ]]
+	has_line "ctors=1 dtors=0"
+	[[ $(stats_counter "$st" dlopen_hits) == 199 ]]
 }
 
 @test "fork while another thread is inside dlopen (cache mode): no child hangs, outcomes as without the shim" {
@@ -874,16 +855,32 @@ bt_compare() {
 	# must not add hangs (a loader lock inherited locked).
 	[[ ${FDG_SANITIZE:-} != thread ]] ||
 		skip "under TSan fork of a multi-threaded process fails (ENOMEM), with or without the shim"
-	local lib
-	dl '' "$DT" forkload "$D/p/other.so" "$D/p/plug.so" 300
-	ran
-	echo "# without the shim: $output" >&3
-	[[ $output == *" failed=0 "*" hung=0 other=0" ]]
-	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
-		FDGUARD_DLOPEN=cache dl "$lib" "$DT" forkload "$D/p/other.so" "$D/p/plug.so" 300
-		ran
-		echo "# ${lib#"$FDG_ROOT"/}: $output" >&3
-		[[ $output == *" failed=0 "*" hung=0 other=0" ]]
+	# Which children assert depends on where the churning thread is at each
+	# fork: one run's share swings by some 10 points with the machine's load.
+	# Five rounds of 300, without and with each build in turn, and the
+	# totals compared: the shim may not add more than 20 points (300 of
+	# 1500 children) of assertions, nor any other outcome.
+	local -a libs=('' "$FDG_LIB" "$FDG_LIB_O0") opened=(0 0 0) asserted=(0 0 0)
+	local round i what
+	for ((round = 0; round < 5; round++)); do
+		for i in 0 1 2; do
+			FDGUARD_DLOPEN=cache dl "${libs[i]}" "$DT" forkload "$D/p/other.so" "$D/p/plug.so" 300
+			ran
+			[[ $output == *" failed=0 "*" hung=0 other=0" ]]
+			opened[i]=$((opened[i] + $(field opened)))
+			asserted[i]=$((asserted[i] + $(field ld.so_assertion)))
+		done
+	done
+	for i in 0 1 2; do
+		what=${libs[i]#"$FDG_ROOT"/}
+		echo "# ${what:-without the shim}: 1500 children, opened=${opened[i]} ld.so_assertion=${asserted[i]}" >&3
+	done
+	# The race is there to be had: without the shim some children open, some
+	# stop at the assertion.
+	((opened[0] > 0 && asserted[0] > 0))
+	for i in 1 2; do
+		((opened[i] > 0))
+		((asserted[i] <= asserted[0] + 300))
 	done
 }
 

@@ -18,6 +18,33 @@ export FDG_ROOT FDG_BUILD FDG_LIB FDG_BIN FDG_FLOOD
 # Pids started by start_bg, stopped by stop_all.
 FDG_PIDS=()
 
+# The second user the suites run things as.
+NOBODY=65534
+# "${AS_NOBODY[@]}" CMD...: CMD as uid/gid 65534, no supplementary groups.
+# shellcheck disable=SC2034 # for the suites
+AS_NOBODY=(setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups --)
+
+# Paths cleanup_paths removes (teardown).
+FDG_CLEAN=()
+
+# nobody_dir VAR: a new directory in /tmp owned by nobody (who can write
+# there, as root can) into VAR; cleanup_paths removes it.
+nobody_dir() {
+    local d
+    d=$(mktemp -d /tmp/fdguard-nobody.XXXXXX) || return 1
+    FDG_CLEAN+=("$d")
+    chown "$NOBODY:$NOBODY" "$d"
+    printf -v "$1" '%s' "$d"
+}
+
+# cleanup_paths: removes every path in FDG_CLEAN.
+cleanup_paths() {
+    if ((${#FDG_CLEAN[@]})); then
+        rm -rf "${FDG_CLEAN[@]}"
+    fi
+    FDG_CLEAN=()
+}
+
 # The sanitizer runtime that must come first in LD_PRELOAD when the shim and
 # helpers are built with SANITIZE=..., or nothing.
 fdg_runtime_preload() {
@@ -75,12 +102,64 @@ start_bg() {
     printf -v "$var" '%s' "$pid"
 }
 
+# fail MESSAGE...: fails the test (or the function) with MESSAGE on stderr.
+fail() {
+    printf '%s\n' "$*" >&2
+    return 1
+}
+
+# in_ci: true in a CI run (.ci/run exports CI=true; CI=false or CI=0 is not
+# one).
+in_ci() {
+    [[ -n ${CI:-} && $CI != false && $CI != 0 ]]
+}
+
+# unavailable WHY: the test cannot run here for want of a tool or a
+# privilege: skipped, except in CI (which installs every tool and runs as
+# root), where that is a failure. A skip inherent to a configuration (what a
+# sanitizer cannot do) is a plain skip.
+unavailable() {
+    if in_ci; then
+        echo "CI=$CI: $1 (under CI a missing tool or privilege fails the test)" >&2
+        return 1
+    fi
+    skip "$1"
+}
+
+# need CMD...: every CMD is installed (an empty one stands for python3);
+# otherwise unavailable.
+need() {
+    local c missing=()
+    for c in "$@"; do
+        if [[ -z $c ]] || ! command -v "$c" >/dev/null 2>&1; then
+            missing+=("${c:-python3}")
+        fi
+    done
+    ((${#missing[@]} == 0)) || unavailable "not installed: ${missing[*]}"
+}
+
+# proc_stat PID: sets PROC_STAT to the fields of /proc/PID/stat from field 3
+# (state) on: PROC_STAT[N - 3] is field N of proc(5). The name (field 2) may
+# hold anything, spaces, parentheses and newlines included: the fields are
+# counted after its last ")". PID may be PID/task/TID.
+PROC_STAT=()
+proc_stat() {
+    local stat=
+    # (read, not $(cat): no process per call; -d '': the whole file.)
+    { IFS= read -r -d '' stat <"/proc/$1/stat"; } 2>/dev/null || true
+    [[ -n $stat ]] || return 1
+    read -r -a PROC_STAT <<<"${stat##*) }"
+}
+
+# start_of PID: its start time in clock ticks since boot (field 22).
+start_of() {
+    proc_stat "$1" || return 1
+    echo "${PROC_STAT[19]}"
+}
+
 # True while PID exists and is not a zombie.
 fdg_alive() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat%% *} != Z ]]
+    proc_stat "$1" && [[ ${PROC_STAT[0]} != Z ]]
 }
 
 # Stops every process started with start_bg: SIGTERM to all, then each one
@@ -137,15 +216,10 @@ wait_file() {
     wait_until "[[ -s '$1' ]]" "${2:-5}"
 }
 
-# cpu_ticks PID: user+system clock ticks (all threads) from /proc/PID/stat.
-# The comm field may contain spaces and parentheses: fields are counted after
-# the last ')'.
+# cpu_ticks PID: user+system clock ticks (all threads): fields 14 and 15.
 cpu_ticks() {
-    local stat f
-    stat=$(cat "/proc/$1/stat") || return 1
-    read -r -a f <<<"${stat##*) }"
-    # f[0] is field 3 (state): utime is field 14, stime field 15.
-    echo $((f[11] + f[12]))
+    proc_stat "$1" || return 1
+    echo $((PROC_STAT[11] + PROC_STAT[12]))
 }
 
 # cpu_over PID SECONDS: ticks (1/100 s; see getconf CLK_TCK) PID burns over a
@@ -166,16 +240,15 @@ cpu_over() {
 # idle loop where ticks alone could not. Like cpu_over, the window is a
 # measurement, not a synchronisation.
 spin_probe() {
-    local pid=$1 window=$2 t0 t1 end samples=0 running=0 task stat
+    local pid=$1 window=$2 t0 t1 end samples=0 running=0 task
     t0=$(cpu_ticks "$pid") || return 1
     # EPOCHREALTIME without its dot: microseconds, fit for integer arithmetic.
     end=$((${EPOCHREALTIME/./} + $(awk -v w="$window" 'BEGIN { printf "%d", w * 1e6 }')))
     while ((${EPOCHREALTIME/./} < end)); do
         samples=$((samples + 1))
         for task in "/proc/$pid/task"/*; do
-            stat=$(cat "$task/stat" 2>/dev/null) || continue
-            stat=${stat##*) }
-            if [[ ${stat%% *} == R ]]; then
+            proc_stat "$pid/task/${task##*/}" || continue
+            if [[ ${PROC_STAT[0]} == R ]]; then
                 running=$((running + 1))
                 break
             fi
@@ -249,6 +322,53 @@ fd_free() {
 # set_nofile PID N: sets PID's soft RLIMIT_NOFILE to N (hard unchanged).
 set_nofile() {
     prlimit --pid "$1" --nofile="$2":
+}
+
+# ---- FDGUARD_STATS files (README, "Logs and counters") ----
+
+# stats_header FILE: the text header of a stats file, NULs removed.
+stats_header() {
+    head -c 4096 "$1" | tr -d '\0'
+}
+
+# stats_u64 FILE INDEX: the INDEX-th (0-based) little-endian uint64 after the
+# header.
+stats_u64() {
+    od -An -v -t u8 --endian=little -j $((4096 + 8 * $2)) -N 8 "$1" | tr -d ' '
+}
+
+# stats_counter FILE NAME: counter NAME, by its place among the header's names.
+stats_counter() {
+    local idx
+    idx=$(stats_header "$1" | sed '1,/^counters /d' | grep -nxF -- "$2" | cut -d: -f1)
+    [[ -n $idx ]] || fail "no counter $2 in $1" || return 1
+    stats_u64 "$1" $((idx - 1))
+}
+
+# stats_ended FILE: the "ended" word after the N counters.
+stats_ended() {
+    local n
+    n=$(stats_header "$1" | sed -n 's/^counters //p')
+    stats_u64 "$1" "$n"
+}
+
+# ---- the output of the last run ----
+# (output: set by bats' run, or by the suite.)
+# shellcheck disable=SC2154
+
+# has TEXT: the last run's output contains TEXT; otherwise shows it.
+has() {
+    if [[ $output != *"$1"* ]]; then
+        printf 'expected "%s" in the output:\n%s\n' "$1" "$output"
+        return 1
+    fi
+}
+
+# field NAME: VALUE of the first word NAME=VALUE in the last run's output
+# (empty if none).
+field() {
+    awk -v k="$1=" '{ for (i = 1; i <= NF; i++) if (index($i, k) == 1) { print substr($i, length(k) + 1); exit } }' \
+        <<<"$output"
 }
 
 # ---- flood results (files $T/NAME.out written by a flood run called NAME) ----

@@ -7,6 +7,8 @@
 
 bats_require_minimum_version 1.5.0
 
+load lib
+
 setup() {
 	FDG="$BATS_TEST_DIRNAME/../scripts/fdguard"
 	FAKE_LIB="$BATS_TEST_TMPDIR/libfdguard.so"
@@ -87,6 +89,7 @@ check_option() {
 
 # check_bad OPTION VALUE HINT: both forms exit 2 with a message naming OPTION
 # and containing HINT (the allowed values), then the run usage, on stderr.
+# shellcheck disable=SC2154 # stderr_lines: set by bats' run --separate-stderr
 check_bad() {
 	local opt=$1 value=$2 hint=$3 form
 	for form in split joined; do
@@ -527,7 +530,7 @@ check_bad() {
 @test "LD_PRELOAD is the absolute library path when unset or empty" {
 	run --separate-stderr "$FDG" run -- sh -c 'echo "$LD_PRELOAD"'
 	[ "$output" = "$FAKE_LIB" ]
-	LD_PRELOAD= run --separate-stderr "$FDG" run -- sh -c 'echo "$LD_PRELOAD"'
+	LD_PRELOAD='' run --separate-stderr "$FDG" run -- sh -c 'echo "$LD_PRELOAD"'
 	[ "$output" = "$FAKE_LIB" ]
 }
 
@@ -610,20 +613,14 @@ check_bad() {
 	[ -z "$output" ]
 	[[ $stderr == "fdguard run: libfdguard.so not found (run make"* ]]
 	# an empty FDGUARD_LIB is the same as unset
-	FDGUARD_LIB= run -1 --separate-stderr "$BATS_TEST_TMPDIR/lonely/bin/fdguard" run -- true
+	FDGUARD_LIB='' run -1 --separate-stderr "$BATS_TEST_TMPDIR/lonely/bin/fdguard" run -- true
 	[[ $stderr == "fdguard run: libfdguard.so not found (run make"* ]]
 }
 
 # --- lint -------------------------------------------------------------------------
 
 @test "shellcheck scripts/fdguard and its tool files pass" {
-	if ! command -v shellcheck >/dev/null; then
-		if [[ -n ${CI:-} && ${CI} != false && ${CI} != 0 ]]; then
-			echo "shellcheck is required under CI=$CI"
-			false
-		fi
-		skip "shellcheck not installed"
-	fi
+	need shellcheck
 	run shellcheck -x "$FDG" "${FDG%/*}"/tools/*.bash
 	[ "$status" -eq 0 ]
 	[ -z "$output" ]

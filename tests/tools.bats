@@ -12,8 +12,10 @@
 #     creator is unknown are never touched;
 #   - srv under the shim with FDGUARD_STATS: stat reads its counters while
 #     flood makes them move after a squeeze; flood shows the shedding;
-#   - tool_stats publishes a format 2 stats file as the shim does (its own per
-#     process, across fork): the readers, whatever the library writes;
+#   - harm (listen, fork) under the shim with FDGUARD_STATS: stat finds each
+#     process's own file by what it maps, and how it ended;
+#   - tool_stats publishes a stats file as the shim does, at a path another
+#     user swaps for a FIFO or a link (hostile files only);
 #   - redis-server --daemonize yes and nginx (master and worker) under the
 #     shim: stat finds each process's own counters by what it maps;
 #   - a second user (nobody) swaps paths, owns daemons and queues, and runs
@@ -25,8 +27,6 @@ bats_require_minimum_version 1.5.0
 
 load lib
 
-NOBODY=65534
-
 setup() {
 	unset LD_PRELOAD "${!FDGUARD@}"
 	T=$BATS_TEST_TMPDIR
@@ -35,9 +35,14 @@ setup() {
 	# the suite uses the build under test (sanitizer builds included).
 	export FDGUARD_LIB=$FDG_LIB FDGUARD_FLOOD=$FDG_FLOOD
 	IPC_MADE=()
-	PUB=
-	local h
-	for h in "$FDG_BIN"/{tool_fds,tool_ipc,tool_stale,tool_stats,srv} "$FDG_FLOOD" "$FDG_BUILD/statsread"; do
+	# nobody's state directories: teardown removes them if the test made
+	# them, or else puts back what a test may change.
+	NOBODY_DIRS=()
+	local h d
+	for d in "/tmp/fdguard-squeeze-$NOBODY" "/tmp/fdguard-ipc-$NOBODY"; do
+		[[ -e $d ]] || NOBODY_DIRS+=("$d")
+	done
+	for h in "$FDG_BIN"/{tool_fds,tool_ipc,tool_stale,tool_stats,srv,harm,sysno} "$FDG_FLOOD" "$FDG_BUILD/statsread"; do
 		if [[ ! -x $h ]]; then
 			echo "missing $h: run make and make helpers" >&2
 			return 1
@@ -46,15 +51,16 @@ setup() {
 }
 
 teardown() {
-	local pid
+	local pid d
 	for pid in "${FDG_PIDS[@]}"; do
-		rm -f "/tmp/fdguard-squeeze-$EUID/$pid"
+		rm -f "/tmp/fdguard-squeeze-$EUID/$pid" "/tmp/fdguard-squeeze-$NOBODY/$pid"
 	done
 	stop_all
 	ipc_cleanup
-	if [[ -n $PUB ]]; then
-		rm -rf "$PUB"
-	fi
+	cleanup_paths
+	for d in "${NOBODY_DIRS[@]}"; do
+		rm -rf "$d"
+	done
 	if [[ -d /tmp/fdguard-squeeze-$NOBODY ]]; then
 		chown "$NOBODY" "/tmp/fdguard-squeeze-$NOBODY"
 		chmod 0700 "/tmp/fdguard-squeeze-$NOBODY"
@@ -62,9 +68,6 @@ teardown() {
 }
 
 # ---- building blocks ---------------------------------------------------------
-
-# "${AS_NOBODY[@]}" CMD...: CMD as uid/gid 65534, no supplementary groups.
-AS_NOBODY=(setpriv --reuid="$NOBODY" --regid="$NOBODY" --clear-groups --)
 
 # without CAP CMD...: CMD without capability CAP (dropped from the bounding
 # and inheritable sets, so that no exec gets it back).
@@ -92,18 +95,6 @@ valid_json() {
 	printf '%s' "$output" | python3 -c 'import json, sys; json.loads(sys.stdin.buffer.read())'
 }
 
-# shim_stats_format: the stats file format (1 or 2) of the library under
-# test, from the first header line of a guarded srv's file.
-shim_stats_format() {
-	local line=''
-	helper_up FMT_SRV "$T/fmt.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/fmt.%p" \
-		"$FDG_BIN/srv" --shape lt --port 0 --ready "$T/fmt.ready" 2>/dev/null
-	wait_until "read -r line < '$T/fmt.$FMT_SRV' 2>/dev/null && [[ \$line == 'fdguard-stats '* ]]"
-	read -r line <"$T/fmt.$FMT_SRV"
-	stop_bg "$FMT_SRV"
-	echo "${line#fdguard-stats }"
-}
-
 # hidden_tasks UID: threads of effective uid UID that this shell cannot look
 # into (/proc/PID/task/TID/syscall not readable): while one exists, a message
 # queue of UID with mode 0600 can never be shown idle (here: root's, when
@@ -119,35 +110,20 @@ hidden_tasks() {
 	echo "$n"
 }
 
-# syscall_on PID NR ID: PID's main thread is blocked in system call NR with ID
-# as its first argument (/proc/PID/syscall).
+# syscall_on PID NAME ID: PID's main thread is blocked in system call NAME
+# (its number on this architecture: sysno) with ID as its first argument
+# (/proc/PID/syscall).
 syscall_on() {
-	local nr a1
+	local nr a1 want
+	want=$("$FDG_BIN/sysno" "$2") || return 1
 	read -r nr a1 _ <"/proc/$1/syscall" 2>/dev/null || return 1
-	[[ $nr == "$2" && $((a1)) == "$3" ]]
-}
-
-# start_of PID: its start time (field 22 of /proc/PID/stat, counted after the
-# last ")": the name may hold anything, newlines included).
-start_of() {
-	local stat
-	local -a f
-	stat=$(<"/proc/$1/stat")
-	read -r -a f <<<"${stat##*) }"
-	echo "${f[19]}"
+	[[ $nr == "$want" && $((a1)) == "$3" ]]
 }
 
 # col HEADER WORD: the column (0-based) at which WORD starts in HEADER.
 col() {
 	local pre=${1%%"$2"*}
 	echo "${#pre}"
-}
-# pub_dir: a directory in /tmp that a process running as nobody can write to.
-pub_dir() {
-	if [[ -z $PUB ]]; then
-		PUB=$(mktemp -d /tmp/fdguard-tools.XXXXXX)
-		chmod 0777 "$PUB"
-	fi
 }
 
 # helper_up VAR READY CMD...: starts CMD (which writes READY when set up) and
@@ -251,9 +227,9 @@ ipc_up() {
 	ipc_track "$ready" "${!var}"
 }
 
-# srv_up plain|shim SHAPE [ENV...]: srv listening on a loopback port; sets SRV
+# start_srv plain|shim SHAPE [ENV...]: srv listening on a loopback port; sets SRV
 # and ADDR. With shim: the library preloaded, ENV (VAR=VALUE) added.
-srv_up() {
+start_srv() {
 	local mode=$1 shape=$2
 	shift 2
 	local -a env=(env)
@@ -280,10 +256,7 @@ counter() {
 	json "j['counters']['$1']"
 }
 
-# soft_nofile PID / hard_nofile PID
-soft_nofile() {
-	awk '/^Max open files/ { print $4 }' "/proc/$1/limits"
-}
+# hard_nofile PID: its hard RLIMIT_NOFILE (the soft one: fd_limit).
 hard_nofile() {
 	awk '/^Max open files/ { print $5 }' "/proc/$1/limits"
 }
@@ -300,12 +273,10 @@ max_fd() {
 
 # children_of PID: pids whose parent is PID.
 children_of() {
-	local stat f
-	for stat in /proc/[0-9]*/stat; do
-		{ read -r f <"$stat"; } 2>/dev/null || continue
-		f=${f##*) }
-		read -r -a f <<<"$f"
-		[[ ${f[1]} == "$1" ]] && echo "${stat//[!0-9]/}"
+	local dir
+	for dir in /proc/[0-9]*; do
+		proc_stat "${dir#/proc/}" || continue
+		[[ ${PROC_STAT[1]} == "$1" ]] && echo "${dir#/proc/}"
 	done
 	return 0
 }
@@ -329,9 +300,10 @@ children_of() {
 		"doctor abc" "doctor 1 2" "doctor --bogus" "doctor 0"
 		"stat 1 2" "stat --bogus"
 		"ipc extra" "ipc --min-age" "ipc --min-age x" "ipc --key zz" "ipc --key 0x123456789"
-		"ipc --pid 0" "ipc --bogus"
+		"ipc --pid 0" "ipc --bogus" "ipc --pid 1 --pid 2" "ipc --key 1 --key=2" "ipc --min-age 1 --min-age 2"
 		"squeeze" "squeeze abc" "squeeze 1 --free" "squeeze 1 --free -1" "squeeze 1 --free x"
-		"squeeze 1 2" "squeeze 1 --bogus"
+		"squeeze 1 2" "squeeze 1 --bogus" "squeeze 1 --restore --free 2" "squeeze 1 --free=0 --restore"
+		"squeeze 1 --free 1 --free 2"
 		"flood" "flood 127.0.0.1:1 -n 10001" "flood 127.0.0.1:1 -n 0" "flood 127.0.0.1:1 --hold 3601"
 		"flood 127.0.0.1:1 --wait-ms 0" "flood 127.0.0.1:99999" "flood nowhere" "flood a:1 b:2"
 		"flood 127.0.0.1:1 --send \\q" "flood 127.0.0.1:1 -n"
@@ -344,6 +316,25 @@ children_of() {
 		[[ ${lines[0]} == "fdguard ${args%% *}: "* ]]
 		[[ $output == *"Usage: fdguard ${args%% *}"* ]]
 	done
+	# Arguments that word splitting cannot carry, and the top level.
+	run -2 "$FDG" stat ''
+	[[ ${lines[0]} == "fdguard stat: an empty argument (expected a PID, a FILE or all)" ]]
+	[[ $output == *"Usage: fdguard stat"* ]]
+	run -2 "$FDG" help stat extra
+	[[ ${lines[0]} == "fdguard: help takes one subcommand" ]]
+	[[ $output == *"Usage: fdguard SUBCOMMAND"* ]]
+}
+
+@test "usage errors quote the arguments escaped, whatever the locale" {
+	# An ESC sequence and a UTF-8 character in a UTF-8 locale: \xHH per byte.
+	run -2 env LC_ALL=C.UTF-8 "$FDG" doctor $'x\e[31mRED\xc3\xa9'
+	[[ ${lines[0]} == "fdguard doctor: invalid pid 'x\\x1b[31mRED\\xc3\\xa9' (expected a process id)" ]]
+	[[ -z $(printf '%s' "$output" | LC_ALL=C tr -d '\n -~') ]]
+	run -2 env LC_ALL=C.UTF-8 "$FDG" $'\e[31m\xc3\xa9'
+	[[ ${lines[0]} == 'fdguard: unknown subcommand: \x1b[31m\xc3\xa9' ]]
+	[[ -z $(printf '%s' "$output" | LC_ALL=C tr -d '\n -~') ]]
+	run -2 env LC_ALL=C.UTF-8 "$FDG" ipc --key $'\e]0;title\a'
+	[[ ${lines[0]} == "fdguard ipc: --key: invalid value '\\x1b]0;title\\x07' (expected 0x hex or decimal)" ]]
 }
 
 @test "a pid that does not exist: exit 1, clear message" {
@@ -442,8 +433,24 @@ children_of() {
 	[[ $(json "[c for c in j['checks'] if c['id'] == 'fdguard'][0]['note']") == "loaded ($FDG_LIB)"* ]]
 }
 
+@test "doctor: registrations deleted and closed while it looks are not stale; the one stale registration is" {
+	# tool_stale --churn: 100 pipes replaced as fast as it can, each deleted
+	# from the instance before it is closed, next to one stale registration.
+	helper_up P "$T/stale.ready" "$FDG_BIN/tool_stale" --ready "$T/stale.ready" --churn 100
+	local epfd stale look
+	epfd=$(awk '$1 == "epfd" { print $2 }' "$T/stale.ready")
+	stale=$(awk '$1 == "stale" { print $2 }' "$T/stale.ready")
+	# (Not i: bats' run sets it.)
+	for ((look = 0; look < 10; look++)); do
+		run -1 "$FDG" doctor "$P" --json
+		[[ $(check_status "epoll_$epfd") == FAIL ]]
+		[[ $(json "[c for c in j['checks'] if c['id'] == 'epoll_$epfd'][0]['value']") == 1 ]]
+		[[ $(json "[c for c in j['checks'] if c['id'] == 'epoll_$epfd'][0]['note']") == *", 1 stale: fd $stale "* ]]
+	done
+}
+
 @test "doctor: everything OK exits 0 (a process of nobody, checked by nobody)" {
-	pub_dir
+	nobody_dir PUB
 	helper_up P "$PUB/ok.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_fds" --ready "$PUB/ok.ready" --fds 10 --threads 2
 	run "${AS_NOBODY[@]}" "$FDG" doctor "$P"
 	echo "$output"
@@ -464,10 +471,10 @@ children_of() {
 	run -1 "${AS_NOBODY[@]}" "$FDG" stat "$P"
 	[[ $output == "fdguard stat: cannot read /proc/$P/maps of process $P (tool_fds): permission denied; run as its user or root" ]]
 	local before
-	before=$(soft_nofile "$P")
+	before=$(fd_limit "$P")
 	run -1 "${AS_NOBODY[@]}" "$FDG" squeeze "$P"
 	[[ $output == "fdguard squeeze: cannot read the descriptors of pid $P (tool_fds): permission denied" ]]
-	[[ $(soft_nofile "$P") == "$before" ]]
+	[[ $(fd_limit "$P") == "$before" ]]
 }
 
 @test "doctor: what it cannot read is N/A (cannot inspect), exit 1, never OK (3)" {
@@ -499,7 +506,7 @@ children_of() {
 	# Root without CAP_SYS_PTRACE against a process that is not dumpable: the
 	# table can be listed, what the descriptors are cannot. A glob and a
 	# failed readlink would say "no epoll instance"; it has one.
-	without sys_ptrace true || skip "setpriv cannot drop CAP_SYS_PTRACE here"
+	without sys_ptrace true || unavailable "setpriv cannot drop CAP_SYS_PTRACE here"
 	run without sys_ptrace readlink "/proc/$P/fd/$epfd"
 	((status != 0))
 	if has_cap sys_ptrace; then
@@ -517,7 +524,7 @@ children_of() {
 # ---- stat ------------------------------------------------------------------
 
 @test "stat: live counters of a guarded server move while it runs (squeeze + flood)" {
-	srv_up shim lt "FDGUARD_STATS=$T/stats.%p" 'FDGUARD_REJECT_MSG=BUSY\r\n'
+	start_srv shim lt "FDGUARD_STATS=$T/stats.%p" 'FDGUARD_REJECT_MSG=BUSY\r\n'
 	# The file is created when the shim initialises.
 	wait_file "$T/stats.$SRV"
 	run -0 "$FDG" stat "$SRV"
@@ -565,6 +572,11 @@ children_of() {
 	[[ $output == "fdguard stat: process $Q (tool_fds) maps no fdguard stats file (start it with: fdguard run --stats PATH -- ...)" ]]
 	run -1 "$FDG" stat "$T/nothing"
 	[[ $output == "fdguard stat: $T/nothing: No such file or directory" ]]
+	# Named as given, relative paths included.
+	run -1 bash -c 'cd "$1" && "$2" stat .' _ "$T" "$FDG"
+	[[ $output == "fdguard stat: .: not a regular file" ]]
+	run -1 bash -c 'cd "$1" && "$2" stat nothing' _ "$T" "$FDG"
+	[[ $output == "fdguard stat: nothing: No such file or directory" ]]
 	echo hello >"$T/notstats"
 	run -1 "$FDG" stat "$T/notstats"
 	[[ $output == "fdguard stat: $T/notstats: not an fdguard stats file" ]]
@@ -577,7 +589,7 @@ children_of() {
 
 	# A copy of a live process's file: the header names a process that does
 	# not map it.
-	srv_up shim lt "FDGUARD_STATS=$T/stats.%p"
+	start_srv shim lt "FDGUARD_STATS=$T/stats.%p"
 	wait_file "$T/stats.$SRV"
 	cp "$T/stats.$SRV" "$T/copy"
 	run -1 "$FDG" stat "$T/copy"
@@ -585,65 +597,80 @@ children_of() {
 }
 
 @test "stat: each process publishes its own file, found by what it maps; a normal exit is recorded (1)" {
-	# tool_stats writes format 2 as the shim does, whatever the library under
-	# test writes: the reader side on its own.
-	helper_up P "$T/st.ready" "$FDG_BIN/tool_stats" --ready "$T/st.ready" --stats "$T/st.%p" \
-		--set accept_emfile=5 --set epoll_registrations=2 --fork
+	# The shim's own files: harm fork under it, the parent listening, the
+	# child with a pipe in an epoll instance; each engages and publishes.
+	helper_up P "$T/st.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/st.%p" \
+		"$FDG_BIN/harm" fork --parent-listen --child-epoll --ready "$T/st.ready" --wait "$T/go"
 	local child
-	child=$(awk '$1 == "child" { print $2 }' "$T/st.ready")
+	read -r _ child <"$T/st.ready"
 	FDG_PIDS+=("$child")
-	# Nothing in the environments names the files.
-	run ! grep -qa FDGUARD_STATS "/proc/$P/environ" "/proc/$child/environ"
+	# Renamed: what FDGUARD_STATS (still in their environments) names is gone;
+	# what they map is found all the same.
+	mv "$T/st.$P" "$T/mapped.$P"
+	mv "$T/st.$child" "$T/mapped.$child"
+	grep -qa "FDGUARD_STATS=$T/st.%p" "/proc/$P/environ"
 
 	run -0 "$FDG" stat "$P"
 	echo "$output"
-	[[ ${lines[0]} == "fdguard stat: $T/st.$P" ]]
-	[[ ${lines[1]} == "pid $P (tool_stats), running" ]]
-	[[ $output =~ epoll_registrations\ +2\  ]]
+	[[ ${lines[0]} == "fdguard stat: $T/mapped.$P" ]]
+	[[ ${lines[1]} == "pid $P (harm), running" ]]
+	[[ $output =~ epoll_registrations\ +0\  ]]
 	run -0 "$FDG" stat "$child" --json
-	[[ $(json "j['file'], j['pid'], j['format'], j['state']") == "('$T/st.$child', $child, 2, 'running')" ]]
-	[[ $(counter epoll_registrations) == 3 && $(counter accept_emfile) == 5 ]]
+	[[ $(json "j['file'], j['pid'], j['format'], j['state']") == "('$T/mapped.$child', $child, 2, 'running')" ]]
+	[[ $(counter epoll_registrations) == 1 ]]
 	# As root the file is read through /proc/PID/map_files: the mapped inode.
 	[[ $(json "j['read_via']") == map ]]
 	[[ $(json "j['start']") == "$(start_of "$child")" ]]
 	run -0 "$FDG" stat
-	[[ $output =~ $'\n'$P\ +tool_stats\ +$T/st.$P ]]
-	[[ $output =~ $'\n'$child\ +tool_stats\ +$T/st.$child ]]
+	[[ $output =~ $'\n'$P\ +harm\ +$T/mapped.$P ]]
+	[[ $output =~ $'\n'$child\ +harm\ +$T/mapped.$child ]]
 
-	# SIGTERM is a normal exit: "ended" holds its time; SIGKILL leaves 0 and
-	# the pid is gone.
-	stop_bg "$P"
-	run -1 "$FDG" stat "$T/st.$P"
-	echo "$output"
-	[[ ${lines[1]} =~ ^pid\ $P\ \(tool_stats\),\ exited\ at\ [0-9]{4}-[0-9]{2}-[0-9]{2}\ [0-9:]{8}$ ]]
-	[[ $output == *"warning: pid $P (tool_stats) exited at "*": these are the last values it wrote"* ]]
-	run -1 --separate-stderr "$FDG" stat "$T/st.$P" --json
-	[[ $(json "j['state'], j['running'], abs(j['ended'] - $(date +%s)) < 60") == "('exited', False, True)" ]]
+	# A normal exit (both return from main once the go file exists): "ended"
+	# holds its time.
+	touch "$T/go"
+	wait_until "! fdg_alive $P && ! fdg_alive $child"
+	local pid
+	for pid in "$P" "$child"; do
+		run -1 "$FDG" stat "$T/mapped.$pid"
+		echo "$output"
+		[[ ${lines[1]} =~ ^pid\ $pid\ \(harm\),\ exited\ at\ [0-9]{4}-[0-9]{2}-[0-9]{2}\ [0-9:]{8}$ ]]
+		[[ $output == *"warning: pid $pid (harm) exited at "*": these are the last values it wrote"* ]]
+		run -1 --separate-stderr "$FDG" stat "$T/mapped.$pid" --json
+		[[ $(json "j['state'], j['running'], abs(j['ended'] - $(date +%s)) < 60") == "('exited', False, True)" ]]
+	done
+
+	# Killed by a signal, SIGTERM included (no destructor runs): ended stays
+	# 0 and the pid is gone.
+	rm -f "$T/go"
+	helper_up P "$T/st2.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/st2.%p" \
+		"$FDG_BIN/harm" fork --parent-listen --child-epoll --ready "$T/st2.ready" --wait "$T/go"
+	read -r _ child <"$T/st2.ready"
+	FDG_PIDS+=("$child")
+	kill -TERM "$P"
 	kill9 "$child"
-	wait_until "! fdg_alive $child"
-	run -1 --separate-stderr "$FDG" stat "$T/st.$child" --json
-	[[ $(json "j['state'], j['ended']") == "('gone', None)" ]]
+	wait_until "! fdg_alive $P && ! fdg_alive $child"
+	for pid in "$P" "$child"; do
+		run -1 --separate-stderr "$FDG" stat "$T/st2.$pid" --json
+		echo "$output"
+		[[ $(json "j['state'], j['ended']") == "('gone', None)" ]]
+	done
 
 	# A pid that now belongs to a later process (another start time).
-	helper_up R "$T/st2.ready" "$FDG_BIN/tool_stats" --ready "$T/st2.ready" --stats "$T/st2.%p"
+	helper_up R "$T/st3.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/st3.%p" \
+		"$FDG_BIN/harm" listen --ready "$T/st3.ready" --wait "$T/go"
 	# (Another start time of the same length: the counters stay at 4096.)
 	python3 -c 'import re, sys
 d = open(sys.argv[1], "rb").read()
 m = re.search(rb"\nstart (\d+)\n", d)
 s = m.group(1)
 t = str(int(s) + (1 if s[-1:] != b"9" else -1)).encode()
-open(sys.argv[2], "wb").write(d[:m.start(1)] + t + d[m.end(1):])' "$T/st2.$R" "$T/reused"
+open(sys.argv[2], "wb").write(d[:m.start(1)] + t + d[m.end(1):])' "$T/st3.$R" "$T/reused"
 	run -1 "$FDG" stat "$T/reused"
-	[[ $output == *"pid $R (tool_stats), not running (pid $R now belongs to a later process)"* ]]
+	[[ $output == *"pid $R (harm), not running (pid $R now belongs to a later process)"* ]]
 }
 
 @test "stat: redis-server --daemonize yes under the shim: the daemon's own counters, its environment rewritten (1)" {
-	command -v redis-server >/dev/null || skip "redis-server is not installed"
-	local fmt
-	fmt=$(shim_stats_format)
-	if [[ $fmt != 2 ]]; then
-		skip "the library under test writes stats format $fmt: a fork child publishes into its parent's file until the format 2 shim is merged"
-	fi
+	need redis-server redis-cli
 	mkdir "$T/redis"
 	# (exec_clean: the daemon must not keep bats' descriptors.)
 	run -0 exec_clean "$FDG" run --stats "$T/redis/st.%p" -- redis-server --port 0 --unixsocket "$T/redis/sock" \
@@ -673,13 +700,8 @@ open(sys.argv[2], "wb").write(d[:m.start(1)] + t + d[m.end(1):])' "$T/st2.$R" "$
 }
 
 @test "stat: a forking server's worker (nginx) counts into its own file, not its master's (1)" {
-	command -v nginx >/dev/null || skip "nginx is not installed"
-	local fmt
-	fmt=$(shim_stats_format)
-	if [[ $fmt != 2 ]]; then
-		skip "the library under test writes stats format $fmt: a fork child publishes into its parent's file until the format 2 shim is merged"
-	fi
-	pub_dir
+	need nginx curl
+	nobody_dir PUB
 	local port d=$PUB/nginx
 	port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 	mkdir -p "$d"
@@ -724,7 +746,7 @@ CONF
 }
 
 @test "stat: a stats path swapped between the file, a FIFO and a link never blocks or fools a reader (3)" {
-	pub_dir
+	nobody_dir PUB
 	local d=$PUB/swap f i
 	"${AS_NOBODY[@]}" mkdir -m 0755 "$d"
 	helper_up P "$PUB/st.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_stats" --ready "$PUB/st.ready" \
@@ -779,11 +801,14 @@ CONF
 @test "names that are not UTF-8 or hold escape sequences: valid JSON, escaped text, aligned columns (doctor, stat, ipc) (5)" {
 	local name=$'\xff\xfe\x80z' esc_name='\xff\xfe\x80z'
 	mkdir "$T/s" "$T/i" "$T/e"
-	cp "$FDG_BIN/tool_stats" "$T/s/$name"
+	cp "$FDG_BIN/harm" "$T/s/$name"
 	cp "$FDG_BIN/tool_ipc" "$T/i/$name"
-	cp "$FDG_BIN/tool_stats" "$T/e/"$'\e[31mred\a'
-	helper_up P "$T/st.ready" "$T/s/$name" --ready "$T/st.ready" --stats "$T/st.%p"
-	helper_up E "$T/e.ready" "$T/e/"$'\e[31mred\a' --ready "$T/e.ready" --stats "$T/e.%p"
+	cp "$FDG_BIN/harm" "$T/e/"$'\e[31mred\a'
+	# (harm listen under the shim: it engages and publishes its counters.)
+	helper_up P "$T/st.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/st.%p" "$T/s/$name" listen \
+		--ready "$T/st.ready" --wait "$T/go"
+	helper_up E "$T/e.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/e.%p" "$T/e/"$'\e[31mred\a' \
+		listen --ready "$T/e.ready" --wait "$T/go"
 	IPC_BIN=$T/i/$name ipc_up I "$T/ipc.ready" shim
 
 	# The process name in JSON: the bytes that are not UTF-8 as \u00XX.
@@ -833,16 +858,24 @@ CONF
 
 @test "stat --prom: one counter family per counter, pid and prog labels, checked against the format's rules (6)" {
 	# A name with a quote, a backslash and a newline: label values escape them.
+	# The shim's own files: harm fork under it (the child registers a pipe
+	# with epoll), and srv.
 	local name=$'q"b\\c\nd' fam
 	mkdir "$T/q"
-	cp "$FDG_BIN/tool_stats" "$T/q/$name"
-	helper_up A "$T/a.ready" "$T/q/$name" --ready "$T/a.ready" --stats "$T/a.%p" --set accept_emfile=3 --fork
+	cp "$FDG_BIN/harm" "$T/q/$name"
+	helper_up A "$T/a.ready" env LD_PRELOAD="$(fdg_preload)" FDGUARD_STATS="$T/a.%p" \
+		"$T/q/$name" fork --parent-listen --child-epoll --ready "$T/a.ready" --wait "$T/go"
 	local child
-	child=$(awk '$1 == "child" { print $2 }' "$T/a.ready")
+	read -r _ child <"$T/a.ready"
 	FDG_PIDS+=("$child")
-	helper_up B "$T/b.ready" "$FDG_BIN/tool_stats" --ready "$T/b.ready" --stats "$T/b.%p" --set log_suppressed=9
-	srv_up shim lt "FDGUARD_STATS=$T/srv.%p"
+	start_srv shim lt "FDGUARD_STATS=$T/srv.%p"
 	wait_file "$T/srv.$SRV"
+	# Counters that moved: two clients shed at a squeeze.
+	run -0 "$FDG" squeeze "$SRV"
+	run -0 "$FDG" flood "$ADDR" -n 2
+	run -0 "$FDG" squeeze "$SRV" --restore
+	run -0 "$FDG" stat "$SRV" --json
+	local srv_counters=$output
 
 	"$FDG" stat --prom >"$T/all.prom"
 	cat "$T/all.prom"
@@ -853,11 +886,15 @@ CONF
 		[[ $(json "j['fdguard_${fam}_total']['type']") == counter ]]
 		[[ -n $(json "j['fdguard_${fam}_total']['help']") ]]
 	done
-	[[ $(json "sorted((s['labels']['pid'], s['labels']['prog'], s['value']) for s in j['fdguard_accept_emfile_total']['samples'] if s['labels']['pid'] in ('$A', '$child'))") == "[('$A', 'q\"b\\\\x5cc\\\\x0ad', 3.0), ('$child', 'q\"b\\\\x5cc\\\\x0ad', 3.0)]" ]]
-	[[ $(json "[s['value'] for s in j['fdguard_log_suppressed_total']['samples'] if s['labels'] == {'pid': '$B', 'prog': 'tool_stats'}]") == "[9.0]" ]]
-	[[ $(json "len([s for s in j['fdguard_epoll_registrations_total']['samples'] if s['labels']['pid'] == '$SRV'])") == 1 ]]
+	[[ $(json "sorted((s['labels']['pid'], s['labels']['prog'], s['value']) for s in j['fdguard_epoll_registrations_total']['samples'] if s['labels']['pid'] in ('$A', '$child'))") == "[('$A', 'q\"b\\\\x5cc\\\\x0ad', 0.0), ('$child', 'q\"b\\\\x5cc\\\\x0ad', 1.0)]" ]]
+	# srv's series: every counter of its file, with the values stat reads.
+	local srv_series
+	srv_series=$(json "sorted((f[len('fdguard_'):-len('_total')], s['value']) for f, fam in j.items() for s in fam['samples'] if s['labels'] == {'pid': '$SRV', 'prog': 'srv'})")
+	output=$srv_counters
+	[[ $srv_series == "$(json "sorted((k, float(v)) for k, v in j['counters'].items())")" ]]
+	[[ $srv_series == *"('accept_shed', 2.0)"* ]]
 	# The label escaping itself, as written.
-	grep -qF "fdguard_accept_emfile_total{pid=\"$A\",prog=\"q\\\"b\\\\x5cc\\\\x0ad\"} 3" "$T/all.prom"
+	grep -qF "fdguard_epoll_registrations_total{pid=\"$child\",prog=\"q\\\"b\\\\x5cc\\\\x0ad\"} 1" "$T/all.prom"
 
 	# One process: only its series, every counter of the shim.
 	"$FDG" stat --prom "$SRV" >"$T/srv.prom"
@@ -885,23 +922,23 @@ CONF
 	[[ ${lines[0]} == "squeezed pid $P (tool_fds): soft RLIMIT_NOFILE 4000 -> 10 (hard 5000)" ]]
 	[[ ${lines[1]} == "22 descriptors open, lowest free number 10: 0 free below the limit" ]]
 	[[ ${lines[2]} == "restore with: fdguard squeeze $P --restore (back to 4000:5000)" ]]
-	[[ $(soft_nofile "$P") == 10 ]]
+	[[ $(fd_limit "$P") == 10 ]]
 	[[ -f /tmp/fdguard-squeeze-$EUID/$P ]]
 	[[ $(stat -c %a "/tmp/fdguard-squeeze-$EUID") == 700 ]]
 
 	# A second squeeze keeps the limits saved by the first.
 	run -0 "$FDG" squeeze "$P" --free 1
-	[[ $(soft_nofile "$P") == 23 ]]
+	[[ $(fd_limit "$P") == 23 ]]
 	[[ ${lines[2]} == "restore with: fdguard squeeze $P --restore (back to 4000:5000)" ]]
 	run -0 "$FDG" squeeze "$P" --free 2 --json
-	[[ $(soft_nofile "$P") == 24 ]]
+	[[ $(fd_limit "$P") == 24 ]]
 	[[ $(json "j['after']['soft']") == 24 ]]
 	[[ $(json "j['saved']") == 4000:5000 ]]
 	[[ $(hard_nofile "$P") == 5000 ]]
 
 	run -0 "$FDG" squeeze "$P" --restore
 	[[ $output == "restored pid $P (tool_fds): RLIMIT_NOFILE 24:5000 -> 4000:5000 (soft:hard)" ]]
-	[[ $(soft_nofile "$P") == 4000 && $(hard_nofile "$P") == 5000 ]]
+	[[ $(fd_limit "$P") == 4000 && $(hard_nofile "$P") == 5000 ]]
 	[[ ! -e /tmp/fdguard-squeeze-$EUID/$P ]]
 
 	run -1 "$FDG" squeeze "$P" --restore
@@ -909,65 +946,65 @@ CONF
 
 	run -1 "$FDG" squeeze "$P" --free 4990
 	[[ $output == "fdguard squeeze: cannot leave 4990 descriptors free in pid $P: that needs a soft limit of 5012, above the hard limit 5000" ]]
-	[[ $(soft_nofile "$P") == 4000 ]]
+	[[ $(fd_limit "$P") == 4000 ]]
 }
 
 @test "squeeze --restore refuses a reused pid" {
 	helper_up P "$T/fds.ready" "$FDG_BIN/tool_fds" --ready "$T/fds.ready"
 	run -0 "$FDG" squeeze "$P"
 	local state=/tmp/fdguard-squeeze-$EUID/$P squeezed
-	squeezed=$(soft_nofile "$P")
+	squeezed=$(fd_limit "$P")
 	# The saved start time no longer matches: as if the pid now named another process.
 	sed -i 's/^start .*/start 1/' "$state"
 	run -1 "$FDG" squeeze "$P" --restore
 	[[ $output == "fdguard squeeze: pid $P is not the squeezed process any more (it started at tick "*", the squeezed one at 1: pid reused); saved limits "*" discarded" ]]
-	[[ $(soft_nofile "$P") == "$squeezed" ]]
+	[[ $(fd_limit "$P") == "$squeezed" ]]
 	[[ ! -e $state ]]
 }
 
 @test "squeeze: a state directory that is not private is refused" {
-	pub_dir
+	nobody_dir PUB
 	helper_up P "$PUB/fds.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_fds" --ready "$PUB/fds.ready"
 	local dir=/tmp/fdguard-squeeze-$NOBODY before
 	mkdir -p "$dir"
 	chown "$NOBODY" "$dir"
 	chmod 0755 "$dir"
-	before=$(soft_nofile "$P")
+	before=$(fd_limit "$P")
 	run -1 "${AS_NOBODY[@]}" "$FDG" squeeze "$P"
 	[[ $output == "fdguard squeeze: $dir is not a private directory of uid $NOBODY (owner $NOBODY, mode 755): refusing to use it" ]]
-	[[ $(soft_nofile "$P") == "$before" ]]
+	[[ $(fd_limit "$P") == "$before" ]]
 	chmod 0700 "$dir"
 	run -0 "${AS_NOBODY[@]}" "$FDG" squeeze "$P"
 	run -0 "${AS_NOBODY[@]}" "$FDG" squeeze "$P" --restore
-	[[ $(soft_nofile "$P") == "$before" ]]
+	[[ $(fd_limit "$P") == "$before" ]]
 }
 
 @test "squeeze: a daemon that dropped privileges is squeezed and restored as its own uid without CAP_SYS_RESOURCE (4)" {
-	pub_dir
+	nobody_dir PUB
 	helper_up SRV "$PUB/srv.ready" "${AS_NOBODY[@]}" "$FDG_BIN/srv" --shape et --port 0 --ready "$PUB/srv.ready"
 	ADDR=127.0.0.1:$(cat "$PUB/srv.ready")
 	local before hard
-	before=$(soft_nofile "$SRV") hard=$(hard_nofile "$SRV")
-	without sys_resource true || skip "setpriv cannot drop CAP_SYS_RESOURCE here"
+	before=$(fd_limit "$SRV") hard=$(hard_nofile "$SRV")
+	without sys_resource true || unavailable "setpriv cannot drop CAP_SYS_RESOURCE here"
 
 	# What fails: prlimit on another uid's process without CAP_SYS_RESOURCE.
 	run without sys_resource prlimit --pid "$SRV" --nofile=10:
 	((status != 0))
 	[[ $output == *"Operation not permitted"* ]]
-	[[ $(soft_nofile "$SRV") == "$before" ]]
+	[[ $(fd_limit "$SRV") == "$before" ]]
 
 	run -0 without sys_resource "$FDG" squeeze "$SRV" --json
 	echo "$output"
 	[[ $(json "j['as']") == "$NOBODY:$NOBODY" ]]
-	[[ $(json "j['after']['soft']") == "$(soft_nofile "$SRV")" ]]
-	(($(soft_nofile "$SRV") < before))
+	[[ $(json "j['after']['soft']") == "$(fd_limit "$SRV")" ]]
+	(($(fd_limit "$SRV") < before))
 	[[ $(hard_nofile "$SRV") == "$hard" ]]
 	# Really squeezed: a new client is left in the backlog.
 	run -1 "$FDG" flood "$ADDR" -n 1 --wait-ms 300
 	[[ $output =~ hanging\ +1 ]]
 	run -0 without sys_resource "$FDG" squeeze "$SRV" --restore
 	[[ $output == "restored pid $SRV (srv): RLIMIT_NOFILE "*" -> $before:$hard (soft:hard) (as its uid $NOBODY gid $NOBODY: another uid's limit needs CAP_SYS_RESOURCE)" ]]
-	[[ $(soft_nofile "$SRV") == "$before" ]]
+	[[ $(fd_limit "$SRV") == "$before" ]]
 	run -0 "$FDG" flood "$ADDR" -n 2
 	[[ $output =~ served\ +2 ]]
 
@@ -981,13 +1018,13 @@ CONF
 		[[ ${lines[0]} == *"(as its uid $NOBODY gid $NOBODY: another uid's limit needs CAP_SYS_RESOURCE)" ]]
 	fi
 	run -0 "$FDG" squeeze "$SRV" --restore
-	[[ $(soft_nofile "$SRV") == "$before" ]]
+	[[ $(fd_limit "$SRV") == "$before" ]]
 }
 
 # ---- flood -----------------------------------------------------------------
 
 @test "flood: a server with room serves everyone" {
-	srv_up plain lt
+	start_srv plain lt
 	run -0 "$FDG" flood "$ADDR" -n 8
 	echo "$output"
 	[[ ${lines[0]} == "fdguard flood $ADDR: 8 connections, each answer awaited up to 1000 ms" ]]
@@ -999,7 +1036,7 @@ CONF
 }
 
 @test "flood: a squeezed server without the shim leaves clients hanging (exit 1); with it they are shed" {
-	srv_up plain et
+	start_srv plain et
 	run -0 "$FDG" squeeze "$SRV"
 	run -1 "$FDG" flood "$ADDR" -n 3 --wait-ms 300
 	echo "$output"
@@ -1007,7 +1044,7 @@ CONF
 	run -0 "$FDG" squeeze "$SRV" --restore
 	stop_bg "$SRV"
 
-	srv_up shim et 'FDGUARD_REJECT_MSG=BUSY: try later\r\n'
+	start_srv shim et 'FDGUARD_REJECT_MSG=BUSY: try later\r\n'
 	run -0 "$FDG" squeeze "$SRV"
 	run -0 "$FDG" flood "$ADDR" -n 4
 	echo "$output"
@@ -1023,14 +1060,14 @@ CONF
 }
 
 @test "flood: a server squeezed before its first accept is relieved as well" {
-	srv_up shim et 'FDGUARD_REJECT_MSG=BUSY\r\n' "FDGUARD_STATS=$T/stats.%p"
+	start_srv shim et 'FDGUARD_REJECT_MSG=BUSY\r\n' "FDGUARD_STATS=$T/stats.%p"
 	run -0 "$FDG" squeeze "$SRV"
 	run -0 "$FDG" flood "$ADDR" -n 4
 	[[ $output =~ rejected\ +4 ]]
 }
 
 @test "flood --hold: report first, SIGUSR1 probes the held connections, SIGTERM ends it" {
-	srv_up plain lt
+	start_srv plain lt
 	start_bg FL "$FDG" flood "$ADDR" -n 3 --hold 600 >"$T/fl.out" 2>"$T/fl.err"
 	wait_until "grep -q '^served ' '$T/fl.out'" 10
 	cat "$T/fl.out"
@@ -1046,7 +1083,7 @@ CONF
 }
 
 @test "flood: the client is found through FDGUARD_FLOOD, or reported missing" {
-	srv_up plain lt
+	start_srv plain lt
 	FDGUARD_FLOOD=$T/none run -1 "$FDG" flood "$ADDR"
 	[[ $output == "fdguard flood: FDGUARD_FLOOD=$T/none: not an executable file" ]]
 	# Installed layout: bin/fdguard finds lib/fdguard/flood.
@@ -1063,14 +1100,19 @@ CONF
 }
 
 @test "flood is product code: a fresh copy of the tree builds it with make, and make install ships the tools together (2, 7)" {
-	command -v git >/dev/null && git -C "$FDG_ROOT" rev-parse --git-dir >/dev/null 2>&1 ||
-		skip "not a git checkout: the tracked files are not known"
-	srv_up plain lt
+	start_srv plain lt
 	local src=$T/clone prefix=$T/prefix f sub
 	mkdir "$src"
-	# The tracked and the new (not ignored) files: the tree as a clone has it.
-	git -C "$FDG_ROOT" ls-files -z --cached --others --exclude-standard |
-		(cd "$FDG_ROOT" && xargs -0 cp --parents -t "$src" --)
+	if git -C "$FDG_ROOT" rev-parse --git-dir >/dev/null 2>&1; then
+		# The tracked and the new (not ignored) files: the tree as a clone has it.
+		git -C "$FDG_ROOT" ls-files -z --cached --others --exclude-standard |
+			(cd "$FDG_ROOT" && xargs -0 cp --parents -t "$src" --)
+	else
+		# Not a checkout (an unpacked tarball, or no git): the tree without
+		# its builds.
+		(cd "$FDG_ROOT" && find . \( -path ./build -o -path './build-*' -o -path ./.git \) -prune -o -type f -print0 |
+			xargs -0 cp --parents -t "$src" --)
+	fi
 	[[ ! -e $src/build ]]
 	unset FDGUARD_LIB FDGUARD_FLOOD
 	run -0 make -C "$src" -j2
@@ -1126,7 +1168,9 @@ CONF
 	# Not old enough: nothing listed, nothing removed.
 	run -0 "$FDG" ipc --pid "$P" --min-age 3600 --reap --json
 	[[ $(json "j['objects']") == "[]" ]]
-	ipc_exists shm "$shm" && ipc_exists sem "$sem" && ipc_exists msg "$msg"
+	ipc_exists shm "$shm"
+	ipc_exists sem "$sem"
+	ipc_exists msg "$msg"
 
 	run -0 "$FDG" ipc --pid "$P" --reap
 	echo "$output"
@@ -1179,7 +1223,9 @@ CONF
 	[[ $output =~ shm\ +$shm\ .*\ in-use\ +4096\ bytes,\ nattch\ 1\;\ attached\ by\ 1,\ last\ user\ $U1\ \(tool_ipc\)\ alive ]]
 	[[ $output =~ sem\ +$sem\ .*\ in-use\ +2\ semaphores\;\ last\ user\ $U2\ \(tool_ipc\)\ alive ]]
 	[[ $output =~ msg\ +$msg\ .*\ in-use\ +qnum\ 2,\ 9\ bytes\;\ last\ user\ $U3\ \(tool_ipc\)\ alive ]]
-	ipc_exists shm "$shm" && ipc_exists sem "$sem" && ipc_exists msg "$msg"
+	ipc_exists shm "$shm"
+	ipc_exists sem "$sem"
+	ipc_exists msg "$msg"
 
 	# Once the users are gone too, they are orphans.
 	stop_bg "$U1"
@@ -1210,7 +1256,8 @@ CONF
 	[[ $output == *"0 orphaned, 1 with creator unknown (never reaped)"* ]]
 	run -1 "$FDG" ipc --key "$(printf '0x%x' $((key + 2)))" --reap
 	[[ $output != *removed:* ]]
-	ipc_exists sem "$sem" && ipc_exists msg "$msg"
+	ipc_exists sem "$sem"
+	ipc_exists msg "$msg"
 	# Shared memory carries its creator in the kernel (cpid): an orphan.
 	run -0 "$FDG" ipc --key "$key" --reap
 	[[ $output == *"removed: shm $shm (key $(printf '0x%08x' "$key"), creator $P ? dead)"* ]]
@@ -1226,7 +1273,9 @@ CONF
 	run "$FDG" ipc --reap --pid "$P" --json
 	[[ $(json "j['objects']") == "[]" ]]
 	[[ $(json "j['other_users'] >= 3") == True ]]
-	ipc_exists shm "$shm" && ipc_exists sem "$sem" && ipc_exists msg "$msg"
+	ipc_exists shm "$shm"
+	ipc_exists sem "$sem"
+	ipc_exists msg "$msg"
 
 	# And nobody cannot reap root's orphans.
 	ipc_up R "$T/root.ready" shim
@@ -1286,7 +1335,7 @@ CONF
 	run -1 "$FDG" ipc --key $((key + 1))
 	[[ $output =~ sem\ +$sem\ .*\ $$\ forged\ \(reused\)\ .*\ orphan ]]
 	# The same pid with its real start time: the creator is alive.
-	start=$(awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$$/stat")
+	start=$(start_of $$)
 	printf 'pid %s\nstart %s\nkey %s\nprog forged\n' "$$" "$start" $((key + 1)) >"$reg/sem.$sem"
 	run -0 "$FDG" ipc --key $((key + 1)) --all
 	[[ $output =~ sem\ +$sem\ .*\ $$\ forged\ \(alive\)\ .*\ in-use\ .*creator\ alive ]]
@@ -1365,13 +1414,13 @@ CONF
 @test "ipc --reap keeps a message queue a live process waits on in msgrcv or msgsnd (3)" {
 	# nobody's queue (mode 0600): every task that may use it is nobody's own,
 	# and nobody can look into those.
-	pub_dir
+	nobody_dir PUB
 	ipc_up P "$T/ipc.ready" shim --kinds msg --setuid "$NOBODY"
 	local msg f
 	msg=$(ipc_id "$T/ipc.ready" msg)
 	kill9 "$P"
 	helper_up W "$PUB/w.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_ipc" --ready "$PUB/w.ready" --use "msg-recv:$msg"
-	wait_until "syscall_on $W 70 $msg || syscall_on $W 188 $msg"
+	wait_until "syscall_on $W msgrcv $msg"
 	# What the kernel shows of the queue does not name the reader: the last
 	# sender is the dead creator, nobody received.
 	read -r -a f <<<"$(ipc_line msg "$msg")"
@@ -1387,7 +1436,7 @@ CONF
 	helper_up F "$PUB/f.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_ipc" --ready "$PUB/f.ready" --use "msg-fill:$msg"
 	stop_bg "$F"
 	helper_up W2 "$PUB/w2.ready" "${AS_NOBODY[@]}" "$FDG_BIN/tool_ipc" --ready "$PUB/w2.ready" --use "msg-send:$msg"
-	wait_until "syscall_on $W2 69 $msg || syscall_on $W2 189 $msg"
+	wait_until "syscall_on $W2 msgsnd $msg"
 	run -0 "${AS_NOBODY[@]}" "$FDG" ipc --pid "$P" --all --reap
 	echo "$output"
 	[[ $output =~ msg\ +$msg\ .*\ in-use\ .*waiting:\ $W2\ \(tool_ipc\)\ in\ msgsnd ]]
@@ -1411,7 +1460,7 @@ CONF
 	msg=$(ipc_id "$T/ipc3.ready" msg)
 	kill9 "$R"
 	helper_up W3 "$T/w3.ready" "$FDG_BIN/tool_ipc" --ready "$T/w3.ready" --use "msg-recv:$msg"
-	wait_until "syscall_on $W3 70 $msg || syscall_on $W3 188 $msg"
+	wait_until "syscall_on $W3 msgrcv $msg"
 	run -0 "$FDG" ipc --pid "$R" --all --reap
 	[[ $output =~ msg\ +$msg\ .*\ in-use\ .*waiting:\ $W3\ \(tool_ipc\)\ in\ msgrcv ]]
 	ipc_exists msg "$msg"

@@ -23,10 +23,13 @@ die_status() {
 	exit "$1"
 }
 
-# die_usage MSG: usage error: MSG, then the usage of the current subcommand
-# (or the top-level usage), on stderr; exit 2.
+# die_usage MSG: usage error: MSG (escaped, as in die: it quotes the
+# caller's arguments), then the usage of the current subcommand (or the
+# top-level usage), on stderr; exit 2.
 die_usage() {
-	printf 'fdguard%s: %s\n' "${FDGUARD_SUB:+ $FDGUARD_SUB}" "$1" >&2
+	local msg
+	esc msg "$1"
+	printf 'fdguard%s: %s\n' "${FDGUARD_SUB:+ $FDGUARD_SUB}" "$msg" >&2
 	if [[ -n $FDGUARD_SUB ]]; then
 		"usage_${FDGUARD_SUB//-/_}" >&2
 	else
@@ -283,13 +286,15 @@ is_unlimited() {
 # ESC sequence or a newline in one must not reach the terminal, shift a
 # column or break a JSON document. Text output shows them escaped (esc),
 # JSON carries them encoded (json_q). Both work byte by byte, in the C locale
-# (tools_init).
+# (tools_init; esc sets it for itself: die and die_usage run before it).
 
 # esc VAR STRING: sets VAR to STRING with every byte outside printable ASCII
 # (0x20..0x7e), and the backslash, written as \xHH: the escaping the shim uses
 # for program names in its files. The result is ASCII: one column per byte.
 # (Locals are prefixed: VAR names the caller's variable.)
 esc() {
+	# Bytes, whatever the caller's locale (run and the dispatcher keep it).
+	local LC_ALL=C
 	local _es=$2 _eo='' _ec _en _ei
 	if [[ $_es != *[!\ -~]* && $_es != *\\* ]]; then
 		printf -v "$1" '%s' "$_es"

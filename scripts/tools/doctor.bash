@@ -287,11 +287,35 @@ doctor_host() {
 	fi
 }
 
+# epoll_regs FILE: the registrations in FILE (an epoll instance's fdinfo)
+# into R_TFD, R_INO, R_DEV (the registered number and its file's inode and
+# device); fails when FILE cannot be read.
+R_TFD=() R_INO=() R_DEV=()
+epoll_regs() {
+	local line w ino dev text
+	local -a words
+	R_TFD=() R_INO=() R_DEV=()
+	text=$(<"$1") || return 1
+	while IFS= read -r line; do
+		[[ $line == tfd:* ]] || continue
+		read -r -a words <<<"$line"
+		ino='' dev=''
+		for w in "${words[@]}"; do
+			case $w in
+			ino:*) ino=$((16#${w#ino:})) ;;
+			# The kernel's dev_t: major << 20 | minor.
+			sdev:*) dev=$((16#${w#sdev:})) dev="$((dev >> 20)):$((dev & 0xfffff))" ;;
+			esac
+		done
+		R_TFD+=("${words[1]}") R_INO+=("$ino") R_DEV+=("$dev")
+	done <<<"$text"
+}
+
 # doctor_epoll PID: one check per epoll instance of PID.
 doctor_epoll() {
-	local pid=$1 i line epfd watched stale tfd ino dev w n=0 path note status err
-	local -a epfds=() tfds=() inos=() devs=() paths=() why words
-	local -A now=()
+	local pid=$1 i line epfd watched stale tfd n=0 path ino dev note status err
+	local -a epfds=() tfds=() inos=() devs=() paths=() why
+	local -A now=() still=()
 	# One ls for the whole table, one stat per 4096 registered numbers: a
 	# server with thousands of descriptors must not cost a process each.
 	# Which descriptor is an epoll instance is only in the link targets, which
@@ -316,19 +340,11 @@ doctor_epoll() {
 			add_blind "epoll_$epfd" "epoll fd $epfd: stale registrations" "/proc/$pid/fdinfo/$epfd"
 			continue
 		fi
-		while IFS= read -r line; do
-			[[ $line == tfd:* ]] || continue
-			read -r -a words <<<"$line"
-			ino='' dev=''
-			for w in "${words[@]}"; do
-				case $w in
-				ino:*) ino=$((16#${w#ino:})) ;;
-				# The kernel's dev_t: major << 20 | minor.
-				sdev:*) dev=$((16#${w#sdev:})) dev="$((dev >> 20)):$((dev & 0xfffff))" ;;
-				esac
-			done
-			tfds+=("${words[1]}") inos+=("$ino") devs+=("$dev") paths+=("/proc/$pid/fd/${words[1]}")
-		done 2>/dev/null <"/proc/$pid/fdinfo/$epfd"
+		epoll_regs "/proc/$pid/fdinfo/$epfd" 2>/dev/null || continue # closed meanwhile
+		tfds=("${R_TFD[@]}") inos=("${R_INO[@]}") devs=("${R_DEV[@]}")
+		for tfd in "${tfds[@]}"; do
+			paths+=("/proc/$pid/fd/$tfd")
+		done
 		err=''
 		for ((i = 0; i < ${#paths[@]}; i += 4096)); do
 			while read -r path ino dev; do
@@ -343,9 +359,19 @@ doctor_epoll() {
 			add_blind "epoll_$epfd" "epoll fd $epfd: stale registrations" "/proc/$pid/fd (the registered descriptors)"
 			continue
 		fi
-		watched=${#tfds[@]} stale=0
-		for ((i = 0; i < watched; i++)); do
+		# The process runs on while we look: a registration deleted (and its
+		# number closed or reused) after the first read is not stale. Only
+		# one that is still there, for the same file, after the descriptors
+		# were looked at counts.
+		epoll_regs "/proc/$pid/fdinfo/$epfd" 2>/dev/null || continue
+		still=()
+		for ((i = 0; i < ${#R_TFD[@]}; i++)); do
+			still["${R_TFD[i]} ${R_INO[i]} ${R_DEV[i]}"]=1
+		done
+		watched=${#R_TFD[@]} stale=0
+		for ((i = 0; i < ${#tfds[@]}; i++)); do
 			tfd=${tfds[i]}
+			[[ -n ${still["$tfd ${inos[i]} ${devs[i]}"]:-} ]] || continue
 			if [[ -z ${now[$tfd]:-} ]]; then
 				stale=$((stale + 1))
 				why+=("fd $tfd closed")

@@ -543,14 +543,17 @@ cmd_ipc() {
 			continue
 			;;
 		--min-age=*)
+			[[ -z $IPC_F_AGE ]] || die_usage "--min-age given twice"
 			check_uint --min-age "${arg#*=}" 0 315360000
 			IPC_F_AGE=$((10#${arg#*=}))
 			;;
 		--pid=*)
+			[[ -z $IPC_F_PID ]] || die_usage "--pid given twice (one creator per run)"
 			check_uint --pid "${arg#*=}" 1 4194304
 			IPC_F_PID=$((10#${arg#*=}))
 			;;
 		--key=*)
+			[[ -z $IPC_F_KEY ]] || die_usage "--key given twice (one key per run)"
 			arg=${arg#*=}
 			if [[ $arg =~ ^0[xX][0-9a-fA-F]{1,8}$ ]]; then
 				IPC_F_KEY=$((16#${arg:2}))

@@ -112,7 +112,7 @@ squeeze_read() {
 
 cmd_squeeze() {
 	local arg json='' free=0 restore='' pid='' soft hard start prog dir state tmp err fd target lowest
-	local kept='' count=0 newsoft newhard name
+	local kept='' count=0 newsoft newhard name free_given=''
 	tools_init
 	while (($# > 0)); do
 		arg=$1
@@ -126,13 +126,13 @@ cmd_squeeze() {
 		--restore) restore=1 ;;
 		--free)
 			(($# > 0)) || die_usage "option --free requires a value"
-			check_uint --free "$1" 0 1048576
-			free=$((10#$1))
-			shift
+			set -- "--free=$1" "${@:2}"
+			continue
 			;;
 		--free=*)
+			[[ -z $free_given ]] || die_usage "--free given twice"
 			check_uint --free "${arg#*=}" 0 1048576
-			free=$((10#${arg#*=}))
+			free=$((10#${arg#*=})) free_given=1
 			;;
 		-*) die_usage "unknown option: $arg" ;;
 		*)
@@ -143,6 +143,7 @@ cmd_squeeze() {
 		esac
 	done
 	[[ -n $pid ]] || die_usage "no PID given"
+	[[ -z $restore || -z $free_given ]] || die_usage "--restore and --free exclude each other"
 	prog=$(proc_name "$pid")
 	start=$(proc_start "$pid") || die "no process with pid $pid"
 	read -r soft hard < <(limits_of "$pid" "Max open files") || die "cannot read /proc/$pid/limits"

@@ -180,14 +180,16 @@ stats_read() {
 	local -A seen=()
 	ST_FORMAT='' ST_PID='' ST_START='' ST_PROG='' ST_ENDED='' ST_DEV='' ST_INO='' ST_VIA=''
 	ST_NAMES=() ST_VALUES=() ST_STATE=''
-	[[ $path == /* ]] || path=./$path
+	# (Not an option to statsread; its messages name the path as given.)
+	[[ $path != -* ]] || path=./$path
 	if (($# > 1)); then
 		args=(--map "/proc/$2/map_files/$3" --dev "$4" --ino "$5")
 	fi
 	out=$("${SR_BIN:?}" "${args[@]}" "$path" 2>&1)
 	rc=$?
 	if ((rc != 0)); then
-		STATS_WHY=${out:-$path: cannot be read (statsread exit $rc)}
+		out=${out/#"$path: "/"$1: "}
+		STATS_WHY=${out:-$1: cannot be read (statsread exit $rc)}
 		return "$rc"
 	fi
 	mapfile -t lines <<<"$out"
@@ -437,6 +439,7 @@ cmd_stat() {
 		--json) json=1 ;;
 		--prom) prom=1 ;;
 		-*) die_usage "unknown option: $arg" ;;
+		'') die_usage "an empty argument (expected a PID, a FILE or all)" ;;
 		*)
 			[[ -z $target ]] || die_usage "more than one PID or FILE given"
 			target=$arg

@@ -7,7 +7,8 @@
  *   hand       at the limit, a client pending at entry; run with the shim
  *              and tests/hooks/accepthook.so (ACCEPTHOOK=room): room appears
  *              while relief holds the connection, which it hands over
- *   hand-wait  as hand, but the client connects 100 ms into the call
+ *   hand-wait  as hand, but the client connects once the call waits (the
+ *              calling thread sleeps in accept or in the shim's poll)
  * nonblock: a non-blocking listener (else blocking).
  *
  * Each variant runs in a child process of its own; one line per variant:
@@ -29,9 +30,12 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <stdatomic.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "common.h"
 
 enum ptr { P_BUF, P_NULL, P_BOGUS, P_READONLY };
 
@@ -98,12 +102,18 @@ static void exhaust(void)
 
 static int client;
 static struct sockaddr_in server_addr;
+/* The calling thread's /proc/.../syscall, opened before the table is full. */
+static int caller_syscall = -1;
+static _Atomic bool call_returned;
 
+/* Connects once the call waits for a client, or has returned (a call that
+ * does not wait: the client then simply arrives late). */
 static void *connect_later(void *arg)
 {
     (void)arg;
-    struct timespec d = {0, 100 * 1000 * 1000};
-    nanosleep(&d, NULL);
+    struct timespec d = {0, 1000 * 1000};
+    while (!atomic_load(&call_returned) && !waiting_for_client(caller_syscall))
+        nanosleep(&d, NULL);
     if (connect(client, (struct sockaddr *)&server_addr, sizeof server_addr) != 0)
         perror("connect");
     return NULL;
@@ -151,11 +161,14 @@ static void run(const struct variant *v, const char *mode, bool nonblock)
     pthread_t t;
     if (!wait && connect(client, (struct sockaddr *)&server_addr, sizeof server_addr) != 0)
         die("connect");
+    if (wait && (caller_syscall = open_task_syscall((pid_t)syscall(SYS_gettid))) < 0)
+        die("open syscall");
     if (strcmp(mode, "room") != 0) exhaust();
     if (wait && pthread_create(&t, NULL, connect_later, NULL) != 0) die("pthread_create");
 
     int fd = v->use4 ? accept4(l, addr, lenp, v->flags) : accept(l, addr, lenp);
     int err = errno;
+    atomic_store(&call_returned, true);
 
     char report[256];
     int n = snprintf(report, sizeof report, "%s ret=%s", v->name, fd >= 0 ? "fd" : "-1");

@@ -5,13 +5,18 @@
  * Without the shim every accept fails at once with EMFILE and the pending
  * clients stay in the backlog ("open").
  *
- * One blocking listener, the main thread in accept:
- *   rcvtimeo       SO_RCVTIMEO of 300 ms; a client connects at 100 ms
- *   eintr          SIGALRM without SA_RESTART at 300 ms; a client at 100 ms
- *   eintr-restart  SIGALRM with SA_RESTART at 300 ms; a client at 100 ms;
- *                  at 600 ms a descriptor is freed and a second client comes
- *   cancel         an acceptor thread is cancelled at 300 ms; then the
- *                  listener is made non-blocking and a second client comes
+ * One blocking listener, the main thread in accept (each step waits until
+ * the thread in accept sleeps there, in the real call or in the shim's wait,
+ * or until the call has returned: without the shim it fails at once; then
+ * it happens at its time, counted from the call):
+ *   rcvtimeo       SO_RCVTIMEO of 600 ms; a client connects at 300 ms
+ *   eintr          a client at 100 ms; once it is shed, SIGALRM (a handler
+ *                  without SA_RESTART) to the thread at 300 ms
+ *   eintr-restart  as eintr with SA_RESTART; once the wait has resumed, at
+ *                  600 ms a descriptor is freed and a second client comes
+ *   cancel         an acceptor thread in accept; a client at 100 ms; the
+ *                  thread is cancelled at 300 ms; then the listener is made
+ *                  non-blocking and a second client comes
  * Several listeners and threads (an acceptor thread loops in accept and
  * counts what it accepts; "inside" means it sleeps in a system call, or,
  * without the shim, has failed at least once):
@@ -225,7 +230,8 @@ static bool inside_accept(struct acceptor *a)
 }
 
 /* Lets each acceptor in turn into accept, and waits until it is inside:
- * the first one is the first to need relief. */
+ * the first one is the first to need relief. One that never gets there
+ * would make the scenario another one: exit 3. */
 static void start_and_wait_inside(struct acceptor *as, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -233,7 +239,10 @@ static void start_and_wait_inside(struct acceptor *as, int n)
         double end = now_ms() + 3000;
         while (!inside_accept(&as[i]) && now_ms() < end)
             sleep_ms(5);
-        if (!inside_accept(&as[i])) printf("warning=acceptor-%d-not-inside\n", i);
+        if (!inside_accept(&as[i])) {
+            printf("error=acceptor-%d-not-inside\n", i);
+            exit(3);
+        }
     }
 }
 
@@ -282,21 +291,34 @@ static void start_watchdog(void)
 static struct listener l1;
 static int c1, c2;
 
-static void *connect_at_100ms(void *arg)
+/* The thread in accept: its syscall file (opened before the table is
+ * filled), when its call started, whether it has returned. */
+static int waiter_syscall = -1;
+static pthread_t waiter;
+static _Atomic pid_t waiter_tid;
+static _Atomic double call_t0;
+static _Atomic bool call_returned;
+
+/* Until the thread sleeps in accept (the shim's wait included) or its call
+ * has returned. */
+static void wait_inside_or_returned(void)
 {
-    (void)arg;
-    sleep_ms(100);
-    connect_to(c1, &l1);
-    return NULL;
+    while (!atomic_load(&call_returned) && !waiting_for_client(waiter_syscall))
+        sleep_ms(1);
 }
 
-static void *room_at_600ms(void *arg)
+/* Until MS after the call started. */
+static void sleep_until(double ms)
 {
-    (void)arg;
-    sleep_ms(600);
-    free_placeholder();
-    connect_to(c2, &l1);
-    return NULL;
+    double left = atomic_load(&call_t0) + ms - now_ms();
+    if (left > 0) sleep_ms((int)left + 1);
+}
+
+/* c had an answer (data or EOF), without reading it. */
+static bool answered(int c)
+{
+    struct pollfd p = {c, POLLIN, 0};
+    return poll(&p, 1, 0) > 0;
 }
 
 static _Atomic int alarms;
@@ -307,11 +329,43 @@ static void on_alarm(int sig)
     atomic_fetch_add(&alarms, 1);
 }
 
+/* The other side of the call: a client at 100 ms (rcvtimeo: at 300, half
+ * the timeout); for eintr*, the signal at 300 ms once that client was shed
+ * and the wait goes on; for eintr-restart, room and a second client at
+ * 600 ms once the wait has resumed. */
+static void *driver(void *arg)
+{
+    const char *sc = arg;
+    while (atomic_load(&call_t0) == 0)
+        sleep_ms(1);
+    wait_inside_or_returned();
+    sleep_until(strcmp(sc, "rcvtimeo") ? 100 : 300);
+    connect_to(c1, &l1);
+    if (strncmp(sc, "eintr", 5) != 0) return NULL;
+    while (!atomic_load(&call_returned) && !(answered(c1) && waiting_for_client(waiter_syscall)))
+        sleep_ms(1);
+    sleep_until(300);
+    pthread_kill(waiter, SIGALRM);
+    if (strcmp(sc, "eintr-restart") != 0) return NULL;
+    while (!atomic_load(&call_returned) &&
+           !(atomic_load(&alarms) == 1 && waiting_for_client(waiter_syscall)))
+        sleep_ms(1);
+    sleep_until(600);
+    free_placeholder();
+    connect_to(c2, &l1);
+    return NULL;
+}
+
+/* The cancel scenario's acceptor: waits at the gate (call_t0), then accepts. */
 static void *accept_once(void *arg)
 {
     int *err = arg;
+    atomic_store(&waiter_tid, (pid_t)syscall(SYS_gettid));
+    while (atomic_load(&call_t0) == 0)
+        sleep_ms(1);
     int fd = accept(l1.fd, NULL, NULL);
     *err = fd >= 0 ? 0 : errno;
+    atomic_store(&call_returned, true);
     return NULL;
 }
 
@@ -325,9 +379,10 @@ static void *sleeper(void *arg)
 
 static int single(const char *sc)
 {
+    bool cancel = !strcmp(sc, "cancel");
     l1 = listen_on(false);
     if (!strcmp(sc, "rcvtimeo")) {
-        struct timeval tv = {0, 300 * 1000};
+        struct timeval tv = {0, 600 * 1000};
         setsockopt(l1.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     } else if (!strcmp(sc, "eintr") || !strcmp(sc, "eintr-restart")) {
         struct sigaction sa;
@@ -336,7 +391,7 @@ static int single(const char *sc)
         /* SA_RESTART: the real call would be restarted and keep waiting. */
         sa.sa_flags = !strcmp(sc, "eintr-restart") ? SA_RESTART : 0;
         sigaction(SIGALRM, &sa, NULL);
-    } else if (!strcmp(sc, "cancel")) {
+    } else if (cancel) {
         /* glibc's pthread_cancel loads libgcc_s.so.1 (the unwinder) the first
          * time, which needs a descriptor: at the limit it aborts, with or
          * without the shim. A program that cancels threads at its limit has
@@ -349,36 +404,41 @@ static int single(const char *sc)
     c1 = client_socket();
     c2 = client_socket();
     make_placeholders(1);
+    int err = 0;
+    if (cancel) {
+        if (pthread_create(&waiter, NULL, accept_once, &err) != 0) die("pthread_create");
+        while (atomic_load(&waiter_tid) == 0)
+            sleep_ms(1);
+    } else {
+        waiter = pthread_self();
+        atomic_store(&waiter_tid, (pid_t)syscall(SYS_gettid));
+    }
+    waiter_syscall = open_task_syscall(atomic_load(&waiter_tid));
+    if (waiter_syscall < 0) die("open syscall");
     exhaust();
-    pthread_t helper, later, acceptor;
-    if (pthread_create(&helper, NULL, connect_at_100ms, NULL) != 0) die("pthread_create");
-    if (!strcmp(sc, "eintr-restart") && pthread_create(&later, NULL, room_at_600ms, NULL) != 0)
-        die("pthread_create");
+    pthread_t helper;
+    if (pthread_create(&helper, NULL, driver, (void *)sc) != 0) die("pthread_create");
     start_watchdog();
     double t0 = now_ms();
-    int err = 0;
-    if (!strcmp(sc, "cancel")) {
-        if (pthread_create(&acceptor, NULL, accept_once, &err) != 0) die("pthread_create");
-        sleep_ms(300);
-        pthread_cancel(acceptor);
+    atomic_store(&call_t0, t0);
+    if (cancel) {
+        wait_inside_or_returned();
+        sleep_until(300);
+        pthread_cancel(waiter);
         void *ret;
-        pthread_join(acceptor, &ret);
+        pthread_join(waiter, &ret);
         if (ret == PTHREAD_CANCELED) err = ECANCELED;
     } else {
-        if (!strncmp(sc, "eintr", 5)) {
-            struct itimerval it = {{0, 0}, {0, 300 * 1000}};
-            setitimer(ITIMER_REAL, &it, NULL);
-        }
         int fd = accept(l1.fd, NULL, NULL);
         err = fd >= 0 ? 0 : errno;
+        atomic_store(&call_returned, true);
     }
     double after = now_ms() - t0;
     pthread_join(helper, NULL);
-    if (!strcmp(sc, "eintr-restart")) pthread_join(later, NULL);
     printf("result=%s after_ms=%.0f client=%s", errname(err), after, client_outcome(c1, 1000));
     if (!strncmp(sc, "eintr", 5)) printf(" alarms=%d", atomic_load(&alarms));
     printf("\n");
-    if (!strcmp(sc, "cancel")) {
+    if (cancel) {
         /* Nothing was held by the cancelled thread: a second client is shed
          * by a new (non-blocking) acceptor. c1 stays open: nothing is freed. */
         fcntl(l1.fd, F_SETFL, O_NONBLOCK);

@@ -6,10 +6,13 @@
 #define FDG_HELPERS_COMMON_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +55,37 @@ static inline bool write_all(int fd, const void *buf, size_t len)
         len -= (size_t)n;
     }
     return true;
+}
+
+/* /proc/self/task/TID/syscall of one of our threads, opened now: a process
+ * about to fill its descriptor table opens it beforehand. -1 on failure. */
+static inline int open_task_syscall(pid_t tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/* The thread whose syscall file is fd sleeps in a call that waits for a
+ * client: accept or accept4 (the real call), poll or ppoll (the shim's wait
+ * inside accept). A running thread reads "running". */
+static inline bool waiting_for_client(int fd)
+{
+    char buf[128];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) return false;
+    buf[n] = '\0';
+    char *end;
+    long nr = strtol(buf, &end, 10);
+    if (end == buf) return false;
+    return
+#ifdef SYS_accept
+        nr == SYS_accept ||
+#endif
+#ifdef SYS_poll
+        nr == SYS_poll ||
+#endif
+        nr == SYS_accept4 || nr == SYS_ppoll;
 }
 
 #endif

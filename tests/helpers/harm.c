@@ -1,6 +1,7 @@
 /* harm: small programs for the do-no-harm suite (tests/harm.bats).
  *
- *   harm listen [--ready FILE] [--close-stderr] [--hole] [--serve] [--wait FILE]
+ *   harm listen [--ready FILE] [--close-stderr] [--hole] [--serve] [--log-errors]
+ *               [--wait FILE]
  *       listen on 127.0.0.1 (port 0): the shim's first guarded action.
  *       --hole: a descriptor opened before and closed after the listen (a
  *       configuration file read at start) leaves a free number below the
@@ -8,6 +9,8 @@
  *       FILE gets "PORT PID". --close-stderr closes fd 2 afterwards, as a
  *       daemon does (its next connection then gets fd 2). --serve accepts
  *       forever (blocking), greets each client with "HELLO\n" and keeps it.
+ *       --log-errors: each failed accept is logged to fd 2, whatever fd 2 is
+ *       by then (the naive logger a shim must not be).
  *       --wait: exit(0) once FILE exists (a normal exit runs destructors).
  *   harm epoll [--ready FILE] [--wait FILE]
  *       registers a pipe in an epoll instance; FILE gets "PID".
@@ -34,10 +37,16 @@
  *   harm dlabove DIR
  *       a spare left at the soft limit by lowering it: loads report what the
  *       loader says, and the spare comes back below the limit afterwards.
+ *       Without the shim the limit is lowered to the same number (the
+ *       lowest free one).
+ *   harm heap
+ *       prints what malloc has handed out before main runs (mallinfo2):
+ *       what the constructors of the preloaded libraries allocated.
  * Exit status 2 on usage errors, 1 on unexpected failures. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <poll.h>
@@ -70,7 +79,7 @@ static void die(const char *what)
 static void usage(void)
 {
     fprintf(stderr, "usage: harm listen|epoll|fork|ipc-private|broken-stderr|full-stderr|"
-                    "dlfds|dlnear|dlabove ... (see tests/helpers/harm.c)\n");
+                    "dlfds|dlnear|dlabove|heap ... (see tests/helpers/harm.c)\n");
     exit(2);
 }
 
@@ -118,7 +127,7 @@ static void register_pipe(void)
 static int sc_listen(int argc, char **argv)
 {
     const char *ready = NULL, *wait = NULL;
-    bool close_stderr = false, serve = false, hole = false;
+    bool close_stderr = false, serve = false, hole = false, log_errors = false;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--ready") && i + 1 < argc)
             ready = argv[++i];
@@ -130,6 +139,8 @@ static int sc_listen(int argc, char **argv)
             serve = true;
         else if (!strcmp(argv[i], "--hole"))
             hole = true;
+        else if (!strcmp(argv[i], "--log-errors"))
+            log_errors = true;
         else
             usage();
     }
@@ -142,7 +153,10 @@ static int sc_listen(int argc, char **argv)
     put_file(ready, line);
     while (serve) {
         int c = accept(s, NULL, NULL);
-        if (c >= 0) write_all(c, "HELLO\n", 6);
+        if (c >= 0)
+            write_all(c, "HELLO\n", 6);
+        else if (log_errors)
+            dprintf(2, "harm: accept: %s\n", strerror(errno));
     }
     wait_for(wait);
     return 0;
@@ -387,15 +401,24 @@ static int sc_dlabove(char **argv)
     load(dir, "p1.so", "near the limit");
     int spare = spare_fd();
     show_spare("near the limit");
-    if (spare < 0) return 0;
     /* Every number below the spare is in use: a limit at the spare leaves
-     * it where the kernel will not hand out its number. */
-    set_soft((rlim_t)spare);
+     * it where the kernel will not hand out its number. Without the shim
+     * (no spare) the same limit: the lowest free number. */
+    set_soft((rlim_t)(spare >= 0 ? spare : lowest_free()));
     load(dir, "p2.so", "limit lowered to the spare");
     show_spare("limit lowered to the spare");
     set_soft(LIMIT);
     load(dir, "p3.so", "limit back");
     show_spare("limit back");
+    return 0;
+}
+
+static int sc_heap(void)
+{
+    /* Taken before this program allocates anything (stdout's buffer). */
+    struct mallinfo2 mi = mallinfo2();
+    printf("heap before main: arena=%zu in-use=%zu mmapped=%zu\n", mi.arena, mi.uordblks,
+           mi.hblkhd);
     return 0;
 }
 
@@ -413,5 +436,6 @@ int main(int argc, char **argv)
     if (!strcmp(sc, "dlfds")) return sc_dlfds(argv + 2);
     if (!strcmp(sc, "dlnear")) return sc_dlnear(argv + 2);
     if (!strcmp(sc, "dlabove")) return sc_dlabove(argv + 2);
+    if (!strcmp(sc, "heap")) return sc_heap();
     usage();
 }

@@ -1,32 +1,27 @@
 /* tool_stats: a process that publishes a format 2 stats file the way the shim
- * does, for the readers of fdguard stat and doctor (independent of which
- * format the library under test writes).
+ * does, at a path the test controls, for the hostile-file cases of
+ * fdguard stat (a path another user swaps for a FIFO or a link). Everything
+ * else is tested against the shim's own files.
  *
- *   tool_stats --ready FILE --stats PATH [--set NAME=VALUE]... [--fork]
+ *   tool_stats --ready FILE --stats PATH [--set NAME=VALUE]...
  *
  * PATH (%p is the pid) gets the format 2 layout: the text header
  * "fdguard-stats 2", "pid N", "start TICKS" (field 22 of /proc/self/stat),
  * "prog NAME" (program_invocation_short_name, bytes outside 0x20..0x7e and the
  * backslash as \xHH), "counters 3" and the names accept_emfile,
  * epoll_registrations, log_suppressed; NUL padding to 4096; the three
- * counters and "ended" as little-endian uint64, mapped MAP_SHARED. --set
- * gives a counter a value. --fork starts a child that unmaps the parent's
- * file and publishes its own (its pid in PATH) with epoll_registrations one
- * more than the parent's.
+ * counters and "ended" (0) as little-endian uint64, mapped MAP_SHARED. --set
+ * gives a counter a value.
  *
- * FILE gets "pid P\n" (and "child C\n") once the files are in place. SIGTERM
- * is a normal exit: "ended" becomes the current second, as at exit(3); SIGKILL
- * leaves it 0. Exit status 2 on usage errors, 1 on a setup error. */
+ * FILE gets "pid P\n" once the file is in place; then it waits until a
+ * signal ends it. Exit status 2 on usage errors, 1 on a setup error. */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -121,28 +116,14 @@ static void set(const char *spec)
     usage();
 }
 
-/* Waits for SIGTERM, then records a normal exit. */
-static int wait_and_end(sigset_t *sigs)
-{
-    int sig;
-    sigwait(sigs, &sig);
-    put_u64(map + HEADER + 8 * NCOUNTERS, (uint64_t)time(NULL));
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     const char *ready = NULL, *stats = NULL;
-    int fork_child = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--fork") == 0) {
-            fork_child = 1;
-            continue;
-        }
-        if (v == NULL) usage();
-        i++;
-        if (strcmp(a, "--ready") == 0)
+    for (int i = 1; i < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (v == NULL)
+            usage();
+        else if (strcmp(a, "--ready") == 0)
             ready = v;
         else if (strcmp(a, "--stats") == 0)
             stats = v;
@@ -153,36 +134,11 @@ int main(int argc, char **argv)
     }
     if (ready == NULL || stats == NULL) usage();
 
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigprocmask(SIG_BLOCK, &sigs, NULL);
-
     publish(stats);
     char text[64];
     size_t len = (size_t)snprintf(text, sizeof text, "pid %d\n", (int)getpid());
-    if (fork_child) {
-        int pipefd[2];
-        if (pipe(pipefd) < 0) fail("pipe");
-        pid_t child = fork();
-        if (child < 0) fail("fork");
-        if (child == 0) {
-            close(pipefd[0]);
-            munmap(map, HEADER + 8 * (NCOUNTERS + 1));
-            values[1]++;
-            publish(stats);
-            close(pipefd[1]); /* the parent's read returns: published */
-            return wait_and_end(&sigs);
-        }
-        close(pipefd[1]);
-        char c;
-        while (read(pipefd[0], &c, 1) < 0 && errno == EINTR)
-            ;
-        close(pipefd[0]);
-        len += (size_t)snprintf(text + len, sizeof text - len, "child %d\n", (int)child);
-    }
     int rfd = open(ready, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (rfd < 0 || !write_all(rfd, text, len) || close(rfd) < 0) fail("write ready file");
-    return wait_and_end(&sigs);
+    for (;;)
+        pause();
 }

@@ -49,22 +49,7 @@ it_teardown() {
     done
 }
 
-# need CMD...: every CMD is installed; otherwise the test is skipped, except in
-# CI (CI=true), where .ci/run installs them all and a missing one is a failure.
-need() {
-    local c missing=()
-    for c in "$@"; do
-        if [[ -z $c ]] || ! command -v "$c" >/dev/null 2>&1; then
-            missing+=("${c:-python3}")
-        fi
-    done
-    ((${#missing[@]} == 0)) && return 0
-    if [[ ${CI:-} == true ]]; then
-        echo "not installed: ${missing[*]} (CI=true: a missing server is a failure, not a skip)" >&2
-        return 1
-    fi
-    skip "not installed: ${missing[*]}"
-}
+# need CMD...: tests/lib.bash (skipped when missing, a failure under CI).
 
 # note TEXT: a figure for the log of a passing run (a TAP comment).
 note() {
