@@ -25,8 +25,8 @@ setup() {
     PRE=$(fdg_preload)
     CLEAN=()
     REG_MADE=()
-    if [[ ! -x $H || ! -x $FDG_BIN/flood || ! -f $FDG_LIB ]]; then
-        echo "missing $H, $FDG_BIN/flood or $FDG_LIB: run make and make helpers" >&2
+    if [[ ! -x $H || ! -x $FDG_FLOOD || ! -f $FDG_LIB ]]; then
+        echo "missing $H, $FDG_FLOOD or $FDG_LIB: run make and make helpers" >&2
         return 1
     fi
 }
@@ -147,7 +147,7 @@ plugins() {
     set_nofile "$pid" "$(fd_count "$pid")"
     # A thread blocked in accept holds a reserved number: the first client may
     # still be served; the next ones are shed (and logged: into the pipe).
-    run -0 "$FDG_BIN/flood" "127.0.0.1:$port" -n 4 --wait-ms 2000
+    run -0 "$FDG_FLOOD" "127.0.0.1:$port" -n 4 --wait-ms 2000
     echo "$output"
     [[ $output =~ closed=([0-9]+) ]] && ((BASH_REMATCH[1] >= 3))
     [[ $output == *" hanging=0 "* ]]
@@ -552,7 +552,7 @@ print("bad", bad)
 fds = set(map(int, os.listdir('/proc/$pid/fd')))
 print(min(set(range(len(fds) + 1)) - fds))")
         set_nofile "$pid" "$low"
-        run -0 "$FDG_BIN/flood" "127.0.0.1:$port" -n 3 --wait-ms 300
+        run -0 "$FDG_FLOOD" "127.0.0.1:$port" -n 3 --wait-ms 300
         echo "$mode: limit $low; $output"
         [[ $output =~ hanging=([0-9]+) ]] && ((BASH_REMATCH[1] >= 2))
         read -r ticks pct < <(spin_probe "$pid" 1)
