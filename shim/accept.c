@@ -495,11 +495,14 @@ static int guarded_accept(const struct call *call)
 {
     int saved = errno;
     if (FDG_UNLIKELY(fdg_engage_needed())) fdg_engage();
+    uint64_t spawns = atomic_load(&fdg_spawn_state);
     int conn = real_accept(call);
     if (FDG_LIKELY(conn >= 0)) {
         if (FDG_UNLIKELY(fdg_cfg.headroom) && headroom_short(conn))
             return relieve(call, conn, 0, saved);
         if (FDG_UNLIKELY(backoff_attempt)) backoff_attempt = 0;
+        fdg_sole_mark(conn, spawns); /* a new description: one reference */
+        errno = saved;
         return conn;
     }
     int err = errno;
@@ -521,19 +524,32 @@ static int guarded_accept(const struct call *call)
     }
 }
 
+/* FDGUARD_ACCEPT=off: no relief, but what it returns is sole as well. */
+static int plain_accept(const struct call *call)
+{
+    int saved = errno;
+    uint64_t spawns = atomic_load(&fdg_spawn_state);
+    int conn = real_accept(call);
+    if (conn >= 0) {
+        fdg_sole_mark(conn, spawns);
+        errno = saved;
+    }
+    return conn;
+}
+
 __attribute__((visibility("default"))) int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
-    if (!fdg_active() || !fdg_cfg.accept) return fdg_next.accept(fd, addr, len);
+    if (!fdg_active()) return fdg_next.accept(fd, addr, len);
     struct call call = {fd, addr, len, 0, false};
-    return guarded_accept(&call);
+    return fdg_cfg.accept ? guarded_accept(&call) : plain_accept(&call);
 }
 
 __attribute__((visibility("default"))) int accept4(int fd, struct sockaddr *addr, socklen_t *len,
                                                    int flags)
 {
-    if (!fdg_active() || !fdg_cfg.accept) return fdg_next.accept4(fd, addr, len, flags);
+    if (!fdg_active()) return fdg_next.accept4(fd, addr, len, flags);
     struct call call = {fd, addr, len, flags, true};
-    return guarded_accept(&call);
+    return fdg_cfg.accept ? guarded_accept(&call) : plain_accept(&call);
 }
 
 /* A program that listens is about to accept: the first need of the spare.

@@ -247,7 +247,8 @@ void fdg_epf_after_fork(uint64_t live)
     atomic_store(&forked, 0);
     atomic_store(&waited, 0);
     atomic_store(&announced, 0);
-    atomic_store(&fdg_ept_inherited, inherited);
+    atomic_store(&fdg_ept_inherited,
+                 inherited | (atomic_load(&fdg_ept_inherited) & FDG_EPT_MODWATCH_EXCL));
     atomic_store(&fdg_ept_waitwatch, inherited);
 }
 
