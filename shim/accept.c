@@ -69,15 +69,17 @@ static bool headroom_short(int fd)
 static void shed(int listener, int conn, int why)
 {
     int saved = errno;
-    if (fdg_cfg.reject_len &&
-        send(conn, fdg_cfg.reject_msg, fdg_cfg.reject_len, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+    /* Orderly close: the message and the FIN leave together (MSG_MORE holds
+     * the message until shutdown sends the FIN: one segment, one wake-up of
+     * the client, who reads both). Input the client sent is drained before
+     * the close (one call, nearly always: a request fits the sink), or the
+     * close would answer with a reset; input that arrives later still meets
+     * one, but after the message and the FIN, which the client reads first
+     * (tests/accept.bats). */
+    if (fdg_cfg.reject_len && send(conn, fdg_cfg.reject_msg, fdg_cfg.reject_len,
+                                   MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE) > 0)
         fdg_count(FDG_C_accept_reject_sent, 1);
-    /* Orderly close: close() sends the FIN after the message, unless input
-     * is left unread: then it answers with a reset, which could discard the
-     * message. What the client sent is drained first (one call, nearly
-     * always: a request fits the sink). Input arriving after the close meets
-     * a reset too, but then the message and the FIN went first, and a client
-     * reads both before the reset (tests/accept.bats). */
+    shutdown(conn, SHUT_WR);
     char sink[4096];
     for (int i = 0; i < 16 && recv(conn, sink, sizeof sink, MSG_DONTWAIT) == (ssize_t)sizeof sink;
          i++)
