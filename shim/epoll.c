@@ -73,7 +73,8 @@ static int changed(int r, int epfd)
     return r;
 }
 
-static int add(int epfd, int fd, struct epoll_event *ev)
+/* ADD with FDGUARD_EPOLLEXCLUSIVE=on. */
+__attribute__((noinline, cold)) static int add_exclusive(int epfd, int fd, struct epoll_event *ev)
 {
     bool exclusive = exclusive_wanted(epfd, fd, ev);
     int r;
@@ -93,9 +94,20 @@ static int add(int epfd, int fd, struct epoll_event *ev)
     /* Recorded for hygiene, and for MOD of a registration we made exclusive. */
     bool ours_exclusive = exclusive && !(ev->events & EPOLLEXCLUSIVE);
     if (r == 0 && (fdg_cfg.epoll || ours_exclusive)) {
-        int saved = errno;
         if (fdg_table_owner()) fdg_ept_added(epfd, fd, ours_exclusive);
-        errno = saved;
+        fdg_engage_once(); /* a registration we record engages the process */
+    }
+    return changed(r, epfd);
+}
+
+/* Recording keeps errno: whatever could change it (a mapping, the log)
+ * saves it where it happens. */
+static int add(int epfd, int fd, struct epoll_event *ev)
+{
+    if (FDG_UNLIKELY(fdg_cfg.epollexclusive)) return add_exclusive(epfd, fd, ev);
+    int r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev);
+    if (r == 0 && fdg_cfg.epoll) {
+        if (fdg_table_owner()) fdg_ept_added(epfd, fd, false);
         fdg_engage_once(); /* a registration we record engages the process */
     }
     return changed(r, epfd);
@@ -130,11 +142,8 @@ __attribute__((noinline)) static int epoll_ctl_slow(int epfd, int op, int fd,
     case EPOLL_CTL_DEL: {
         int r = fdg_next.epoll_ctl(epfd, op, fd, ev);
         /* Success, or the kernel has no such registration: forget ours. */
-        if ((r == 0 || errno == ENOENT) && fdg_ept_word((unsigned)fd)) {
-            int saved = errno;
-            if (fdg_table_owner()) fdg_ept_removed(epfd, fd);
-            errno = saved;
-        }
+        if ((r == 0 || errno == ENOENT) && fdg_ept_word((unsigned)fd) && fdg_table_owner())
+            fdg_ept_removed(epfd, fd);
         return r;
     }
     default:

@@ -95,13 +95,14 @@ static struct users *users_page(void)
 {
     struct users *u = atomic_load(&users);
     if (u) return u;
+    int saved = errno; /* on a registration's path, which keeps errno */
     void *mem = mmap(NULL, PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) return NULL;
-    if (!atomic_compare_exchange_strong(&users, &u, mem)) {
+    if (mem != MAP_FAILED && !atomic_compare_exchange_strong(&users, &u, mem)) {
         munmap(mem, PAGE_BYTES);
-        return u;
+        mem = u;
     }
-    return mem;
+    errno = saved;
+    return mem == MAP_FAILED ? NULL : mem;
 }
 
 static bool alive(pid_t pid)

@@ -98,6 +98,9 @@ static inline bool fdg_active(void)
  * without CLONE_VM), which never acts on what it inherited. No system call
  * (owner.c, vfork.c). Call it before writing shared state. */
 bool fdg_owner_process(void);
+/* owner.c's page (MADV_WIPEONFORK): nonzero in the owner; NULL before the
+ * first write. */
+extern _Atomic(volatile unsigned char *) fdg_owner_page;
 
 /* owner.c, vfork.c: set on a thread while a child that shares its memory and
  * its thread-local storage runs (vfork, posix_spawn, system, popen, clone
@@ -631,7 +634,12 @@ bool fdg_table_shared(void);
  * TLS is read only on slow paths (a tracked fd). */
 static inline bool fdg_table_owner(void)
 {
-    return !fdg_private_table && fdg_owner_process();
+    if (FDG_UNLIKELY(fdg_private_table)) return false;
+    volatile unsigned char *page = atomic_load_explicit(&fdg_owner_page, memory_order_acquire);
+    if (FDG_LIKELY(page && !fdg_in_vfork &&
+                   !atomic_load_explicit(&fdg_owner_by_pid, memory_order_relaxed)))
+        return *page != 0;
+    return fdg_owner_process();
 }
 
 /* fd (a tracked number: its word is nonzero) is about to be closed or

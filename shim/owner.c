@@ -40,7 +40,7 @@ _Atomic bool fdg_owner_by_pid = true;
 #endif
 
 #define PAGE 4096
-static _Atomic(volatile unsigned char *) owner_page;
+_Atomic(volatile unsigned char *) fdg_owner_page;
 
 static bool same_pid(void)
 {
@@ -63,9 +63,9 @@ __attribute__((noinline, cold)) static bool owner_first(void)
     }
     *(volatile unsigned char *)mem = 1;
     volatile unsigned char *none = NULL;
-    if (!atomic_compare_exchange_strong(&owner_page, &none, mem)) munmap(mem, PAGE);
+    if (!atomic_compare_exchange_strong(&fdg_owner_page, &none, mem)) munmap(mem, PAGE);
     errno = saved;
-    return *atomic_load(&owner_page) != 0;
+    return *atomic_load(&fdg_owner_page) != 0;
 }
 
 bool fdg_owner_process(void)
@@ -76,14 +76,14 @@ bool fdg_owner_process(void)
     if (FDG_UNLIKELY(fdg_in_vfork)) return same_pid();
     if (FDG_UNLIKELY(atomic_load_explicit(&fdg_owner_by_pid, memory_order_relaxed)))
         return same_pid();
-    volatile unsigned char *page = atomic_load_explicit(&owner_page, memory_order_acquire);
+    volatile unsigned char *page = atomic_load_explicit(&fdg_owner_page, memory_order_acquire);
     if (FDG_UNLIKELY(!page)) return owner_first();
     return *page != 0;
 }
 
 void fdg_owner_after_fork(void)
 {
-    volatile unsigned char *page = atomic_load(&owner_page);
+    volatile unsigned char *page = atomic_load(&fdg_owner_page);
     if (page) *page = 1;
     fdg_in_vfork = 0; /* the child's only thread is not suspended in anything */
 }
