@@ -94,7 +94,7 @@ benches: $(BENCHES)
 
 # Under a sanitizer only the suites driven by our own (instrumented) helpers run:
 # preloading a sanitizer runtime into packaged servers tests the runtime, not us.
-test: $(LIB) $(TOOLS) helpers
+test: $(LIB) $(TOOLS) helpers $(BUILD)/bench/icount
 ifeq ($(SANITIZE),)
 	FDG_BUILD=$(abspath $(BUILD)) $(BATS) --tap $(SUITES)
 else

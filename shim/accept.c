@@ -69,14 +69,20 @@ static bool headroom_short(int fd)
 static void shed(int listener, int conn, int why)
 {
     int saved = errno;
-    if (fdg_cfg.reject_len &&
-        send(conn, fdg_cfg.reject_msg, fdg_cfg.reject_len, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+    /* Orderly close: the message and the FIN leave together (MSG_MORE holds
+     * the message until shutdown sends the FIN: one segment, one wake-up of
+     * the client, who reads both). Input the client sent is drained before
+     * the close (one call, nearly always: a request fits the sink), or the
+     * close would answer with a reset; input that arrives later still meets
+     * one, but after the message and the FIN, which the client reads first
+     * (tests/accept.bats). */
+    if (fdg_cfg.reject_len && send(conn, fdg_cfg.reject_msg, fdg_cfg.reject_len,
+                                   MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE) > 0)
         fdg_count(FDG_C_accept_reject_sent, 1);
-    /* Orderly close: FIN after the message, and unread input drained so that
-     * close() does not answer with a reset that could discard the message. */
     shutdown(conn, SHUT_WR);
-    char sink[512];
-    for (int i = 0; i < 16 && recv(conn, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+    char sink[4096];
+    for (int i = 0; i < 16 && recv(conn, sink, sizeof sink, MSG_DONTWAIT) == (ssize_t)sizeof sink;
+         i++)
         ;
     fdg_raw_close(conn);
     errno = saved;
@@ -260,10 +266,12 @@ static enum taken take_pending(struct relief *r, bool slot, bool polled)
     int fd = r->call->fd;
     enum taken end;
     int steals = 0;
+    bool shed_one = false;
     for (;;) {
         /* A blocking accept must find a connection, or it would sleep in
-         * the lent slot. */
-        if (r->blocking && !polled && !readable_now(fd)) {
+         * the lent slot. After a shed, a poll asks as well: cheaper than an
+         * accept that finds nothing (the kernel makes a socket for it). */
+        if ((r->blocking || shed_one) && !polled && !readable_now(fd)) {
             end = TAKEN_NONE;
             break;
         }
@@ -298,7 +306,7 @@ static enum taken take_pending(struct relief *r, bool slot, bool polled)
             break;
         }
         shed(fd, conn, room ? 0 : r->why ? r->why : EMFILE);
-        slot = true; /* the shed connection's number is free again */
+        slot = shed_one = true; /* the shed connection's number is free again */
         if (fdg_lend_wanted()) {
             end = TAKEN_OFFER;
             break;
@@ -495,11 +503,14 @@ static int guarded_accept(const struct call *call)
 {
     int saved = errno;
     if (FDG_UNLIKELY(fdg_engage_needed())) fdg_engage();
+    uint64_t spawns = atomic_load(&fdg_spawn_state);
     int conn = real_accept(call);
     if (FDG_LIKELY(conn >= 0)) {
         if (FDG_UNLIKELY(fdg_cfg.headroom) && headroom_short(conn))
             return relieve(call, conn, 0, saved);
         if (FDG_UNLIKELY(backoff_attempt)) backoff_attempt = 0;
+        fdg_sole_mark(conn, spawns); /* a new description: one reference */
+        errno = saved;
         return conn;
     }
     int err = errno;
@@ -521,19 +532,32 @@ static int guarded_accept(const struct call *call)
     }
 }
 
+/* FDGUARD_ACCEPT=off: no relief, but what it returns is sole as well. */
+static int plain_accept(const struct call *call)
+{
+    int saved = errno;
+    uint64_t spawns = atomic_load(&fdg_spawn_state);
+    int conn = real_accept(call);
+    if (conn >= 0) {
+        fdg_sole_mark(conn, spawns);
+        errno = saved;
+    }
+    return conn;
+}
+
 __attribute__((visibility("default"))) int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
-    if (!fdg_active() || !fdg_cfg.accept) return fdg_next.accept(fd, addr, len);
+    if (!fdg_active()) return fdg_next.accept(fd, addr, len);
     struct call call = {fd, addr, len, 0, false};
-    return guarded_accept(&call);
+    return fdg_cfg.accept ? guarded_accept(&call) : plain_accept(&call);
 }
 
 __attribute__((visibility("default"))) int accept4(int fd, struct sockaddr *addr, socklen_t *len,
                                                    int flags)
 {
-    if (!fdg_active() || !fdg_cfg.accept) return fdg_next.accept4(fd, addr, len, flags);
+    if (!fdg_active()) return fdg_next.accept4(fd, addr, len, flags);
     struct call call = {fd, addr, len, flags, true};
-    return guarded_accept(&call);
+    return fdg_cfg.accept ? guarded_accept(&call) : plain_accept(&call);
 }
 
 /* A program that listens is about to accept: the first need of the spare.

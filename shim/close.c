@@ -17,15 +17,27 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-static inline void one_closing(int fd)
+/* The fast path: one load of the number's word (epoll_table.c), a compare
+ * and a tail jump. Nothing is recorded before initialisation (nor ever with
+ * FDGUARD=off), so an untracked word needs no initialisation check: the call
+ * goes straight through (to the raw system call, until binding). */
+static inline bool untracked(int fd)
 {
-    if (FDG_LIKELY(fdg_active()) && fd >= 0) fdg_fd_closing((unsigned)fd);
+    return (unsigned)fd < FDG_EPT_FLAT &&
+           !atomic_load_explicit(&fdg_ept_flat[(unsigned)fd], memory_order_relaxed);
+}
+
+/* Both: one compare covers both numbers, FDG_EPT_FLAT being a power of two. */
+static inline bool both_untracked(int a, int b)
+{
+    return ((unsigned)a | (unsigned)b) < FDG_EPT_FLAT &&
+           !(atomic_load_explicit(&fdg_ept_flat[(unsigned)a], memory_order_relaxed) |
+             atomic_load_explicit(&fdg_ept_flat[(unsigned)b], memory_order_relaxed));
 }
 
 static void range_closing(unsigned lo, unsigned hi)
 {
     if (!fdg_active() || lo > hi) return;
-    fdg_owned_closing(lo, hi);
     fdg_ept_closing_range(lo, hi);
 }
 
@@ -46,60 +58,82 @@ static bool replaces(int oldfd, int newfd, int flags)
     return ok;
 }
 
-static inline void replacing(int oldfd, int newfd, int flags)
+/* Before a dup of oldfd: its description gets another reference. */
+static inline void duplicating(int oldfd)
 {
-    if (FDG_LIKELY(fdg_active()) && newfd >= 0 && FDG_UNLIKELY(fdg_fd_tracked((unsigned)newfd)) &&
-        replaces(oldfd, newfd, flags))
-        fdg_fd_closing((unsigned)newfd);
-}
-
-/* Out of line: the errno it keeps would cost every dup a register. */
-__attribute__((noinline)) static void instance_duplicated(int oldfd, int newfd)
-{
-    int saved = errno; /* a new chunk of the table is an mmap */
-    fdg_ept_duplicated(oldfd, newfd);
-    errno = saved;
+    if (oldfd >= 0 && (fdg_ept_word((unsigned)oldfd) & FDG_EPT_SOLE)) fdg_ept_duplicating(oldfd);
 }
 
 /* An epoll fd duplicated: the new number names the same instance. */
-static inline int duplicated(int oldfd, int newfd)
+static int duplicated(int oldfd, int newfd)
 {
-    if (newfd >= 0 && oldfd != newfd && FDG_LIKELY(fdg_active()) &&
-        FDG_UNLIKELY(fdg_ept_word((unsigned)oldfd) & FDG_EPT_IS_INSTANCE))
-        instance_duplicated(oldfd, newfd);
+    if (newfd >= 0 && oldfd != newfd && (fdg_ept_word((unsigned)oldfd) & FDG_EPT_IS_INSTANCE)) {
+        int saved = errno; /* a new chunk of the table is an mmap */
+        fdg_ept_duplicated(oldfd, newfd);
+        errno = saved;
+    }
     return newfd;
+}
+
+/* The slow paths: a tracked number, one out of the static table's range,
+ * or a negative one. */
+__attribute__((noinline)) static int close_slow(int fd)
+{
+    if (FDG_LIKELY(fdg_active()) && fd >= 0) fdg_fd_closing((unsigned)fd);
+    return fdg_next.close(fd);
+}
+
+__attribute__((noinline)) static int dup23_slow(int oldfd, int newfd, int flags, bool three)
+{
+    if (FDG_LIKELY(fdg_active())) {
+        if (newfd >= 0 && fdg_ept_word((unsigned)newfd) && replaces(oldfd, newfd, flags))
+            fdg_fd_closing((unsigned)newfd);
+        if (oldfd != newfd) duplicating(oldfd);
+        int r = three ? fdg_next.dup3(oldfd, newfd, flags) : fdg_next.dup2(oldfd, newfd);
+        return duplicated(oldfd, r);
+    }
+    return three ? fdg_next.dup3(oldfd, newfd, flags) : fdg_next.dup2(oldfd, newfd);
+}
+
+__attribute__((noinline)) static int dup_slow(int oldfd)
+{
+    if (!fdg_active()) return fdg_next.dup(oldfd);
+    duplicating(oldfd);
+    return duplicated(oldfd, fdg_next.dup(oldfd));
 }
 
 EXPORT int close(int fd)
 {
-    one_closing(fd);
-    return fdg_next.close(fd);
+    if (FDG_LIKELY(untracked(fd))) return fdg_next.close(fd);
+    return close_slow(fd);
 }
 
 EXPORT int dup2(int oldfd, int newfd)
 {
-    replacing(oldfd, newfd, 0);
-    return duplicated(oldfd, fdg_next.dup2(oldfd, newfd));
+    if (FDG_LIKELY(both_untracked(oldfd, newfd))) return fdg_next.dup2(oldfd, newfd);
+    return dup23_slow(oldfd, newfd, 0, false);
 }
 
 EXPORT int dup3(int oldfd, int newfd, int flags)
 {
-    replacing(oldfd, newfd, flags);
-    return duplicated(oldfd, fdg_next.dup3(oldfd, newfd, flags));
+    if (FDG_LIKELY(both_untracked(oldfd, newfd))) return fdg_next.dup3(oldfd, newfd, flags);
+    return dup23_slow(oldfd, newfd, flags, true);
 }
 
 EXPORT int dup(int oldfd)
 {
-    return duplicated(oldfd, fdg_next.dup(oldfd));
+    if (FDG_LIKELY(untracked(oldfd))) return fdg_next.dup(oldfd);
+    return dup_slow(oldfd);
 }
 
 static int guarded_fcntl(int (*next)(int, int, ...), int fd, int cmd, va_list ap)
 {
     /* The argument is an int or a pointer; glibc reads it as a pointer. */
     void *arg = va_arg(ap, void *);
-    int r = next(fd, cmd, arg);
-    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) duplicated(fd, r);
-    return r;
+    if ((cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC) || untracked(fd) || !fdg_active())
+        return next(fd, cmd, arg);
+    duplicating(fd);
+    return duplicated(fd, next(fd, cmd, arg));
 }
 
 EXPORT int fcntl(int fd, int cmd, ...)
@@ -133,8 +167,14 @@ EXPORT int close_range(unsigned int lo, unsigned int hi, int flags)
         else if (!(flags & CLOSE_RANGE_CLOEXEC))
             range_closing(lo, hi);
     }
+    if (!unshared) return fdg_next.close_range(lo, hi, flags);
+    /* The copy holds a reference to every description (spawn.c). */
+    fdg_spawn_begin();
     int r = fdg_next.close_range(lo, hi, flags);
-    if (unshared && r == 0) fdg_private_table = true;
+    if (r == 0) fdg_private_table = true;
+    int saved = errno;
+    fdg_spawn_end();
+    errno = saved;
     return r;
 }
 

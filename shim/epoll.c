@@ -67,12 +67,14 @@ static bool exclusive_wanted(int epfd, int fd, const struct epoll_event *ev)
 /* A successful ADD or MOD: in an instance this fork child inherited, a use. */
 static int changed(int r, int epfd)
 {
-    if (r == 0 && FDG_UNLIKELY(atomic_load_explicit(&fdg_ept_inherited, memory_order_relaxed)))
+    if (r == 0 && FDG_UNLIKELY(atomic_load_explicit(&fdg_ept_inherited, memory_order_relaxed) &
+                               ~FDG_EPT_MODWATCH_EXCL))
         fdg_ept_using(epfd);
     return r;
 }
 
-static int add(int epfd, int fd, struct epoll_event *ev)
+/* ADD with FDGUARD_EPOLLEXCLUSIVE=on. */
+__attribute__((noinline, cold)) static int add_exclusive(int epfd, int fd, struct epoll_event *ev)
 {
     bool exclusive = exclusive_wanted(epfd, fd, ev);
     int r;
@@ -82,16 +84,30 @@ static int add(int epfd, int fd, struct epoll_event *ev)
         r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &xev);
         if (r < 0 && errno == EINVAL) /* nested epoll, or a kernel before 4.5 */
             exclusive = false;
-        else if (r == 0 && !(ev->events & EPOLLEXCLUSIVE))
+        else if (r == 0 && !(ev->events & EPOLLEXCLUSIVE)) {
             fdg_count(FDG_C_epoll_exclusive, 1);
+            /* From now on MOD looks at the fd's word. */
+            atomic_fetch_or(&fdg_ept_inherited, FDG_EPT_MODWATCH_EXCL);
+        }
     }
     if (!exclusive) r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev);
     /* Recorded for hygiene, and for MOD of a registration we made exclusive. */
     bool ours_exclusive = exclusive && !(ev->events & EPOLLEXCLUSIVE);
     if (r == 0 && (fdg_cfg.epoll || ours_exclusive)) {
-        int saved = errno;
         if (fdg_table_owner()) fdg_ept_added(epfd, fd, ours_exclusive);
-        errno = saved;
+        fdg_engage_once(); /* a registration we record engages the process */
+    }
+    return changed(r, epfd);
+}
+
+/* Recording keeps errno: whatever could change it (a mapping, the log)
+ * saves it where it happens. */
+static int add(int epfd, int fd, struct epoll_event *ev)
+{
+    if (FDG_UNLIKELY(fdg_cfg.epollexclusive)) return add_exclusive(epfd, fd, ev);
+    int r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev);
+    if (r == 0 && fdg_cfg.epoll) {
+        if (fdg_table_owner()) fdg_ept_added(epfd, fd, false);
         fdg_engage_once(); /* a registration we record engages the process */
     }
     return changed(r, epfd);
@@ -107,7 +123,9 @@ static int modify_exclusive(int epfd, int fd, struct epoll_event *ev)
     return add(epfd, fd, ev);
 }
 
-EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+/* Everything but the common MOD. */
+__attribute__((noinline)) static int epoll_ctl_slow(int epfd, int op, int fd,
+                                                    struct epoll_event *ev)
 {
     if (!fdg_active() || fd < 0 || epfd < 0) return fdg_next.epoll_ctl(epfd, op, fd, ev);
     switch (op) {
@@ -120,17 +138,12 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
             errno = saved;
             if (ours) return modify_exclusive(epfd, fd, ev);
         }
-        if (FDG_LIKELY(!atomic_load_explicit(&fdg_ept_inherited, memory_order_relaxed)))
-            return fdg_next.epoll_ctl(epfd, op, fd, ev);
         return changed(fdg_next.epoll_ctl(epfd, op, fd, ev), epfd);
     case EPOLL_CTL_DEL: {
         int r = fdg_next.epoll_ctl(epfd, op, fd, ev);
         /* Success, or the kernel has no such registration: forget ours. */
-        if ((r == 0 || errno == ENOENT) && fdg_ept_word((unsigned)fd)) {
-            int saved = errno;
-            if (fdg_table_owner()) fdg_ept_removed(epfd, fd);
-            errno = saved;
-        }
+        if ((r == 0 || errno == ENOENT) && fdg_ept_word((unsigned)fd) && fdg_table_owner())
+            fdg_ept_removed(epfd, fd);
         return r;
     }
     default:
@@ -138,21 +151,60 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     }
 }
 
-EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+/* MOD changes nothing we record: one load (no exclusive registration of
+ * ours anywhere, no inherited instance unused) and a tail jump. */
+EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    if (FDG_LIKELY(op == EPOLL_CTL_MOD) &&
+        FDG_LIKELY(!atomic_load_explicit(&fdg_ept_inherited, memory_order_relaxed)))
+        return fdg_next.epoll_ctl(epfd, op, fd, ev);
+    return epoll_ctl_slow(epfd, op, fd, ev);
+}
+
+/* The wait family: one load and a tail jump once every instance the process
+ * registered in has been waited on; the note, out of line, until then. */
+static inline bool watching(void)
+{
+    return atomic_load_explicit(&fdg_ept_waitwatch, memory_order_relaxed) != 0;
+}
+
+__attribute__((noinline)) static int epoll_wait_slow(int epfd, struct epoll_event *ev, int max,
+                                                     int timeout)
 {
     fdg_ept_wait_watch(epfd);
     return fdg_next.epoll_wait(epfd, ev, max, timeout);
 }
 
-EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
+__attribute__((noinline)) static int epoll_pwait_slow(int epfd, struct epoll_event *ev, int max,
+                                                      int timeout, const sigset_t *mask)
 {
     fdg_ept_wait_watch(epfd);
     return fdg_next.epoll_pwait(epfd, ev, max, timeout, mask);
 }
 
-EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *timeout,
-                        const sigset_t *mask)
+__attribute__((noinline)) static int epoll_pwait2_slow(int epfd, struct epoll_event *ev, int max,
+                                                       const struct timespec *timeout,
+                                                       const sigset_t *mask)
 {
     fdg_ept_wait_watch(epfd);
     return fdg_next.epoll_pwait2(epfd, ev, max, timeout, mask);
+}
+
+EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout)
+{
+    if (FDG_LIKELY(!watching())) return fdg_next.epoll_wait(epfd, ev, max, timeout);
+    return epoll_wait_slow(epfd, ev, max, timeout);
+}
+
+EXPORT int epoll_pwait(int epfd, struct epoll_event *ev, int max, int timeout, const sigset_t *mask)
+{
+    if (FDG_LIKELY(!watching())) return fdg_next.epoll_pwait(epfd, ev, max, timeout, mask);
+    return epoll_pwait_slow(epfd, ev, max, timeout, mask);
+}
+
+EXPORT int epoll_pwait2(int epfd, struct epoll_event *ev, int max, const struct timespec *timeout,
+                        const sigset_t *mask)
+{
+    if (FDG_LIKELY(!watching())) return fdg_next.epoll_pwait2(epfd, ev, max, timeout, mask);
+    return epoll_pwait2_slow(epfd, ev, max, timeout, mask);
 }

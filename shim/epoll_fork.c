@@ -95,13 +95,14 @@ static struct users *users_page(void)
 {
     struct users *u = atomic_load(&users);
     if (u) return u;
+    int saved = errno; /* on a registration's path, which keeps errno */
     void *mem = mmap(NULL, PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (mem == MAP_FAILED) return NULL;
-    if (!atomic_compare_exchange_strong(&users, &u, mem)) {
+    if (mem != MAP_FAILED && !atomic_compare_exchange_strong(&users, &u, mem)) {
         munmap(mem, PAGE_BYTES);
-        return u;
+        mem = u;
     }
-    return mem;
+    errno = saved;
+    return mem == MAP_FAILED ? NULL : mem;
 }
 
 static bool alive(pid_t pid)
@@ -247,7 +248,8 @@ void fdg_epf_after_fork(uint64_t live)
     atomic_store(&forked, 0);
     atomic_store(&waited, 0);
     atomic_store(&announced, 0);
-    atomic_store(&fdg_ept_inherited, inherited);
+    atomic_store(&fdg_ept_inherited,
+                 inherited | (atomic_load(&fdg_ept_inherited) & FDG_EPT_MODWATCH_EXCL));
     atomic_store(&fdg_ept_waitwatch, inherited);
 }
 

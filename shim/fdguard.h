@@ -8,11 +8,17 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Everything declared here lives in this library: hidden declarations let the
+ * compiler address the data directly (one instruction, not a GOT load) on
+ * the hot paths. */
+#pragma GCC visibility push(hidden)
 
 #define FDG_LIKELY(x) __builtin_expect(!!(x), 1)
 #define FDG_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -51,6 +57,16 @@ struct fdg_next {
     int (*dlclose)(void *);
     int (*dl_find_object)(void *, struct dl_find_object *); /* glibc 2.35, optional */
     char *(*dlerror)(void);
+    ssize_t (*sendmsg)(int, const struct msghdr *, int);
+    int (*sendmmsg)(int, struct mmsghdr *, unsigned int, int);
+    int (*posix_spawn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+                       const posix_spawnattr_t *, char *const[], char *const[]);
+    int (*posix_spawnp)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+                        const posix_spawnattr_t *, char *const[], char *const[]);
+    int (*system)(const char *);
+    FILE *(*popen)(const char *, const char *);
+    int (*clone)(int (*)(void *), void *, int, void *, ...);
+    pid_t (*fork_)(void); /* _Fork, glibc 2.34, optional */
 };
 extern struct fdg_next fdg_next;
 
@@ -61,8 +77,7 @@ void fdg_bind_next(void);
 enum { FDG_UNINIT, FDG_INITIALIZING, FDG_READY };
 extern _Atomic int fdg_state;
 /* pid of the process whose memory this is; fork children update it in the
- * atfork handler, vfork and raw clone children do not, which is how they are
- * told apart (they must not write to our tables). */
+ * atfork handler. */
 extern _Atomic pid_t fdg_self_pid;
 
 bool fdg_init_slow(void);
@@ -78,9 +93,26 @@ static inline bool fdg_active(void)
     return fdg_guarding;
 }
 
-/* True in the process that owns this memory (not a vfork/clone child). Costs
- * a getpid syscall: call it only before writing shared state. */
+/* True in the process that owns this memory: not a vfork child (which shares
+ * it), nor a child made without the fork handlers (raw fork, _Fork, clone
+ * without CLONE_VM), which never acts on what it inherited. No system call
+ * (owner.c, vfork.c). Call it before writing shared state. */
 bool fdg_owner_process(void);
+/* owner.c's page (MADV_WIPEONFORK): nonzero in the owner; NULL before the
+ * first write. */
+extern _Atomic(volatile unsigned char *) fdg_owner_page;
+
+/* owner.c, vfork.c: set on a thread while a child that shares its memory and
+ * its thread-local storage runs (vfork, posix_spawn, system, popen, clone
+ * with CLONE_VM|CLONE_VFORK): the child reads it, the parent is suspended. */
+extern __thread unsigned char fdg_in_vfork __attribute__((tls_model("initial-exec")));
+/* After a clone(CLONE_VM) without CLONE_VFORK and CLONE_FILES (a child that
+ * runs beside us in our memory with a table of its own): from then on the
+ * owner is told apart by its pid (a getpid per check), as nothing cheaper is
+ * safe. */
+extern _Atomic bool fdg_owner_by_pid;
+/* The fork child's handler: this process owns its (copied) memory now. */
+void fdg_owner_after_fork(void);
 
 /* ---- config.c -------------------------------------------------------------- */
 
@@ -283,22 +315,16 @@ enum { FDG_OWNED_SPARE, FDG_OWNED_LOG, FDG_OWNED_COUNT };
 extern _Atomic int fdg_owned[FDG_OWNED_COUNT];
 
 void fdg_owned_lost(int slot, int fd);
-/* Records fd in an empty slot; false if the slot was taken meanwhile. */
+/* Records fd in an empty slot and marks it in the descriptor table (below);
+ * false if the slot was taken meanwhile or the mark found no memory: the
+ * caller closes fd then. */
 bool fdg_owned_claim(int slot, int fd);
+/* The shim closes or gives up one of its own: the mark goes first. */
+void fdg_owned_unmark(int fd);
+/* The application closes or replaces number fd, marked as one of ours. */
+void fdg_owned_number_lost(int fd);
 /* Moves a new descriptor of ours out of 0..2 (closing the original). */
 int fdg_fd_above_stdio(int fd);
-
-/* The application is about to close or replace descriptors [lo, hi]. Daemons'
- * blanket close loops do this to ours too; we forget them and re-open later.
- * Two relaxed loads: this runs on every close. */
-static inline void fdg_owned_closing(unsigned lo, unsigned hi)
-{
-    for (int slot = 0; slot < FDG_OWNED_COUNT; slot++) {
-        int fd = atomic_load_explicit(&fdg_owned[slot], memory_order_relaxed);
-        if (FDG_UNLIKELY(fd >= 0 && (unsigned)fd >= lo && (unsigned)fd <= hi))
-            fdg_owned_lost(slot, fd);
-    }
-}
 
 /* ---- engage.c: the first guarded action of a process ----------------------- */
 
@@ -432,14 +458,15 @@ bool fdg_detach(struct link_map *map, unsigned permanent, bool (*held)(const voi
 /* Frees what a successful fdg_detach returned in *deps. */
 void fdg_free_deps(struct fdg_dep **deps, unsigned ndeps);
 
-/* ---- epoll_table.c: which epoll instances each fd is registered in -------- */
+/* ---- epoll_table.c: what the shim knows about each descriptor number ------ */
 
-/* One 64-bit word per fd, in chunks allocated on the first registration in
- * their range, so memory follows the highest registered fd:
+/* One 64-bit word per fd number. The close family's only question on its fast
+ * path, "is this number tracked at all?", is one load of it:
  *   bits  0..47  instances (by index) in which this process registered the fd
- *   bits 48..53  epoch of those registrations (see fdg_epoch)
- *   bits 54..55  free (reserved for knowing that a close drops the last
- *                reference to the description)
+ *   bits 48..53  epoch of those registrations and of bit 55 (see fdg_epoch)
+ *   bit  54      the fd is one of the shim's own (owned.c: the spare, the log)
+ *   bit  55      sole: it came from an accept the shim wrapped, and its open
+ *                file description has had no other reference since (spawn.c)
  *   bit  56      the fd is itself an epoll instance ...
  *   bits 57..62  ... with this index
  *   bit  63      we added EPOLLEXCLUSIVE to its registrations
@@ -447,39 +474,68 @@ void fdg_free_deps(struct fdg_dep **deps, unsigned ndeps);
  * are never acted on, and nothing needs to be copied or cleared at fork (the
  * epoch only has to differ from the ancestors' within 64 nested forks).
  * What a parent does with registrations a child inherited is decided per
- * instance, in epoll_fork.c (the fork rule). */
+ * instance, in epoll_fork.c (the fork rule).
+ *
+ * Numbers below FDG_EPT_FLAT have their words in one static array: zero pages
+ * until written, so the fast path needs neither initialisation nor a pointer.
+ * Higher numbers live in chunks mapped on the first write in their range, so
+ * memory follows the highest number written. */
 #define FDG_EPT_INSTANCES 48
 #define FDG_EPT_MASK ((UINT64_C(1) << FDG_EPT_INSTANCES) - 1)
 #define FDG_EPT_EPOCH_SHIFT 48
 #define FDG_EPT_EPOCH_MASK (UINT64_C(0x3f) << FDG_EPT_EPOCH_SHIFT)
-#define FDG_EPT_FREE_BITS (UINT64_C(3) << 54)
+#define FDG_EPT_OWNED (UINT64_C(1) << 54)
+#define FDG_EPT_SOLE (UINT64_C(1) << 55)
 #define FDG_EPT_IS_INSTANCE (UINT64_C(1) << 56)
 #define FDG_EPT_INDEX_SHIFT 57
 #define FDG_EPT_INDEX_MASK (UINT64_C(0x3f) << FDG_EPT_INDEX_SHIFT)
 #define FDG_EPT_EXCLUSIVE (UINT64_C(1) << 63)
 
+#define FDG_EPT_FLAT (1u << 16) /* a power of two: one compare covers two numbers */
 #define FDG_EPT_CHUNK_BITS 12
 #define FDG_EPT_CHUNK (1u << FDG_EPT_CHUNK_BITS)
 #define FDG_EPT_DIR (1u << (31 - FDG_EPT_CHUNK_BITS)) /* every fd below 2^31 */
 
+extern _Atomic uint64_t fdg_ept_flat[FDG_EPT_FLAT];
 extern _Atomic(_Atomic uint64_t *) fdg_ept_dir[FDG_EPT_DIR];
 extern _Atomic uint64_t fdg_epoch;
 
-/* The word of fd, or 0. Two loads: this is the close fast path. */
+/* The word of an fd at or above FDG_EPT_FLAT, or 0. */
+uint64_t fdg_ept_word_far(unsigned fd);
+
+/* The word of fd, or 0. */
 static inline uint64_t fdg_ept_word(unsigned fd)
 {
-    if (FDG_UNLIKELY(fd >= FDG_EPT_DIR * FDG_EPT_CHUNK)) return 0;
-    _Atomic uint64_t *chunk =
-        atomic_load_explicit(&fdg_ept_dir[fd >> FDG_EPT_CHUNK_BITS], memory_order_acquire);
-    if (FDG_LIKELY(!chunk)) return 0;
-    return atomic_load_explicit(&chunk[fd & (FDG_EPT_CHUNK - 1)], memory_order_relaxed);
+    if (FDG_LIKELY(fd < FDG_EPT_FLAT))
+        return atomic_load_explicit(&fdg_ept_flat[fd], memory_order_relaxed);
+    return fdg_ept_word_far(fd);
 }
 
-/* fd is about to be closed or replaced: EPOLL_CTL_DEL it wherever this
- * process registered it, and forget its records (and, for an epoll fd, the
- * records of its instance). Lock-free and async-signal-safe. */
-void fdg_ept_closing(unsigned fd, uint64_t word);
+/* One past the highest number whose word was ever written: the walks (a
+ * closed epoll fd's records, close_range, the sole sweep) stop there. */
+extern _Atomic unsigned fdg_ept_end;
+void fdg_ept_extend(unsigned fd);
+_Atomic uint64_t *fdg_ept_slot_far(unsigned fd, bool create);
+
+/* fd's word; with `create`, mapped if need be (the caller is about to write
+ * it). NULL if it cannot be. */
+static inline _Atomic uint64_t *fdg_ept_slot(unsigned fd, bool create)
+{
+    if (FDG_LIKELY(fd < FDG_EPT_FLAT)) {
+        if (create && FDG_UNLIKELY(fd >= atomic_load(&fdg_ept_end))) fdg_ept_extend(fd);
+        return &fdg_ept_flat[fd];
+    }
+    return fdg_ept_slot_far(fd, create);
+}
+/* Clears every sole mark (spawn.c). */
+void fdg_ept_unsole_all(void);
+/* The numbers [lo, hi] are about to be closed (fdg_fd_closing_tracked for
+ * each tracked one). */
 void fdg_ept_closing_range(unsigned lo, unsigned hi);
+/* Marks / unmarks one of the shim's own descriptors (owned.c); marking maps
+ * the number's chunk if need be: false without memory. */
+bool fdg_ept_mark_owned(int fd);
+void fdg_ept_unmark_owned(int fd);
 /* After a successful epoll_create: the fd is a fresh instance. */
 void fdg_ept_instance_created(int epfd);
 /* After a successful EPOLL_CTL_ADD / DEL (or DEL that found nothing). */
@@ -492,8 +548,11 @@ bool fdg_ept_recordable(int epfd, int fd);
 /* pthread_atfork: prepare in the parent, child in the child. */
 void fdg_ept_before_fork(void);
 void fdg_ept_after_fork(void);
-/* After a successful dup of any kind: if oldfd is an epoll instance, newfd
- * names it too (an epoll fd moved to another number keeps its records). */
+/* Before a dup of any kind of a tracked oldfd: its description gets another
+ * reference (not sole any more). After a successful one: if oldfd is an
+ * epoll instance, newfd names it too (an epoll fd moved to another number
+ * keeps its records). */
+void fdg_ept_duplicating(int oldfd);
 void fdg_ept_duplicated(int oldfd, int newfd);
 
 /* The epoll_wait family must note, once per instance, that this process
@@ -503,8 +562,12 @@ void fdg_ept_duplicated(int oldfd, int newfd);
 extern _Atomic uint64_t fdg_ept_waitwatch;
 void fdg_ept_waiting(int epfd);
 /* Instances this fork child inherited and has not yet used: an ADD or MOD
- * in one of them is a use (fdg_ept_using). Zero in a process never forked. */
+ * in one of them is a use (fdg_ept_using). Zero in a process never forked.
+ * Bit 63 (FDG_EPT_MODWATCH_EXCL) is set once the shim has made any
+ * registration exclusive: EPOLL_CTL_MOD then looks at the fd's word. So MOD
+ * costs one load and a branch while this is 0. */
 extern _Atomic uint64_t fdg_ept_inherited;
+#define FDG_EPT_MODWATCH_EXCL (UINT64_C(1) << 63)
 void fdg_ept_using(int epfd);
 
 static inline void fdg_ept_wait_watch(int epfd)
@@ -546,6 +609,28 @@ int fdg_kcmp_file(pid_t pid2, int fd1, int fd2);
  * allowed: a socket has one description per inode. */
 bool fdg_same_description(int fd1, int fd2);
 
+/* ---- spawn.c: children that take references to our descriptions ---------- */
+
+/* A process created with a copy of the descriptor table (fork, vfork,
+ * posix_spawn, system, popen, clone without CLONE_FILES, _Fork) or a thread
+ * that unshares it holds a reference to every description: no description
+ * is sole any more. fdg_spawn_begin clears every sole mark before the copy
+ * is made and, until fdg_spawn_end, no accept marks one (the count in the
+ * low half of fdg_spawn_state); every begin also bumps the generation in
+ * the high half, so an accept that overlapped one drops its mark (spawn.c
+ * explains the order). */
+extern _Atomic uint64_t fdg_spawn_state;
+void fdg_spawn_begin(void);
+void fdg_spawn_end(void);
+/* In a fork child: nothing of its parent's is in progress here. */
+void fdg_spawn_after_fork(void);
+
+/* Marks a descriptor returned by an accept the shim wrapped as sole; `state`
+ * is fdg_spawn_state as read before that accept. */
+void fdg_sole_mark(int fd, uint64_t state);
+/* Descriptors passed with SCM_RIGHTS in a message that was sent. */
+void fdg_sole_sent(const struct msghdr *msg);
+
 /* ---- private_table.c: threads with a descriptor table of their own -------- */
 
 /* Set on a thread that called unshare(CLONE_FILES) or
@@ -562,20 +647,26 @@ bool fdg_table_shared(void);
  * TLS is read only on slow paths (a tracked fd). */
 static inline bool fdg_table_owner(void)
 {
-    return !fdg_private_table && fdg_owner_process();
+    if (FDG_UNLIKELY(fdg_private_table)) return false;
+    volatile unsigned char *page = atomic_load_explicit(&fdg_owner_page, memory_order_acquire);
+    if (FDG_LIKELY(page && !fdg_in_vfork &&
+                   !atomic_load_explicit(&fdg_owner_by_pid, memory_order_relaxed)))
+        return *page != 0;
+    return fdg_owner_process();
 }
 
-/* Is fd registered in epoll or one of ours? The close family's fast check. */
-static inline bool fdg_fd_tracked(unsigned fd)
-{
-    for (int slot = 0; slot < FDG_OWNED_COUNT; slot++)
-        if (atomic_load_explicit(&fdg_owned[slot], memory_order_relaxed) == (int)fd) return true;
-    return fdg_ept_word(fd) != 0;
-}
+/* fd (a tracked number: its word is nonzero) is about to be closed or
+ * replaced: EPOLL_CTL_DEL it wherever this process registered it, unless the
+ * close drops the last reference to its description (then the kernel removes
+ * the registrations itself); forget its records (and, for an epoll fd, the
+ * records of its instance), and forget it if it was one of the shim's own.
+ * Lock-free and async-signal-safe. */
+void fdg_fd_closing_tracked(unsigned fd, uint64_t word);
 
 static inline void fdg_fd_closing(unsigned fd)
 {
-    fdg_owned_closing(fd, fd);
     uint64_t word = fdg_ept_word(fd);
-    if (FDG_UNLIKELY(word)) fdg_ept_closing(fd, word);
+    if (FDG_UNLIKELY(word)) fdg_fd_closing_tracked(fd, word);
 }
+
+#pragma GCC visibility pop

@@ -31,14 +31,11 @@ static pid_t raw_getpid(void)
 static void after_fork_in_child(void)
 {
     atomic_store_explicit(&fdg_self_pid, raw_getpid(), memory_order_relaxed);
+    fdg_ept_after_fork(); /* the epoch first: then this copy is the owner's */
+    fdg_owner_after_fork();
+    fdg_spawn_after_fork();
     fdg_stats_after_fork();
-    fdg_ept_after_fork();
     fdg_dlopen_atfork_release();
-}
-
-bool fdg_owner_process(void)
-{
-    return raw_getpid() == atomic_load_explicit(&fdg_self_pid, memory_order_relaxed);
 }
 
 bool fdg_init_slow(void)
@@ -54,6 +51,7 @@ bool fdg_init_slow(void)
             pthread_atfork(fdg_dlopen_atfork_prepare, fdg_dlopen_atfork_release,
                            after_fork_in_child);
             pthread_atfork(fdg_ept_before_fork, NULL, NULL);
+            pthread_atfork(fdg_spawn_begin, fdg_spawn_end, NULL);
             fdg_log_note_stderr();
         }
         initializing_here = false;

@@ -377,10 +377,9 @@ static void emit(enum fdg_log_level level, const char *line, size_t len)
     write_stderr(line, len);
 }
 
-static void emit_body(enum fdg_log_level level, enum fdg_event kind, const char *body)
+/* A line the rate limit let through. */
+static void emit_allowed(enum fdg_log_level level, const char *body, uint64_t suppressed)
 {
-    uint64_t suppressed = 0;
-    if (!rate_allows(kind, &suppressed)) return;
     char line[LOG_LINE_MAX];
     size_t n =
         fdg_formatf(line, sizeof line, "fdguard[%s:%d]: %-s", fdg_prog_name(), (int)getpid(), body);
@@ -392,17 +391,31 @@ static void emit_body(enum fdg_log_level level, enum fdg_event kind, const char 
     emit(level, line, n);
 }
 
+static void emit_body(enum fdg_log_level level, enum fdg_event kind, const char *body)
+{
+    uint64_t suppressed = 0;
+    if (!rate_allows(kind, &suppressed)) return;
+    emit_allowed(level, body, suppressed);
+}
+
 void fdg_logf(enum fdg_log_level level, enum fdg_event kind, const char *fmt, ...)
 {
     if (level > fdg_cfg.log_level || level == FDG_LVL_QUIET) return;
     int saved = errno;
     char body[LOG_LINE_MAX];
     va_list ap;
+    /* Over its budget, a line costs no formatting (a shed every attempt). */
+    uint64_t suppressed = 0;
+    bool engaged = fdg_engaged();
+    if (engaged && !rate_allows(kind, &suppressed)) {
+        errno = saved;
+        return;
+    }
     va_start(ap, fmt);
     fdg_format(body, sizeof body, fmt, ap);
     va_end(ap);
-    if (fdg_engaged()) {
-        emit_body(level, kind, body);
+    if (engaged) {
+        emit_allowed(level, body, suppressed);
     } else {
         unsigned slot = atomic_fetch_add(&deferred_count, 1);
         if (slot < DEFERRED_MAX) {

@@ -8,6 +8,8 @@
 #include "fdguard.h"
 
 #include <dlfcn.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 /* Our own definitions, to detect dlsym handing us back to ourselves (a copy of
@@ -36,6 +38,16 @@ extern int semget(key_t, int, int);
 extern int msgget(key_t, int);
 extern void *dlopen(const char *, int);
 extern int dlclose(void *);
+extern ssize_t sendmsg(int, const struct msghdr *, int);
+extern int sendmmsg(int, struct mmsghdr *, unsigned int, int);
+extern int posix_spawn(pid_t *, const char *, const posix_spawn_file_actions_t *,
+                       const posix_spawnattr_t *, char *const[], char *const[]);
+extern int posix_spawnp(pid_t *, const char *, const posix_spawn_file_actions_t *,
+                        const posix_spawnattr_t *, char *const[], char *const[]);
+extern int system(const char *);
+extern FILE *popen(const char *, const char *);
+extern int clone(int (*)(void *), void *, int, void *, ...);
+extern pid_t _Fork(void);
 
 /* Keeps the raw fallback (raw.c) when there is no usable next definition. */
 static void *bind_one(const char *name, void *self, void *fallback, bool required)
@@ -79,6 +91,14 @@ void fdg_bind_next(void)
     BIND(dlclose, true);
     fdg_next.dlerror = dlerror; /* not interposed */
     fdg_dlcaller_bind();
+    BIND(sendmsg, true);
+    BIND(sendmmsg, true);
+    BIND(posix_spawn, true);
+    BIND(posix_spawnp, true);
+    BIND(system, true);
+    BIND(popen, true);
+    BIND(clone, true);
+    fdg_next.fork_ = (pid_t(*)(void))bind_one("_Fork", (void *)_Fork, NULL, false); /* 2.34 */
     /* close_range and closefrom appeared in glibc 2.34: optional. */
     BIND(close_range, false);
     BIND(closefrom, false);

@@ -4,7 +4,9 @@
  * them (a daemon's blanket close loop after fork, a shell's redirections).
  * The close family tells us before it happens; we then forget the number and
  * open a new one when we next need it, instead of one day closing a
- * descriptor that has become the application's. */
+ * descriptor that has become the application's. Each is marked in the
+ * descriptor table (epoll_table.c), so that the close family's one lookup
+ * answers for them too; a descriptor that cannot be marked is not kept. */
 #include "fdguard.h"
 
 #include <fcntl.h>
@@ -13,8 +15,16 @@ _Atomic int fdg_owned[FDG_OWNED_COUNT] = {-1, -1};
 
 bool fdg_owned_claim(int slot, int fd)
 {
+    if (!fdg_ept_mark_owned(fd)) return false;
     int none = -1;
-    return atomic_compare_exchange_strong(&fdg_owned[slot], &none, fd);
+    if (atomic_compare_exchange_strong(&fdg_owned[slot], &none, fd)) return true;
+    fdg_ept_unmark_owned(fd);
+    return false;
+}
+
+void fdg_owned_unmark(int fd)
+{
+    fdg_ept_unmark_owned(fd);
 }
 
 void fdg_owned_lost(int slot, int fd)
@@ -27,6 +37,13 @@ void fdg_owned_lost(int slot, int fd)
     if (slot == FDG_OWNED_SPARE) fdg_count(FDG_C_spare_lost, 1);
     fdg_logf(FDG_LVL_DEBUG, FDG_EV_SPARE, "the application closed or replaced fd %d (our %s)", fd,
              slot == FDG_OWNED_SPARE ? "spare" : "log");
+}
+
+void fdg_owned_number_lost(int fd)
+{
+    for (int slot = 0; slot < FDG_OWNED_COUNT; slot++)
+        if (atomic_load_explicit(&fdg_owned[slot], memory_order_relaxed) == fd)
+            fdg_owned_lost(slot, fd);
 }
 
 int fdg_fd_above_stdio(int fd)

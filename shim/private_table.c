@@ -33,11 +33,16 @@ bool fdg_table_shared(void)
 
 EXPORT int unshare(int flags)
 {
+    int saved = errno;
+    bool copies = (flags & CLONE_FILES) && !fdg_private_table && fdg_active() && fdg_table_shared();
+    errno = saved;
+    if (!copies) return fdg_next.unshare(flags);
+    /* The copy holds a reference to every description (spawn.c). */
+    fdg_spawn_begin();
     int r = fdg_next.unshare(flags);
-    if (r == 0 && (flags & CLONE_FILES) && !fdg_private_table) {
-        int saved = errno;
-        if (fdg_active() && fdg_table_shared()) fdg_private_table = true;
-        errno = saved;
-    }
+    if (r == 0) fdg_private_table = true;
+    saved = errno;
+    fdg_spawn_end();
+    errno = saved;
     return r;
 }

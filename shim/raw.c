@@ -154,6 +154,63 @@ static int raw_msgget(key_t key, int flg)
     return (int)syscall(SYS_msgget, key, flg);
 }
 
+static ssize_t raw_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    return syscall(SYS_sendmsg, fd, msg, flags);
+}
+
+static int raw_sendmmsg(int fd, struct mmsghdr *vec, unsigned int n, int flags)
+{
+    return (int)syscall(SYS_sendmmsg, fd, vec, n, flags);
+}
+
+/* Process creation is never a signal path: bind on demand. */
+#define LAZY(name) dlsym(RTLD_NEXT, name)
+
+static int lazy_posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                            const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    int (*next)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+                const posix_spawnattr_t *, char *const[], char *const[]) = LAZY("posix_spawn");
+    return next ? next(pid, path, fa, attr, argv, envp) : ENOSYS;
+}
+
+static int lazy_posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                             const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    int (*next)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+                const posix_spawnattr_t *, char *const[], char *const[]) = LAZY("posix_spawnp");
+    return next ? next(pid, file, fa, attr, argv, envp) : ENOSYS;
+}
+
+static int lazy_system(const char *command)
+{
+    int (*next)(const char *) = LAZY("system");
+    return next ? next(command) : -1;
+}
+
+static FILE *lazy_popen(const char *command, const char *mode)
+{
+    FILE *(*next)(const char *, const char *) = LAZY("popen");
+    return next ? next(command, mode) : NULL;
+}
+
+static int lazy_clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
+{
+    va_list ap;
+    va_start(ap, arg);
+    pid_t *ptid = va_arg(ap, pid_t *);
+    void *tls = va_arg(ap, void *);
+    pid_t *ctid = va_arg(ap, pid_t *);
+    va_end(ap);
+    int (*next)(int (*)(void *), void *, int, void *, ...) = LAZY("clone");
+    if (!next) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return next(fn, stack, flags, arg, ptid, tls, ctid);
+}
+
 struct fdg_next fdg_next = {
     .accept = raw_accept,
     .accept4 = raw_accept4,
@@ -180,4 +237,11 @@ struct fdg_next fdg_next = {
     .dlopen = lazy_dlopen,
     .dlclose = lazy_dlclose,
     .dlerror = dlerror,
+    .sendmsg = raw_sendmsg,
+    .sendmmsg = raw_sendmmsg,
+    .posix_spawn = lazy_posix_spawn,
+    .posix_spawnp = lazy_posix_spawnp,
+    .system = lazy_system,
+    .popen = lazy_popen,
+    .clone = lazy_clone,
 };

@@ -23,12 +23,14 @@ static int open_spare(void)
     return fdg_fd_above_stdio(fd);
 }
 
+/* The close family tells us when the application closes our number; only a
+ * raw close system call and a reuse of the number could put something else
+ * there, and applications do not make O_PATH descriptors. One system call
+ * per lend. */
 static bool is_our_spare(int fd)
 {
-    struct stat st;
     int fl = (int)fdg_raw_fcntl(fd, F_GETFL, 0);
-    if (fl < 0 || !(fl & O_PATH) || fstat(fd, &st) < 0) return false;
-    return (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)) || S_ISDIR(st.st_mode);
+    return fl >= 0 && (fl & O_PATH);
 }
 
 bool fdg_spare_held(void)
@@ -43,17 +45,19 @@ bool fdg_spare_arm(void)
     int fd = open_spare();
     errno = saved;
     if (fd < 0) return false;
-    if (fdg_owned_claim(FDG_OWNED_SPARE, fd))
+    if (fdg_owned_claim(FDG_OWNED_SPARE, fd)) {
         fdg_count(FDG_C_spare_armed, 1);
-    else
-        fdg_raw_close(fd); /* another thread armed one meanwhile: one is enough */
-    return true;
+        return true;
+    }
+    fdg_raw_close(fd); /* another thread armed one meanwhile: one is enough */
+    return fdg_spare_held();
 }
 
 bool fdg_spare_lend(void)
 {
     int fd = atomic_exchange(&fdg_owned[FDG_OWNED_SPARE], -1);
     if (fd < 0) return false;
+    fdg_owned_unmark(fd);
     int saved = errno;
     bool ours = is_our_spare(fd);
     if (ours) fdg_raw_close(fd);
@@ -114,11 +118,12 @@ bool fdg_spare_arm_if_near(void)
     int fd = near ? fdg_fd_above_stdio(probe) : (fdg_raw_close(probe), -1);
     errno = saved;
     if (fd < 0) return false;
-    if (fdg_owned_claim(FDG_OWNED_SPARE, fd))
+    if (fdg_owned_claim(FDG_OWNED_SPARE, fd)) {
         fdg_count(FDG_C_spare_armed, 1);
-    else
-        fdg_raw_close(fd);
-    return true;
+        return true;
+    }
+    fdg_raw_close(fd);
+    return fdg_spare_held();
 }
 
 /* The soft limit can be lowered under a running process (prlimit, fdguard
@@ -139,14 +144,19 @@ void fdg_spare_rehome(void)
     int low = (int)fdg_raw_fcntl(fd, F_DUPFD_CLOEXEC, 3);
     int expected = fd;
     if (low >= 0 && low < fd) {
-        if (atomic_compare_exchange_strong(&fdg_owned[FDG_OWNED_SPARE], &expected, low))
+        if (fdg_ept_mark_owned(low) &&
+            atomic_compare_exchange_strong(&fdg_owned[FDG_OWNED_SPARE], &expected, low)) {
+            fdg_owned_unmark(fd);
             fdg_raw_close(fd);
-        else
+        } else {
+            fdg_owned_unmark(low);
             fdg_raw_close(low); /* lent or replaced meanwhile */
+        }
     } else {
         if (low >= 0) fdg_raw_close(low);
         if ((rlim_t)fd >= rl.rlim_cur &&
             atomic_compare_exchange_strong(&fdg_owned[FDG_OWNED_SPARE], &expected, -1)) {
+            fdg_owned_unmark(fd);
             fdg_raw_close(fd);
             fdg_count(FDG_C_spare_lost, 1);
             fdg_logf(FDG_LVL_INFO, FDG_EV_SPARE,

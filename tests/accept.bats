@@ -326,6 +326,78 @@ relieved() {
     relieved et
 }
 
+# ---- a shed client reads the whole message, then an orderly end -------------
+
+# reads ADDR MSG: 10 clients each that send nothing, a request ("PING\r\n")
+# and a request larger than one read (10 KiB), then read until the end
+# (2 s at most). Prints "KIND whole_then_eof=N reset=N partial=N hang=N".
+reads() {
+    /usr/bin/python3 - "$1" "$2" <<'PY'
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+msg = sys.argv[2].encode()
+for kind, payload in (("silent", b""), ("request", b"PING\r\n"), ("large", b"x" * 10240)):
+    counts = {"whole_then_eof": 0, "reset": 0, "partial": 0, "hang": 0}
+    for _ in range(10):
+        c = socket.create_connection((host, int(port)))
+        c.settimeout(2)
+        if payload:
+            c.sendall(payload)
+        got, end = b"", None
+        try:
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    end = "eof"
+                    break
+                got += d
+        except ConnectionResetError:
+            end = "reset"
+        except socket.timeout:
+            end = "hang"
+        c.close()
+        if end == "hang":
+            counts["hang"] += 1
+        elif got != msg:
+            counts["partial"] += 1
+        else:
+            counts["whole_then_eof" if end == "eof" else "reset"] += 1
+        time.sleep(0.01)
+    print(kind, " ".join(f"{k}={v}" for k, v in counts.items()))
+PY
+}
+
+# shed_reads SHAPE: at exhaustion every shed client, whatever it sent, reads
+# the whole reject message and then EOF: the close is orderly (a reset could
+# discard the message on its way); without the shim each one hangs.
+shed_reads() {
+    local msg='-ERR max number of clients reached, try again later (fdguard)' out
+    [[ -x /usr/bin/python3 ]] || skip "no /usr/bin/python3"
+    SRV_ENV+=("FDGUARD_REJECT_MSG=$msg")
+    srv_up plain "$1"
+    clients HELD 2
+    exhaust
+    out=$(reads "$ADDR" "$msg")
+    echo "without the shim: $out"
+    [[ $(grep -c 'whole_then_eof=0 reset=0 partial=0 hang=10' <<<"$out") == 3 ]]
+    stop_all
+    rm -f "$T/ready"
+    srv_up shim "$1"
+    clients HELD 2
+    exhaust
+    out=$(reads "$ADDR" "$msg")
+    echo "with the shim: $out"
+    [[ $(grep -c 'whole_then_eof=10 reset=0 partial=0 hang=0' <<<"$out") == 3 ]]
+}
+
+@test "lt: every shed client reads the whole message, then EOF (silent, a request, 10 KiB sent)" {
+    shed_reads lt
+}
+
+@test "et: every shed client reads the whole message, then EOF (silent, a request, 10 KiB sent)" {
+    shed_reads et
+}
+
 # ---- no descriptor leaks over 1,000 shed cycles ------------------------------
 
 # no_leak SHAPE: 1,000 connections shed at exhaustion; the descriptor count

@@ -950,11 +950,11 @@ bt_compare() {
 		st=$BATS_TEST_TMPDIR/st.${lib//\//_}
 		FDGUARD_STATS=$st.1 dl "$lib" "$DT" cycle "$T/a.so" "$T/b.so" "$T/host.so" "$T/b.so"
 		ran
-		[[ $(counter "$st.1" dlopen_unloads) == 4 && $(counter "$st.1" dlopen_evictions) == 0 ]]
+		[[ $(stats_counter "$st.1" dlopen_unloads) == 4 && $(stats_counter "$st.1" dlopen_evictions) == 0 ]]
 		FDGUARD_STATS=$st.2 FDGUARD_LOG_LEVEL=info dl "$lib" "$DT" cycle "$T/desc.so" "$T/big.so"
 		ran
 		has "$T/big.so: value=44 path=$T/big.so"
-		[[ $(counter "$st.2" dlopen_evictions) == 1 ]]
+		[[ $(stats_counter "$st.2" dlopen_evictions) == 1 ]]
 		[[ $stderr == *"dlopen($T/big.so): static TLS exhausted; idle objects closed, trying again"* ]]
 	done
 }

@@ -25,13 +25,23 @@
  *                  EPOLL_CTL_DEL comes on top.
  *   connect_cycle  loopback TCP: socket + connect, accept4, close both (the
  *                  client with SO_LINGER 0, so no TIME_WAIT piles up).
- *   close_paired   close_unreg twice over in one process, batch by batch in
- *                  ABBA order: through close() (the shim's wrapper when it is
- *                  preloaded) and through libc's own close (looked up in
- *                  libc.so.6 itself). Prints the ratio of the two (10th
- *                  percentiles): the wrapper's overhead with both measured
- *                  under the same conditions; without the shim both are
- *                  libc's close and the ratio shows the noise floor.
+ *   OP_paired      OP twice over in one process, batch by batch in ABBA
+ *                  order: through the symbol the program resolves (the
+ *                  shim's wrapper when it is preloaded) and through libc's
+ *                  own definition (looked up in libc.so.6 itself). Prints
+ *                  the ratio of the two (10th percentiles): the wrapper's
+ *                  overhead with both measured under the same conditions;
+ *                  without the shim both are libc's and the ratio shows the
+ *                  noise floor. The process is engaged (a pipe registered in
+ *                  an instance it waited on). OP: close (an unregistered
+ *                  dup), dup, dup2 (onto an open, untracked number), mod
+ *                  (EPOLL_CTL_MOD of the pipe), wait (epoll_wait, timeout
+ *                  0), close_reg (close of a registered dup, a fresh
+ *                  instance per batch: the shim adds the DEL, libc leaves
+ *                  the registration), close_last (close of a registered
+ *                  eventfd, its last reference: the kernel removes the
+ *                  registration with the file, the shim deletes it first),
+ *                  addel (EPOLL_CTL_ADD + DEL).
  *   rss_reg        ITERS dup'd descriptors added to one epoll set: resident
  *                  anonymous memory after minus before (bytes).
  *
@@ -56,6 +66,7 @@
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -175,17 +186,21 @@ static void time_closes(struct samples *s, int base, long iters, int mode)
     }
 }
 
-/* close_paired: `via` is close (our symbol lookup: the shim's if preloaded)
- * or libc's close. */
-static void time_closes_via(struct samples *s, int base, int n, int (*via)(int))
-{
-    static int fds[BATCH];
-    dup_batch(base, fds, n);
-    uint64_t t0 = now_ns();
-    for (int i = 0; i < n; i++)
-        via(fds[i]);
-    sample(s, now_ns() - t0, n);
-}
+/* The paired cases: each call made through the symbol as the application
+ * resolves it (the shim's wrapper when preloaded) and through libc's own
+ * definition (looked up in libc.so.6), batch by batch in ABBA order in one
+ * process. */
+struct via {
+    int (*close)(int);
+    int (*dup)(int);
+    int (*dup2)(int, int);
+    int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    int (*epoll_wait)(int, struct epoll_event *, int, int);
+};
+
+struct pair_env {
+    int base, target, ep, p[2];
+};
 
 static double p10(struct samples *s)
 {
@@ -193,28 +208,118 @@ static double p10(struct samples *s)
     return s->v[s->n / 10];
 }
 
-static double close_paired(int base, long iters)
+/* One batch of n calls of `op` through `v`; only the calls are timed. */
+static void pair_batch(struct samples *s, const char *op, const struct pair_env *e,
+                       const struct via *v, int n)
+{
+    static int fds[BATCH];
+    struct epoll_event ev = {.events = EPOLLIN}, out;
+    uint64_t t0 = 0, t1 = 0;
+    if (!strcmp(op, "close")) {
+        dup_batch(e->base, fds, n);
+        t0 = now_ns();
+        for (int i = 0; i < n; i++)
+            v->close(fds[i]);
+        t1 = now_ns();
+    } else if (!strcmp(op, "dup")) {
+        t0 = now_ns();
+        for (int i = 0; i < n; i++)
+            fds[i] = v->dup(e->base);
+        t1 = now_ns();
+        for (int i = 0; i < n; i++)
+            syscall(SYS_close, fds[i]);
+    } else if (!strcmp(op, "dup2")) {
+        t0 = now_ns();
+        for (int i = 0; i < n; i++)
+            v->dup2(e->base, e->target);
+        t1 = now_ns();
+    } else if (!strcmp(op, "mod")) {
+        t0 = now_ns();
+        for (int i = 0; i < n; i++)
+            v->epoll_ctl(e->ep, EPOLL_CTL_MOD, e->p[0], &ev);
+        t1 = now_ns();
+    } else if (!strcmp(op, "wait")) {
+        t0 = now_ns();
+        for (int i = 0; i < n; i++)
+            v->epoll_wait(e->ep, &out, 1, 0);
+        t1 = now_ns();
+    } else if (!strcmp(op, "close_reg")) {
+        /* Registered in a fresh instance (through the application's
+         * epoll_ctl, so that the shim knows them); the description stays
+         * open (a dup of base): the shim's close adds the DEL, libc's leaves
+         * the registration behind. */
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        if (ep < 0) die("epoll_create1");
+        dup_batch(e->base, fds, n);
+        register_batch(ep, fds, n);
+        t0 = now_ns();
+        for (int i = 0; i < n; i++)
+            v->close(fds[i]);
+        t1 = now_ns();
+        close(ep);
+    } else if (!strcmp(op, "close_last")) {
+        /* The last reference (fresh eventfds): the kernel removes the
+         * registration with the file; the shim, not knowing, deletes first. */
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        if (ep < 0) die("epoll_create1");
+        for (int i = 0; i < n; i++)
+            if ((fds[i] = eventfd(0, EFD_CLOEXEC)) < 0) die("eventfd");
+        register_batch(ep, fds, n);
+        t0 = now_ns();
+        for (int i = 0; i < n; i++)
+            v->close(fds[i]);
+        t1 = now_ns();
+        close(ep);
+    } else if (!strcmp(op, "addel")) {
+        t0 = now_ns();
+        for (int i = 0; i < n; i++) {
+            v->epoll_ctl(e->ep, EPOLL_CTL_ADD, e->p[1], &ev);
+            v->epoll_ctl(e->ep, EPOLL_CTL_DEL, e->p[1], NULL);
+        }
+        t1 = now_ns();
+    } else {
+        fprintf(stderr, "micro: unknown paired case %s\n", op);
+        exit(2);
+    }
+    sample(s, t1 - t0, n);
+}
+
+static double paired(const char *op, int base, long iters)
 {
     void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-    int (*libc_close)(int) = libc ? (int (*)(int))dlsym(libc, "close") : NULL;
-    int (*wrapped)(int) = close; /* resolved like the application's calls */
-    if (!libc_close) {
-        fprintf(stderr, "micro: cannot find libc's close: %s\n", dlerror());
+    struct via app = {close, dup, dup2, epoll_ctl, epoll_wait}, own;
+    own.close = libc ? (int (*)(int))dlsym(libc, "close") : NULL;
+    own.dup = libc ? (int (*)(int))dlsym(libc, "dup") : NULL;
+    own.dup2 = libc ? (int (*)(int, int))dlsym(libc, "dup2") : NULL;
+    own.epoll_ctl =
+        libc ? (int (*)(int, int, int, struct epoll_event *))dlsym(libc, "epoll_ctl") : NULL;
+    own.epoll_wait =
+        libc ? (int (*)(int, struct epoll_event *, int, int))dlsym(libc, "epoll_wait") : NULL;
+    if (!own.close || !own.dup || !own.dup2 || !own.epoll_ctl || !own.epoll_wait) {
+        fprintf(stderr, "micro: cannot find libc's own functions: %s\n", dlerror());
         exit(1);
     }
+    /* An engaged process: a pipe registered in an instance it waited on. */
+    struct pair_env e = {.base = base};
+    struct epoll_event ev = {.events = EPOLLIN}, out;
+    if ((e.target = dup(base)) < 0 || pipe2(e.p, O_CLOEXEC) < 0 ||
+        (e.ep = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
+        epoll_ctl(e.ep, EPOLL_CTL_ADD, e.p[0], &ev) < 0)
+        die("paired setup");
+    epoll_wait(e.ep, &out, 1, 0);
     struct samples a = {0}, b = {0}, warm = {0};
     for (int i = 0; i < 10; i++) {
-        time_closes_via(&warm, base, BATCH, wrapped);
-        time_closes_via(&warm, base, BATCH, libc_close);
+        pair_batch(&warm, op, &e, &app, BATCH);
+        pair_batch(&warm, op, &e, &own, BATCH);
     }
     for (long done = 0; done < iters; done += 2 * BATCH) {
         bool flip = (done / (2 * BATCH)) & 1;
-        time_closes_via(flip ? &b : &a, base, BATCH, flip ? libc_close : wrapped);
-        time_closes_via(flip ? &a : &b, base, BATCH, flip ? wrapped : libc_close);
+        pair_batch(flip ? &b : &a, op, &e, flip ? &own : &app, BATCH);
+        pair_batch(flip ? &a : &b, op, &e, flip ? &app : &own, BATCH);
     }
     if (getenv("MICRO_VERBOSE"))
-        fprintf(stderr, "micro close_paired: close() p10 %.2f, libc close p10 %.2f ns/op\n", p10(&a),
-                p10(&b));
+        fprintf(stderr, "micro %s_paired: application's p10 %.2f, libc's own p10 %.2f ns/op\n", op,
+                p10(&a), p10(&b));
     return p10(&a) / p10(&b);
 }
 
@@ -331,7 +436,8 @@ static long rss_reg(int base, long n)
 static void usage(void)
 {
     fprintf(stderr, "usage: micro close_unreg|dup_close|epoll_addel|close_reg|close_reg_last|"
-                    "connect_cycle|close_paired|rss_reg ITERS [OTHER_FDS]\n");
+                    "connect_cycle|rss_reg|OP_paired ITERS [OTHER_FDS]\n"
+                    "       (OP: close dup dup2 mod wait close_reg addel)\n");
     exit(2);
 }
 
@@ -342,6 +448,7 @@ int main(int argc, char **argv)
     long iters = parse(argv[2], 1, 100000000);
     long others = argc == 4 ? parse(argv[3], 0, 100000000) : 0;
     if (others && strcmp(c, "close_unreg") != 0 && strcmp(c, "close_paired") != 0) usage();
+
     long warm = iters / 10 > BATCH ? iters / 10 : (iters < BATCH ? iters : BATCH);
     int base = base_fd();
     struct samples s = {0};
@@ -351,8 +458,13 @@ int main(int argc, char **argv)
         for (long i = 0; i < others; i++)
             if (dup(base) < 0) die("dup");
     }
-    if (strcmp(c, "close_paired") == 0) {
-        printf("%.4f\n", close_paired(base, iters));
+    size_t cl = strlen(c);
+    if (cl > 7 && strcmp(c + cl - 7, "_paired") == 0) {
+        char op[32];
+        snprintf(op, sizeof op, "%.*s", (int)(cl - 7), c);
+        if (others && strcmp(op, "close") != 0) usage();
+        if (strncmp(op, "close_", 6) == 0) ensure_nofile(2 * BATCH + 64);
+        printf("%.4f\n", paired(op, base, iters));
         return 0;
     }
     if (strcmp(c, "rss_reg") == 0) {

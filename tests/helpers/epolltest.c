@@ -38,6 +38,17 @@
  *   vfork_close_range    a vfork child runs close_range(3, ~0U, 0) and exits;
  *                        the parent's registration and the shim's records
  *                        are intact (a later close still deletes)
+ *   share_child KIND     a child that shares our memory (vfork, clone_vfork:
+ *                        clone(CLONE_VM|CLONE_VFORK), clone_vm: clone(CLONE_VM)
+ *                        running beside us) or copies it without the fork
+ *                        handlers (raw_fork: syscall(SYS_fork), _Fork), or a
+ *                        posix_spawn child, closes the registered number
+ *                        (close, dup2 onto it, close_range) and exits: as
+ *                        vfork_close_range
+ *   sole HOW             a registered accepted socket closed: HOW none (its
+ *                        last reference), dup (a duplicate held), fork (a
+ *                        child holds it), spawn | vfork (a spawned child
+ *                        holds it), scm (in flight in an SCM_RIGHTS message)
  *   dup2_same | dup3_same [socket] [nokcmp]
  *                        a saved duplicate dup2'd back onto its registered
  *                        number: the registration stays (an event, MOD
@@ -84,6 +95,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -530,6 +542,156 @@ static int sc_vfork_close_range(void)
     return verdict("vfork_close_range (parent closes)", ep, &none);
 }
 
+/* ---- children that share our memory, or copy it without the fork handlers - */
+
+/* What every such child does: close the registered number g_child_fd, dup2
+ * /dev/null onto it, close_range over it, then leave. In its own descriptor
+ * table: the parent's registration must stay, and so must the shim's
+ * records of it (the parent's later close still deletes). */
+static int g_child_fd;
+
+static int child_closes(void *arg)
+{
+    (void)arg;
+    int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    close(g_child_fd);
+    if (nul >= 0) dup2(nul, g_child_fd);
+    close_range((unsigned)g_child_fd, (unsigned)g_child_fd, 0);
+    return 0;
+}
+
+static char g_clone_stack[256 * 1024] __attribute__((aligned(16)));
+
+/* Starts a child of that kind; its pid (0 for posix_spawn: reaped here). */
+static pid_t share_child(const char *kind)
+{
+    pid_t pid;
+    if (!strcmp(kind, "vfork")) { /* the raw libc call, not posix_spawn */
+        pid = vfork();
+        if (pid == 0) _exit(child_closes(NULL));
+    } else if (!strcmp(kind, "clone_vfork")) {
+        pid = clone(child_closes, g_clone_stack + sizeof g_clone_stack,
+                    CLONE_VM | CLONE_VFORK | SIGCHLD, NULL);
+    } else if (!strcmp(kind, "clone_vm")) { /* runs beside us in our memory */
+        pid = clone(child_closes, g_clone_stack + sizeof g_clone_stack, CLONE_VM | SIGCHLD, NULL);
+    } else if (!strcmp(kind, "raw_fork")) { /* no fork handlers */
+        pid = (pid_t)syscall(SYS_fork);
+        if (pid == 0) _exit(child_closes(NULL));
+    } else if (!strcmp(kind, "_Fork")) {
+        pid = _Fork();
+        if (pid == 0) _exit(child_closes(NULL));
+    } else if (!strcmp(kind, "posix_spawn")) {
+        posix_spawn_file_actions_t fa;
+        char *argv[] = {"true", NULL}, *envp[] = {NULL};
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addclose(&fa, g_child_fd);
+        int err = posix_spawnp(&pid, "true", &fa, NULL, argv, envp);
+        posix_spawn_file_actions_destroy(&fa);
+        if (err) {
+            errno = err;
+            die("posix_spawnp");
+        }
+    } else {
+        die("unknown child kind %s", kind);
+    }
+    if (pid < 0) die("%s", kind);
+    return pid;
+}
+
+static int sc_share_child(const char *kind)
+{
+    char what[96];
+    int p[2], ep = xepoll();
+    xpipe(p);
+    xadd(ep, p[0], EPOLLIN);
+    struct epoll_event ev[4];
+    epoll_wait(ep, ev, 4, 0); /* the program's event loop */
+    hold(p[0], 100);
+    struct expect x = {0}, none = {0};
+    expect_add(&x, p[0]);
+    g_child_fd = p[0];
+    pid_t pid = share_child(kind);
+    int st;
+    if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        die("%s child", kind);
+    snprintf(what, sizeof what, "share_child %s (after the child)", kind);
+    int r = verdict(what, ep, &x);
+    if (r != OK) return LOST;
+    close(p[0]); /* a duplicate is held: only a DEL removes the registration */
+    xwrite(p[1]);
+    snprintf(what, sizeof what, "share_child %s (parent closes)", kind);
+    return verdict(what, ep, &none);
+}
+
+/* ---- an accepted socket's close: the last reference, or not -------------- */
+
+/* A server registers a client it accepted and closes it. With nothing else
+ * holding the description the kernel removes the registration itself (the
+ * shim needs no DEL); after a dup, with a child holding it (fork, spawn) or
+ * with it in flight in an SCM_RIGHTS message, only a DEL does. */
+static int sc_sole(const char *how)
+{
+    int l = listen_tcp(), ep = xepoll(), sv[2] = {-1, -1}, sync[2];
+    int c = connect_to(l);
+    int a = accept(l, NULL, NULL); /* not close-on-exec: a spawned child inherits it */
+    if (a < 0) die("accept");
+    xadd(ep, a, EPOLLIN);
+    struct epoll_event ev[4];
+    epoll_wait(ep, ev, 4, 0); /* the program's event loop */
+    pid_t child = 0;
+    if (!strcmp(how, "dup")) {
+        hold(a, 100);
+    } else if (!strcmp(how, "fork")) {
+        if (pipe2(sync, O_CLOEXEC) != 0) die("pipe2");
+        fflush(stdout);
+        if ((child = fork()) == 0) {
+            char b;
+            close(sync[1]);
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            (void)!read(sync[0], &b, 1); /* holds everything until the parent is done */
+            _exit(0);
+        }
+        close(sync[0]);
+    } else if (!strcmp(how, "spawn") || !strcmp(how, "vfork")) {
+        char *argv[] = {"sleep", "60", NULL}, *envp[] = {NULL};
+        if (how[0] == 's') {
+            int err = posix_spawn(&child, "/bin/sleep", NULL, NULL, argv, envp);
+            if (err) errno = err, die("posix_spawn");
+        } else if ((child = vfork()) == 0) {
+            execve("/bin/sleep", argv, envp);
+            _exit(127);
+        }
+    } else if (!strcmp(how, "scm")) {
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+        char byte = 0, ctl[CMSG_SPACE(sizeof(int))] = {0};
+        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+        struct msghdr msg = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &a, sizeof(int));
+        if (sendmsg(sv[0], &msg, 0) != 1) die("sendmsg"); /* in flight until received */
+    } else if (strcmp(how, "none")) {
+        die("unknown case %s", how);
+    }
+    close(a);
+    if (!write_all(c, "x", 1)) die("write"); /* an event, if the registration lives on */
+    struct expect none = {0};
+    char what[64];
+    snprintf(what, sizeof what, "sole %s", how);
+    int r = verdict(what, ep, &none);
+    if (child > 0) {
+        if (!strcmp(how, "fork"))
+            close(sync[1]);
+        else
+            kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+    }
+    return r;
+}
+
 /* ---- the fork rule: pre-fork workers and a server's helper child ----------- */
 
 /* A pre-fork worker: waits on the instance it inherited and accepts on the
@@ -867,7 +1029,17 @@ struct model {
     /* A worker: a child that waited on instance worker_inst and lives on. */
     pid_t worker;
     int worker_inst, worker_ctl, worker_steps;
+    /* Accepted sockets (the shim may skip the DEL when their close drops
+     * the last reference): sole[fd] while the program has given nobody
+     * another reference (no dup, no child, not sent). A listener, a socket
+     * pair whose queue holds descriptors sent with SCM_RIGHTS (in flight:
+     * the kernel holds a reference), and a spawned child (posix_spawn or
+     * vfork + exec of sleep) that inherited what is not close-on-exec. */
+    bool sole[M_FDS];
+    int listener, rights[2], in_flight;
+    pid_t holder;
     long steps, bad_steps, stale, lost, risky, aliased, kept_total, same_kept, unshared;
+    long sole_closed, held_closed;
     long ops[24];
 };
 
@@ -889,13 +1061,18 @@ enum {
     OP_DUP2_SAME,
     OP_WORKER,
     OP_UNSHARE,
+    OP_ACCEPT,
+    OP_SEND,
+    OP_RECV,
+    OP_SPAWN,
     OP_COUNT
 };
 static const char *const op_names[OP_COUNT] = {
-    "open",        "add",      "mod",         "del",    "dup",    "dup2",
-    "dup3",        "close",    "close_range", "fork",   "vfork",  "close_epfd",
-    "create_epfd", "dup_epfd", "dup2_same",   "worker", "unshare"};
-static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2, 2, 5, 3, 4, 2, 2};
+    "open",      "add",         "mod",     "del",    "dup",         "dup2",        "dup3",
+    "close",     "close_range", "fork",    "vfork",  "close_epfd",  "create_epfd", "dup_epfd",
+    "dup2_same", "worker",      "unshare", "accept", "send_rights", "recv_rights", "spawn"};
+static const int op_weight[OP_COUNT] = {8, 22, 6, 8, 10, 8, 4, 14, 4, 3, 2,
+                                        2, 5,  3, 4, 2,  2, 8, 3,  2, 2};
 
 static uint64_t rnd(struct model *m)
 {
@@ -995,7 +1172,9 @@ static void m_closed(struct model *m, int fd)
         }
         for (int o = 0; o < M_FDS; o++)
             shared |= o != fd && m->kind[o] == M_DATA_FD && m->ino[o] == m->ino[fd];
-        m->risky += registered && shared; /* the stale case, unless deleted */
+        m->risky += registered && shared;                /* the stale case, unless deleted */
+        if (registered && m->sole[fd]) m->sole_closed++; /* the kernel removes them itself */
+        m->sole[fd] = false;
     } else if (m->kind[fd] == M_EPOLL_FD) {
         int i = m->inst[fd];
         bool named = false;
@@ -1022,6 +1201,137 @@ static void m_new_data(struct model *m, int fd, unsigned long ino)
     }
     m->kind[fd] = M_DATA_FD;
     m->ino[fd] = ino;
+    m->sole[fd] = false;
+}
+
+/* A registered accepted socket that is still sole, or -1. */
+static int pick_sole(struct model *m)
+{
+    int c[M_FDS], n = 0;
+    for (int t = 0; t < M_HI; t++)
+        if (m->kind[t] == M_DATA_FD && m->sole[t] && m_registered(m, t)) c[n++] = t;
+    return n ? c[rnd_below(m, n)] : -1;
+}
+
+/* The program's descriptions get another reference: none is sole. */
+static void m_unsole_all(struct model *m)
+{
+    memset(m->sole, 0, sizeof m->sole);
+}
+
+/* ---- accepted sockets, descriptors in flight, a spawned holder ------------ */
+
+static void m_accept(struct model *m)
+{
+    int c = connect_to(m->listener);
+    int a = rnd_below(m, 2) ? accept(m->listener, NULL, NULL)
+                            : accept4(m->listener, NULL, NULL,
+                                      SOCK_NONBLOCK | (rnd_below(m, 2) ? SOCK_CLOEXEC : 0));
+    if (a < 0) die("accept");
+    close(c);
+    if (a >= M_HI) {
+        close(a);
+        return;
+    }
+    m_new_data(m, a, ino_of(a));
+    m->sole[a] = true;
+    /* As a server does: registered at once, mostly. */
+    int ep = pick(m, M_EPOLL_FD);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.fd = a};
+    if (ep >= 0 && rnd_below(m, 4) && epoll_ctl(ep, EPOLL_CTL_ADD, a, &ev) == 0) {
+        m->reg[m->inst[ep]][a] = m->ino[a];
+        m->recorded[m->inst[ep]] = true;
+    }
+}
+
+/* One to three data numbers (registered and sole ones by preference) sent
+ * with SCM_RIGHTS into the holding pair, where they stay in flight. */
+static void m_send(struct model *m)
+{
+    int fds[3], n = 1 + rnd_below(m, 3);
+    for (int i = 0; i < n; i++) {
+        int fd = rnd_below(m, 4) ? pick_sole(m) : -1;
+        if (fd < 0) fd = rnd_below(m, 2) ? pick_registered(m) : pick(m, M_DATA_FD);
+        if (fd < 0) return;
+        fds[i] = fd;
+    }
+    char byte = 0, ctl[CMSG_SPACE(sizeof fds)];
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = ctl,
+                         .msg_controllen = CMSG_SPACE(n * sizeof(int))};
+    memset(ctl, 0, sizeof ctl);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(n * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+    int r;
+    if (rnd_below(m, 2)) {
+        r = (int)sendmsg(m->rights[0], &msg, MSG_DONTWAIT);
+    } else {
+        struct mmsghdr mm = {.msg_hdr = msg};
+        r = sendmmsg(m->rights[0], &mm, 1, MSG_DONTWAIT) == 1 ? 1 : -1;
+    }
+    if (r < 0) return; /* the queue is full: nothing sent */
+    m->in_flight++;
+    for (int i = 0; i < n; i++)
+        m->sole[fds[i]] = false;
+}
+
+/* What is in flight is received and closed (numbers above the model's). */
+static void m_recv(struct model *m)
+{
+    while (m->in_flight > 0) {
+        char byte, ctl[CMSG_SPACE(3 * sizeof(int))];
+        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+        struct msghdr msg = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl};
+        if (recvmsg(m->rights[1], &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) <= 0) die("recvmsg");
+        m->in_flight--;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int fds[3];
+            memcpy(fds, CMSG_DATA(c), n * sizeof(int));
+            for (size_t i = 0; i < n; i++) {
+                /* Received low: move it out of the model's numbers first. */
+                int high = hold(fds[i], 300);
+                close(fds[i]);
+                close(high);
+            }
+        }
+    }
+}
+
+/* A child that execs and lives on: it holds every description that is not
+ * close-on-exec (accepted with accept(): not). posix_spawn or vfork + exec. */
+static void m_spawn(struct model *m)
+{
+    if (m->holder > 0) {
+        kill(m->holder, SIGKILL);
+        waitpid(m->holder, NULL, 0);
+        m->holder = 0;
+        return;
+    }
+    char *argv[] = {"sleep", "600", NULL}, *envp[] = {NULL};
+    pid_t pid;
+    if (rnd_below(m, 2)) {
+        int err = posix_spawn(&pid, "/bin/sleep", NULL, NULL, argv, envp);
+        if (err) {
+            errno = err;
+            die("posix_spawn");
+        }
+    } else {
+        pid = vfork();
+        if (pid == 0) {
+            execve("/bin/sleep", argv, envp);
+            _exit(127);
+        }
+        if (pid < 0) die("vfork");
+    }
+    m->holder = pid;
+    m_unsole_all(m);
 }
 
 /* Kernel against model, every live instance, read through one of its
@@ -1162,6 +1472,7 @@ static void m_forked(struct model *m)
 {
     for (int i = 0; i < M_INST; i++)
         if (m->inst_live[i]) m->forked[i] = true;
+    m_unsole_all(m);
 }
 
 /* A pre-fork worker: waits once on an inherited instance (its use is then
@@ -1231,6 +1542,7 @@ static void m_unshare_thread(struct model *m)
     if (pthread_create(&t, NULL, m_unshare_main, m) != 0) die("pthread_create");
     pthread_join(t, NULL);
     m->unshared++;
+    m_unsole_all(m);
 }
 
 static void m_step(struct model *m)
@@ -1284,18 +1596,22 @@ static void m_step(struct model *m)
         if (epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL) == 0 || errno == ENOENT) m->reg[in][fd] = 0;
         break;
     case OP_DUP:
-        fd = rnd_below(m, 2) ? pick_registered(m) : pick(m, M_DATA_FD);
+        fd = rnd_below(m, 2) ? pick_sole(m) : -1;
+        if (fd < 0) fd = rnd_below(m, 2) ? pick_registered(m) : pick(m, M_DATA_FD);
         if (fd < 0) break;
         to = rnd_below(m, 2) ? dup(fd) : fcntl(fd, F_DUPFD_CLOEXEC, 3 + rnd_below(m, M_HI - 3));
         m_new_data(m, to, m->ino[fd]);
+        m->sole[fd] = false;
         break;
     case OP_DUP2:
     case OP_DUP3:
-        fd = pick(m, M_DATA_FD);
+        fd = rnd_below(m, 2) ? pick_sole(m) : -1;
+        if (fd < 0) fd = pick(m, M_DATA_FD);
         to = rnd_below(m, 2) ? pick_registered(m) : pick_target(m);
         if (fd < 0 || to < 0 || fd == to) break;
         if ((op == OP_DUP2 ? dup2(fd, to) : dup3(fd, to, O_CLOEXEC)) != to) die("dup2/dup3");
         m_replaced(m, fd, to);
+        m->sole[fd] = false;
         break;
     case OP_DUP2_SAME: /* restore a number from a saved duplicate */
         to = pick_registered(m);
@@ -1305,10 +1621,26 @@ static void m_step(struct model *m)
         m_replaced(m, fd, to);
         break;
     case OP_CLOSE:
-        fd = rnd_below(m, 2) ? pick_registered(m) : pick_target(m);
+        fd = rnd_below(m, 3) ? -1 : pick_sole(m);
+        if (fd < 0) fd = rnd_below(m, 2) ? pick_registered(m) : pick_target(m);
         if (fd < 0) break;
+        if (m->kind[fd] == M_DATA_FD && m_registered(m, fd) && !m->sole[fd] &&
+            (m->in_flight || m->holder > 0 || m->worker > 0))
+            m->held_closed++; /* maybe held elsewhere: only a DEL removes it */
         close(fd);
         m_closed(m, fd);
+        break;
+    case OP_ACCEPT:
+        m_accept(m);
+        break;
+    case OP_SEND:
+        m_send(m);
+        break;
+    case OP_RECV:
+        m_recv(m);
+        break;
+    case OP_SPAWN:
+        m_spawn(m);
         break;
     case OP_CLOSE_RANGE: {
         int lo = pick_target(m), hi = lo + rnd_below(m, 4);
@@ -1344,6 +1676,7 @@ static void m_step(struct model *m)
         pid_t pid = vfork_and_close_range();
         int st;
         if (pid < 0 || waitpid(pid, &st, 0) != pid) die("vfork");
+        m_unsole_all(m);
 #ifdef __SANITIZE_THREAD__
         m_forked(m); /* ThreadSanitizer's vfork is a fork: fork handlers ran */
 #endif
@@ -1391,18 +1724,26 @@ static int sc_model(long seed, long steps, bool verbose)
     m.rng = (uint64_t)seed * 0x2545f4914f6cdd1dULL + 1;
     for (int fd = 0; fd < M_FDS; fd++)
         m.kind[fd] = fd < 3 || fd_open(fd) ? M_FOREIGN : M_FREE;
+    int l = listen_tcp(), sv[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+    m.listener = hold(l, 200);
+    m.rights[0] = hold(sv[0], 201);
+    m.rights[1] = hold(sv[1], 202);
+    close(l), close(sv[0]), close(sv[1]);
     for (m.steps = 1; m.steps <= steps; m.steps++) {
         m_step(&m);
         if (m_check(&m, verbose && m.bad_steps < 5)) m.bad_steps++;
     }
     m.steps--;
     if (m.worker > 0) m_worker_end(&m);
+    if (m.holder > 0) m_spawn(&m);
     printf("model: seed %ld steps %ld mismatches %ld (stale %ld, lost %ld) in %ld steps; "
            "registered numbers closed while shared: %ld; epoll fds closed while another names "
            "the instance: %ld; kept by the fork rule: %ld; registered numbers restored from a "
-           "duplicate: %ld; threads that closed in a private table: %ld\n",
+           "duplicate: %ld; threads that closed in a private table: %ld; registered accepted "
+           "sockets closed sole: %ld; registered sockets closed while maybe held elsewhere: %ld\n",
            seed, m.steps, m.stale + m.lost, m.stale, m.lost, m.bad_steps, m.risky, m.aliased,
-           m.kept_total, m.same_kept, m.unshared);
+           m.kept_total, m.same_kept, m.unshared, m.sole_closed, m.held_closed);
     printf("model: ops");
     for (int i = 0; i < OP_COUNT; i++)
         printf(" %s %ld", op_names[i], m.ops[i]);
@@ -1830,6 +2171,9 @@ static void usage(void)
                     "                 unshare_close|unshare_single|fork_worker|\n"
                     "                 fork_worker_waited|fork_worker_exited|\n"
                     "                 fork_worker_closed|fork_client|fork_client_nowait\n"
+                    "       epolltest sole none|dup|fork|spawn|vfork|scm\n"
+                    "       epolltest share_child vfork|clone_vfork|clone_vm|raw_fork|_Fork|\n"
+                    "                             posix_spawn\n"
                     "       epolltest dup2_same|dup3_same [socket] [nokcmp]\n"
                     "       epolltest model SEED STEPS [-v]\n"
                     "       epolltest threads [N [ITERS]]\n"
@@ -1866,6 +2210,14 @@ int main(int argc, char **argv)
     if (!strcmp(s, "epfd_move")) return sc_epfd_move();
     if (!strcmp(s, "fork_listener")) return sc_fork_listener();
     if (!strcmp(s, "vfork_close_range")) return sc_vfork_close_range();
+    if (!strcmp(s, "sole")) {
+        if (argc != 3) usage();
+        return sc_sole(argv[2]);
+    }
+    if (!strcmp(s, "share_child")) {
+        if (argc != 3) usage();
+        return sc_share_child(argv[2]);
+    }
     if (!strcmp(s, "dup2_same") || !strcmp(s, "dup3_same")) {
         bool sock = false, nokcmp = false;
         for (int i = 2; i < argc; i++) {

@@ -17,6 +17,9 @@
  *            error (spins); each client is served by a detached thread.
  *   threads  N threads (default 4) blocking in accept() on the same listener.
  *
+ * --close-at-once (lt): every accepted client is closed at once, without a
+ * greeting: the kernel's own cost of a connection (make bench's floor).
+ *
  * --blocking-listener: lt, poll and select with a blocking listener, called
  * only when readiness says so (Python's socketserver does this): at EMFILE
  * they spin like the non-blocking ones; a relief that then waited in accept
@@ -60,6 +63,7 @@ struct opts {
     long nofile; /* 0: leave the limit alone */
     long backlog;
     bool blocking_listener;
+    bool close_at_once;
 };
 
 static const char hello[] = "HELLO\n";
@@ -71,7 +75,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: srv --shape lt|et|poll|select|block|threads (--port P | --unix PATH)\n"
                     "           --ready FILE [--threads N] [--nofile N] [--backlog N]\n"
-                    "           [--blocking-listener] (lt, poll, select)\n");
+                    "           [--blocking-listener] (lt, poll, select) [--close-at-once] (lt)\n");
     exit(2);
 }
 
@@ -107,6 +111,10 @@ static void parse_opts(int argc, char **argv, struct opts *o)
             o->blocking_listener = true;
             continue;
         }
+        if (strcmp(a, "--close-at-once") == 0) {
+            o->close_at_once = true;
+            continue;
+        }
         if (v == NULL) usage();
         i++;
         if (strcmp(a, "--shape") == 0)
@@ -130,6 +138,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
     if (o->blocking_listener && o->shape != SHAPE_LT && o->shape != SHAPE_POLL &&
         o->shape != SHAPE_SELECT)
         usage();
+    if (o->close_at_once && o->shape != SHAPE_LT) usage();
 }
 
 static void die(const char *what)
@@ -274,6 +283,8 @@ static void epoll_add_client(int ep, int cfd)
         close(cfd);
 }
 
+static bool g_close_at_once;
+
 /* lt: one accept() per wakeup, error or not. */
 static void epoll_accept_lt(int ep, int lfd)
 {
@@ -283,7 +294,10 @@ static void epoll_accept_lt(int ep, int lfd)
         report_accept_error(errno);
         return;
     }
-    epoll_add_client(ep, cfd);
+    if (g_close_at_once)
+        close(cfd);
+    else
+        epoll_add_client(ep, cfd);
 }
 
 /* et: the edge is consumed, so accept until the first error; any error (EAGAIN
@@ -477,6 +491,7 @@ int main(int argc, char **argv)
     int lfd, ep = -1;
 
     parse_opts(argc, argv, &o);
+    g_close_at_once = o.close_at_once;
     signal(SIGPIPE, SIG_IGN);
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
