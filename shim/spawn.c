@@ -44,7 +44,13 @@ void fdg_spawn_begin(void)
     atomic_fetch_add(&fdg_spawn_state, (UINT64_C(1) << 32) | 1);
     /* The sweep's loads are relaxed: they see every mark stored before the
      * increment in the single total order (spawn.c, above). */
+#if defined(__SANITIZE_THREAD__)
+    /* TSan models no fences (gcc refuses them under -Werror=tsan); a
+     * seq_cst read-modify-write is what it understands. */
+    atomic_fetch_add(&fdg_spawn_state, 0);
+#else
     atomic_thread_fence(memory_order_seq_cst);
+#endif
     fdg_ept_unsole_all();
 }
 
