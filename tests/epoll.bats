@@ -468,6 +468,36 @@ signal_storm() {
 	has "OK (MOD returned 0 and took effect)"
 }
 
+# same_but_exclusive SCENARIO: the scenario's output with
+# FDGUARD_EPOLLEXCLUSIVE=on is the bare run's, line for line, except that
+# the shim made the listener's registration exclusive.
+same_but_exclusive() {
+	local d="$BATS_TEST_TMPDIR"
+	bare "$1"
+	expect 0
+	has "EPOLLEXCLUSIVE not set"
+	printf 'exit %s\n%s\n' "$status" "$output" >"$d/bare"
+	FDGUARD_EPOLLEXCLUSIVE=on shim "$1"
+	printf 'exit %s\n%s\n' "$status" "$output" >"$d/shim"
+	grep -q 'EPOLLEXCLUSIVE set$' "$d/shim" || {
+		cat "$d/shim"
+		return 1
+	}
+	diff -u "$d/bare" <(sed 's/EPOLLEXCLUSIVE set$/EPOLLEXCLUSIVE not set/' "$d/shim")
+}
+
+@test "EPOLLEXCLUSIVE: ADD and MOD with a bad event pointer: EFAULT as without the shim, the registration stays" {
+	same_but_exclusive exclusive_fault
+	has "exclusive_fault: MOD (PROT_NONE page): ret -1 errno EFAULT"
+	has "exclusive_fault: after the bad MODs: 1 registration(s), data 1"
+}
+
+@test "EPOLLEXCLUSIVE refused by the kernel: ADD and the emulated MOD succeed with errno untouched" {
+	same_but_exclusive exclusive_refused
+	has "exclusive_refused: ADD: ret 0 errno untouched"
+	has "exclusive_refused: MOD: ret 0 errno untouched"
+}
+
 @test "dup2, dup3 and close_range that fail keep the registration of the number they name" {
 	bare failed_close
 	expect 0

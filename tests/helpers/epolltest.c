@@ -85,7 +85,12 @@
  *                        MOD fails)
  *   exclusive_many       MOD of listener registrations after 60 instances at
  *                        distinct numbers, and with 50 instances alive (exit
- *                        1 when one is refused) */
+ *                        1 when one is refused)
+ *   exclusive_fault      ADD and MOD of a listener with bad event pointers:
+ *                        the kernel's EFAULT, and the registration a bad MOD
+ *                        names stays (exit 3 when lost)
+ *   exclusive_refused    the kernel refuses every ADD but the program's own
+ *                        (seccomp): MOD and ADD succeed, errno untouched */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -106,6 +111,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -2162,6 +2168,138 @@ static int sc_exclusive_many(void)
     return refused ? STALE : OK;
 }
 
+/* A call's result as a line: return value and errno (SENTINEL: untouched). */
+#define SENTINEL 4242
+static void result(const char *what, int r, int err)
+{
+    printf("%s: ret %d errno %s\n", what, r, err == SENTINEL ? "untouched" : strerrorname_np(err));
+}
+
+/* The registrations of ep as a line: their count and data (the events may
+ * carry EPOLLEXCLUSIVE under the shim: exclusive_note says). */
+static int registrations(const char *what, int ep)
+{
+    struct kentry k[KMAX];
+    int n = kernel_view(ep, k);
+    if (n < 0) die("fdinfo");
+    printf("%s: %d registration(s)", what, n);
+    for (int i = 0; i < n && i < KMAX; i++)
+        printf(", data %llu", k[i].data);
+    printf("\n");
+    return n;
+}
+
+/* The one line that differs with FDGUARD_EPOLLEXCLUSIVE=on. */
+static void exclusive_note(const char *what, int ep)
+{
+    struct kentry k[KMAX];
+    int n = kernel_view(ep, k);
+    printf("%s: EPOLLEXCLUSIVE %s\n", what,
+           n == 1 && (k[0].events & EPOLLEXCLUSIVE) ? "set" : "not set");
+}
+
+/* Bad event pointers for a listener's ADD and MOD: the kernel reads the
+ * event first and answers EFAULT, changing nothing; so must the program see
+ * with the shim's EPOLLEXCLUSIVE (no fault in the shim, and the registration
+ * a bad MOD names stays). Exit 3 when the registration is lost. */
+static int sc_exclusive_fault(void)
+{
+    int lfd = listen_tcp(), ep = xepoll();
+    /* Two pages, the second unreadable: a pointer into it, and an event
+     * that starts 4 bytes before it. */
+    char *page = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED || mprotect(page + 4096, 4096, PROT_NONE) != 0) die("mmap");
+    struct {
+        const char *name;
+        struct epoll_event *ev;
+    } bad[] = {{"address 8", (struct epoll_event *)8},
+               {"NULL", NULL},
+               {"PROT_NONE page", (struct epoll_event *)(page + 4096)},
+               {"across a page's end", (struct epoll_event *)(page + 4096 - 4)}};
+    char what[96];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(what, sizeof what, "exclusive_fault: ADD (%s)", bad[i].name);
+        errno = SENTINEL;
+        int r = epoll_ctl(ep, EPOLL_CTL_ADD, lfd, bad[i].ev);
+        result(what, r, errno);
+    }
+    registrations("exclusive_fault: after the bad ADDs", ep);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 1};
+    errno = SENTINEL;
+    int r = epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+    result("exclusive_fault: ADD", r, errno);
+    exclusive_note("exclusive_fault: after ADD", ep);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(what, sizeof what, "exclusive_fault: MOD (%s)", bad[i].name);
+        errno = SENTINEL;
+        r = epoll_ctl(ep, EPOLL_CTL_MOD, lfd, bad[i].ev);
+        result(what, r, errno);
+    }
+    int n = registrations("exclusive_fault: after the bad MODs", ep);
+    ev = (struct epoll_event){.events = EPOLLIN, .data.u64 = 2};
+    errno = SENTINEL;
+    r = epoll_ctl(ep, EPOLL_CTL_MOD, lfd, &ev);
+    result("exclusive_fault: MOD", r, errno);
+    registrations("exclusive_fault: after MOD", ep);
+    printf("exclusive_fault: %s\n", n == 1 ? "OK" : "LOST (a bad MOD took the registration)");
+    return n == 1 ? OK : LOST;
+}
+
+/* The program's only event buffer once the filter below is in place: it
+ * tells the program's ADDs from other code's by this address. */
+static struct epoll_event prog_ev;
+
+/* From now on the kernel refuses (EINVAL) every EPOLL_CTL_ADD whose event is
+ * not at &prog_ev, as it refuses EPOLLEXCLUSIVE for a nested epoll target or
+ * on a kernel without it. A filter cannot read the event, so the address
+ * stands for "an event the program did not pass": the shim's copy with
+ * EPOLLEXCLUSIVE added. */
+static void refuse_other_adds(void)
+{
+    uint64_t a = (uint64_t)(uintptr_t)&prog_ev;
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_epoll_ctl, 0, 7),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, EPOLL_CTL_ADD, 0, 5),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[3])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)a, 0, 2),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[3]) + 4),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)(a >> 32), 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINVAL),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        die("seccomp filter");
+}
+
+/* The kernel refuses the exclusive ADD and accepts the plain one: a
+ * successful MOD of a registration the shim made exclusive (DEL + ADD), and
+ * a successful ADD, leave errno as it was. Exit 3 when a registration is
+ * lost. */
+static int sc_exclusive_refused(void)
+{
+    int lfd = listen_tcp(), ep = xepoll(), ep2 = xepoll();
+    prog_ev = (struct epoll_event){.events = EPOLLIN, .data.u64 = 1};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &prog_ev) != 0) die("EPOLL_CTL_ADD");
+    exclusive_note("exclusive_refused: before the filter", ep);
+    refuse_other_adds();
+    prog_ev = (struct epoll_event){.events = EPOLLIN | EPOLLET, .data.u64 = 2};
+    errno = SENTINEL;
+    int r = epoll_ctl(ep, EPOLL_CTL_MOD, lfd, &prog_ev);
+    result("exclusive_refused: MOD", r, errno);
+    int n = registrations("exclusive_refused: after MOD", ep);
+    prog_ev = (struct epoll_event){.events = EPOLLIN, .data.u64 = 3};
+    errno = SENTINEL;
+    r = epoll_ctl(ep2, EPOLL_CTL_ADD, lfd, &prog_ev);
+    result("exclusive_refused: ADD", r, errno);
+    n += registrations("exclusive_refused: after ADD", ep2);
+    printf("exclusive_refused: %s\n", n == 2 ? "OK" : "LOST");
+    return n == 2 ? OK : LOST;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static void usage(void)
@@ -2180,7 +2318,7 @@ static void usage(void)
                     "       epolltest signal [kill|itimer] [MS]\n"
                     "       epolltest exclusive N [CONNS]\n"
                     "       epolltest exclusive_mod [app]\n"
-                    "       epolltest exclusive_many\n");
+                    "       epolltest exclusive_many|exclusive_fault|exclusive_refused\n");
     exit(SETUP);
 }
 
@@ -2256,6 +2394,8 @@ int main(int argc, char **argv)
         return sc_exclusive((int)arg_long(argc, argv, 2, 2, 16, 4),
                             (int)arg_long(argc, argv, 3, 1, 10000, 40));
     if (!strcmp(s, "exclusive_many")) return sc_exclusive_many();
+    if (!strcmp(s, "exclusive_fault")) return sc_exclusive_fault();
+    if (!strcmp(s, "exclusive_refused")) return sc_exclusive_refused();
     if (!strcmp(s, "exclusive_mod")) {
         if (argc > 3 || (argc == 3 && strcmp(argv[2], "app"))) usage();
         return sc_exclusive_mod(argc == 3);
