@@ -232,6 +232,25 @@ unshare_case() {
 	has "stale event: epoll_wait reported fd"
 }
 
+@test "fork: 600 workers (more than the old users page held) used the instance and left: the rule holds while one lives and after" {
+	# A fresh process: no workers, the server's close deletes.
+	bare fork_many 0
+	expect 1
+	shim fork_many 0
+	expect 0
+	has "the server's close deleted the registration"
+	bare fork_many 600
+	expect 1
+	has "the server's close left the registration"
+	has "stale event: epoll_wait reported fd"
+	# The 600th worker's announcement is found while it lives; once all are
+	# gone, the server's close deletes again, as in the fresh process.
+	shim fork_many 600
+	expect 0
+	has "the server's close left the registration"
+	has "fork_many: OK (stale registrations 0, stale events 0, lost registrations 0)"
+}
+
 @test "vfork + close_range in the child: registrations and the shim's records intact" {
 	bare vfork_close_range
 	expect 1

@@ -70,6 +70,8 @@
  *   fork_client          a server closes a client its fork child holds, then
  *                        the peer writes: no stale event for the server
  *   fork_client_nowait   the same, the server never waited on the instance
+ *   fork_many [N]        N workers (600) use the server's instance and exit;
+ *                        then fork_client on that instance
  *   model SEED STEPS     random operations checked against the kernel after
  *                        every step
  *   threads [N [ITERS]]  threads registering, closing, dup2-ing concurrently
@@ -849,6 +851,93 @@ static int sc_fork_client(bool nowait)
     close(go[1]);
     int st;
     if (waitpid(pid, &st, 0) != pid) die("waitpid");
+    return r;
+}
+
+/* More workers than the old 510-entry users page held, each using the
+ * server's instance in turn. While the last one lives (its announcement the
+ * N-th), the server's close of a registration leaves it (the worker may rely
+ * on it). Once all are gone, redis's background save on that very instance
+ * (as fork_client): the server's close must delete again, as in a process
+ * that never had the workers (N = 0). */
+static int sc_fork_many(int n)
+{
+    int p[2], q[2], ready[2], go[2], last[2], sv[2], ep = xepoll();
+    struct epoll_event ev;
+    xpipe(p);
+    xpipe(q);
+    xadd(ep, p[0], EPOLLIN);
+    xadd(ep, q[0], EPOLLIN);
+    epoll_wait(ep, &ev, 1, 0); /* the server's event loop */
+    xpipe(ready);
+    xpipe(go);
+    xpipe(last);
+    pid_t *pids = calloc((size_t)n + 1, sizeof *pids);
+    if (!pids) die("calloc");
+    fflush(stdout);
+    for (int i = 0; i < n; i++) {
+        pids[i] = fork();
+        if (pids[i] < 0) die("fork %d", i);
+        if (pids[i] == 0) {
+            char b;
+            int wait_on = i == n - 1 ? last[0] : go[0];
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            close(go[1]);
+            close(last[1]);
+            epoll_wait(ep, &ev, 1, 0); /* a use of the inherited instance */
+            if (write(ready[1], "r", 1) != 1) _exit(2);
+            if (read(wait_on, &b, 1) < 0) _exit(2);
+            _exit(0);
+        }
+        char b; /* one at a time: the announcements come in order */
+        if (read(ready[0], &b, 1) != 1) die("worker %d did not start", i);
+    }
+    close(go[0]);
+    close(last[0]);
+    close(go[1]);
+    for (int i = 0; i < n - 1; i++)
+        if (waitpid(pids[i], NULL, 0) != pids[i]) die("waitpid");
+    int qd = hold(q[0], 200), kept = 0;
+    close(q[0]);
+    struct kentry k[KMAX];
+    int nk = kernel_view(ep, k);
+    for (int i = 0; i < nk && i < KMAX; i++)
+        kept += k[i].tfd == q[0];
+    printf("fork_many: %d workers used the instance, all but the last exited; "
+           "the server's close %s the registration\n",
+           n, kept ? "left" : "deleted");
+    /* Registered again under its number, and deleted: a clean instance. */
+    if (dup2(qd, q[0]) != q[0] || (kept && epoll_ctl(ep, EPOLL_CTL_DEL, q[0], NULL) != 0))
+        die("restore");
+    close(qd);
+    close(q[0]);
+    close(q[1]);
+    close(last[1]);
+    if (n > 0 && waitpid(pids[n - 1], NULL, 0) != pids[n - 1]) die("waitpid");
+    free(pids);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+    xpipe(go);
+    xadd(ep, sv[0], EPOLLIN);
+    epoll_wait(ep, &ev, 1, 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        char b;
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(go[1]);
+        if (read(go[0], &b, 1) < 0) _exit(2);
+        _exit(0);
+    }
+    close(go[0]);
+    close(sv[0]); /* the background child still holds the client */
+    xwrite(sv[1]);
+    close(sv[1]);
+    struct expect x = {0};
+    expect_add(&x, p[0]);
+    int r = verdict("fork_many", ep, &x);
+    close(go[1]);
+    if (waitpid(pid, NULL, 0) != pid) die("waitpid");
     return r;
 }
 
@@ -2309,6 +2398,7 @@ static void usage(void)
                     "                 unshare_close|unshare_single|fork_worker|\n"
                     "                 fork_worker_waited|fork_worker_exited|\n"
                     "                 fork_worker_closed|fork_client|fork_client_nowait\n"
+                    "       epolltest fork_many [N]\n"
                     "       epolltest sole none|dup|fork|spawn|vfork|scm\n"
                     "       epolltest share_child vfork|clone_vfork|clone_vm|raw_fork|_Fork|\n"
                     "                             posix_spawn\n"
@@ -2377,6 +2467,7 @@ int main(int argc, char **argv)
     if (!strcmp(s, "fork_worker_closed")) return sc_fork_worker_gone(true);
     if (!strcmp(s, "fork_client")) return sc_fork_client(false);
     if (!strcmp(s, "fork_client_nowait")) return sc_fork_client(true);
+    if (!strcmp(s, "fork_many")) return sc_fork_many((int)arg_long(argc, argv, 2, 0, 5000, 600));
     if (!strcmp(s, "model")) {
         if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "-v"))) usage();
         return sc_model(arg_long(argc, argv, 2, 0, 1L << 40, 0),
