@@ -541,8 +541,8 @@ same_but_exclusive() {
 # memory streams, fork children using an inherited instance included), on
 # success and on failure, with errno preset to a sentinel: return and errno
 # must be the same line for line without the shim, with it, with
-# FDGUARD=off and with FDGUARD_EPOLL=off.
-@test "errno and return values of every wrapper are the real call's (on, off, FDGUARD_EPOLL=off)" {
+# FDGUARD=off, with FDGUARD_EPOLL=off and with FDGUARD_EPOLLEXCLUSIVE=on.
+@test "errno and return values of every wrapper are the real call's (on, off, FDGUARD_EPOLL=off, FDGUARD_EPOLLEXCLUSIVE=on)" {
 	local ER="$FDG_BIN/errnotest" d="$BATS_TEST_TMPDIR"
 	run timeout -k 2 30 "$ER"
 	[[ $status -eq 0 ]] || {
@@ -555,11 +555,12 @@ same_but_exclusive() {
 	[[ -n ${FDG_SANITIZE:-} ]] || grep -q '^fclose (open_memstream) .* errno untouched$' "$d/bare"
 	grep -q '^close (registration a live child uses) ' "$d/bare"
 	local mode
-	for mode in on off epoll-off; do
+	for mode in on off epoll-off exclusive; do
 		case $mode in
 		on) run timeout -k 2 30 env LD_PRELOAD="$PRELOAD" "$ER" ;;
 		off) run timeout -k 2 30 env FDGUARD=off LD_PRELOAD="$PRELOAD" "$ER" ;;
 		epoll-off) run timeout -k 2 30 env FDGUARD_EPOLL=off LD_PRELOAD="$PRELOAD" "$ER" ;;
+		exclusive) run timeout -k 2 30 env FDGUARD_EPOLLEXCLUSIVE=on LD_PRELOAD="$PRELOAD" "$ER" ;;
 		esac
 		printf 'exit %s\n%s\n' "$status" "$output" >"$d/$mode"
 		diff -u "$d/bare" "$d/$mode" || {
@@ -567,7 +568,7 @@ same_but_exclusive() {
 			return 1
 		}
 	done
-	echo "# errnotest: $(grep -c ' ret ' "$d/bare") calls, the same return and errno without the shim, on, off and FDGUARD_EPOLL=off" >&3
+	echo "# errnotest: $(grep -c ' ret ' "$d/bare") calls, the same return and errno without the shim, on, off, FDGUARD_EPOLL=off and FDGUARD_EPOLLEXCLUSIVE=on" >&3
 }
 
 # trace MODE FILE: the system calls errnotest makes between its two
