@@ -11,6 +11,8 @@
 #include "fdguard.h"
 
 #include <errno.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -54,10 +56,26 @@ EXPORT int epoll_create1(int flags)
     return created(fdg_next.epoll_create1(flags));
 }
 
-static bool exclusive_wanted(int epfd, int fd, const struct epoll_event *ev)
+/* Reads the caller's event as the kernel would: a pointer it refuses
+ * (EFAULT) must not fault here. 1: read; 0: not readable; -1:
+ * process_vm_readv refused (seccomp). */
+static int read_event(const struct epoll_event *ev, struct epoll_event *copy)
 {
-    if (!fdg_cfg.epollexclusive || !ev || (ev->events & ~EXCLUSIVE_OK) || !is_listener(fd))
-        return false;
+    struct iovec local = {copy, sizeof *copy}, remote = {(void *)ev, sizeof *copy};
+    int saved = errno;
+    ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    int r = got == (ssize_t)sizeof *copy                     ? 1
+            : got < 0 && (errno == ENOSYS || errno == EPERM) ? -1
+                                                             : 0;
+    errno = saved;
+    return r;
+}
+
+/* ev (the caller's, read into *copy) on a listener, with nothing the kernel
+ * refuses beside EPOLLEXCLUSIVE, in an instance we can record. */
+static bool exclusive_wanted(int epfd, int fd, const struct epoll_event *copy)
+{
+    if ((copy->events & ~EXCLUSIVE_OK) || !is_listener(fd)) return false;
     int saved = errno;
     bool ok = fdg_table_owner() && fdg_ept_recordable(epfd, fd);
     errno = saved;
@@ -73,18 +91,21 @@ static int changed(int r, int epfd)
     return r;
 }
 
-/* ADD with FDGUARD_EPOLLEXCLUSIVE=on. */
-__attribute__((noinline, cold)) static int add_exclusive(int epfd, int fd, struct epoll_event *ev)
+/* ADD of ev with FDGUARD_EPOLLEXCLUSIVE=on; copy: what ev held when read
+ * (NULL: not read, the call is the program's own). */
+static int add_exclusive(int epfd, int fd, struct epoll_event *ev, const struct epoll_event *copy)
 {
-    bool exclusive = exclusive_wanted(epfd, fd, ev);
+    bool exclusive = copy && exclusive_wanted(epfd, fd, copy);
     int r;
     if (exclusive) {
-        struct epoll_event xev = *ev;
+        int saved = errno;
+        struct epoll_event xev = *copy;
         xev.events |= EPOLLEXCLUSIVE;
         r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &xev);
-        if (r < 0 && errno == EINVAL) /* nested epoll, or a kernel before 4.5 */
+        if (r < 0 && errno == EINVAL) { /* nested epoll, or a kernel before 4.5 */
             exclusive = false;
-        else if (r == 0 && !(ev->events & EPOLLEXCLUSIVE)) {
+            errno = saved; /* the program's call decides */
+        } else if (r == 0 && !(copy->events & EPOLLEXCLUSIVE)) {
             fdg_count(FDG_C_epoll_exclusive, 1);
             /* From now on MOD looks at the fd's word. */
             atomic_fetch_or(&fdg_ept_inherited, FDG_EPT_MODWATCH_EXCL);
@@ -92,7 +113,7 @@ __attribute__((noinline, cold)) static int add_exclusive(int epfd, int fd, struc
     }
     if (!exclusive) r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev);
     /* Recorded for hygiene, and for MOD of a registration we made exclusive. */
-    bool ours_exclusive = exclusive && !(ev->events & EPOLLEXCLUSIVE);
+    bool ours_exclusive = exclusive && !(copy->events & EPOLLEXCLUSIVE);
     if (r == 0 && (fdg_cfg.epoll || ours_exclusive)) {
         if (fdg_table_owner()) fdg_ept_added(epfd, fd, ours_exclusive);
         fdg_engage_once(); /* a registration we record engages the process */
@@ -100,11 +121,22 @@ __attribute__((noinline, cold)) static int add_exclusive(int epfd, int fd, struc
     return changed(r, epfd);
 }
 
+/* The program's ADD with FDGUARD_EPOLLEXCLUSIVE=on. Its event is read only
+ * for a listener, and through the kernel: a pointer the kernel refuses goes
+ * to the real call as it is, which returns EFAULT. Where that read is
+ * refused (seccomp), the registration stays the program's own. */
+__attribute__((noinline, cold)) static int add_listener(int epfd, int fd, struct epoll_event *ev)
+{
+    struct epoll_event copy;
+    bool read = ev && is_listener(fd) && read_event(ev, &copy) > 0;
+    return add_exclusive(epfd, fd, ev, read ? &copy : NULL);
+}
+
 /* Recording keeps errno: whatever could change it (a mapping, the log)
  * saves it where it happens. */
 static int add(int epfd, int fd, struct epoll_event *ev)
 {
-    if (FDG_UNLIKELY(fdg_cfg.epollexclusive)) return add_exclusive(epfd, fd, ev);
+    if (FDG_UNLIKELY(fdg_cfg.epollexclusive)) return add_listener(epfd, fd, ev);
     int r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_ADD, fd, ev);
     if (r == 0 && fdg_cfg.epoll) {
         if (fdg_table_owner()) fdg_ept_added(epfd, fd, false);
@@ -113,14 +145,25 @@ static int add(int epfd, int fd, struct epoll_event *ev)
     return changed(r, epfd);
 }
 
-/* MOD of a registration we made exclusive: the kernel would say EINVAL. */
-static int modify_exclusive(int epfd, int fd, struct epoll_event *ev)
+/* MOD where we made the fd's registration exclusive (in some instance). The
+ * real MOD first: the kernel reads ev before anything else (EFAULT, nothing
+ * changed), and refuses MOD of an exclusive registration with EINVAL. Only
+ * then, ev known readable, is it done as DEL + ADD; an event that asks for
+ * EPOLLEXCLUSIVE itself keeps the kernel's EINVAL. */
+__attribute__((noinline, cold)) static int modify_exclusive(int epfd, int fd,
+                                                            struct epoll_event *ev)
 {
-    int r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
+    int saved = errno;
+    int r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_MOD, fd, ev);
+    if (r == 0 || errno != EINVAL) return changed(r, epfd);
+    struct epoll_event copy = *ev;
+    if (copy.events & EPOLLEXCLUSIVE) return r;
+    errno = saved;
+    r = fdg_next.epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL);
     if (r < 0) return r;
     fdg_ept_removed(epfd, fd);
     fdg_count(FDG_C_epoll_mod_emulated, 1);
-    return add(epfd, fd, ev);
+    return add_exclusive(epfd, fd, ev, &copy);
 }
 
 /* Everything but the common MOD. */

@@ -16,7 +16,7 @@
  * instance itself (`waited`: it is this process's event loop) and no other
  * live process that inherited the instance has used it (waited on it, or
  * added or modified registrations in it). Children announce their use in a
- * small MAP_SHARED page, created at the first registration (never at load)
+ * MAP_SHARED mapping, created at the first registration (never at load)
  * and so shared by every process forked after it; the entry names the
  * instance by a serial (indices are reused) and holds the user's pid and
  * epoll fd number, which kcmp(KCMP_FILE) checks against ours: alive, and
@@ -55,17 +55,26 @@ static _Atomic uint64_t announced; /* this process announced its use in the page
 #define SERIAL_BITS 24
 #define FD_SAME ((1u << FD_BITS) - 1)
 #define SERIAL_MASK ((1u << SERIAL_BITS) - 1)
-#define PAGE_BYTES 4096
-#define SLOTS ((PAGE_BYTES - 16) / 8)
+/* The mapping must exist before the fork that shares it, so it cannot grow
+ * later: its size is reserved at once (MAP_NORESERVE), and its pages are
+ * touched (allocated) only up to the high-water mark of entries handed out.
+ * A full mapping cannot be made room in by forgetting: an announcement that
+ * found none is recorded nowhere, and its process may wait on the instance
+ * for ever. So the capacity is that of any realistic set of live users, and
+ * beyond it the instances concerned (by serial, modulo 64) are taken to be
+ * in use for good, as without the shim. */
+#define MAP_BYTES (1u << 20)
+#define SLOTS ((MAP_BYTES - 24) / 8)
 
 struct users {
     _Atomic uint32_t next_serial;
-    _Atomic uint32_t used;     /* entries in use: lets the common case skip the scan */
-    _Atomic uint32_t overflow; /* an announcement found no room: every instance is in use */
+    _Atomic uint32_t used; /* entries in use: lets the common case skip the scan */
+    _Atomic uint32_t high; /* entries [0, high) were handed out: scans stop there */
     uint32_t reserved;
-    _Atomic uint64_t entry[SLOTS];
+    _Atomic uint64_t overflow; /* bit s % 64: an announcement for serial s found no room */
+    _Atomic uint64_t entry[];
 };
-_Static_assert(sizeof(struct users) <= PAGE_BYTES, "one page");
+_Static_assert(sizeof(struct users) == 24, "the header");
 
 static struct users *_Atomic users;
 
@@ -96,9 +105,10 @@ static struct users *users_page(void)
     struct users *u = atomic_load(&users);
     if (u) return u;
     int saved = errno; /* on a registration's path, which keeps errno */
-    void *mem = mmap(NULL, PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void *mem = mmap(NULL, MAP_BYTES, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (mem != MAP_FAILED && !atomic_compare_exchange_strong(&users, &u, mem)) {
-        munmap(mem, PAGE_BYTES);
+        munmap(mem, MAP_BYTES);
         mem = u;
     }
     errno = saved;
@@ -110,15 +120,22 @@ static bool alive(pid_t pid)
     return kill(pid, 0) == 0 || errno == EPERM;
 }
 
+/* Entries handed out so far: [0, high_of(u)). */
+static unsigned high_of(struct users *u)
+{
+    unsigned h = atomic_load(&u->high);
+    return h < SLOTS ? h : SLOTS;
+}
+
 static void release(struct users *u, unsigned i, uint64_t e)
 {
     if (atomic_compare_exchange_strong(&u->entry[i], &e, 0)) atomic_fetch_sub(&u->used, 1);
 }
 
-/* The page is full: entries of processes that are gone make room. */
+/* No free entry: those of processes that are gone make room. */
 static void sweep(struct users *u)
 {
-    for (unsigned i = 0; i < SLOTS; i++) {
+    for (unsigned i = 0, n = high_of(u); i < n; i++) {
         uint64_t e = atomic_load(&u->entry[i]);
         if (e && !alive(entry_pid(e))) release(u, i, e);
     }
@@ -132,7 +149,7 @@ static void announce(unsigned idx, int epfd)
     uint64_t e = entry_of(s, epfd, atomic_load(&fdg_self_pid));
     atomic_fetch_add(&u->used, 1);
     for (int pass = 0; pass < 2; pass++) {
-        for (unsigned i = 0; i < SLOTS; i++) {
+        for (unsigned i = 0, n = high_of(u); i < n; i++) {
             uint64_t none = 0;
             if (atomic_load_explicit(&u->entry[i], memory_order_relaxed) == 0 &&
                 atomic_compare_exchange_strong(&u->entry[i], &none, e))
@@ -140,15 +157,24 @@ static void announce(unsigned idx, int epfd)
         }
         if (pass == 0) sweep(u);
     }
+    /* Every entry handed out is a live one: the next. A scan that sees the
+     * new mark first may take it; then the one after. */
+    unsigned h = atomic_load(&u->high);
+    while (h < SLOTS) {
+        if (!atomic_compare_exchange_weak(&u->high, &h, h + 1)) continue;
+        uint64_t none = 0;
+        if (atomic_compare_exchange_strong(&u->entry[h], &none, e)) return;
+        h = atomic_load(&u->high);
+    }
     atomic_fetch_sub(&u->used, 1);
-    atomic_store(&u->overflow, 1);
+    atomic_fetch_or(&u->overflow, UINT64_C(1) << (s % 64));
 }
 
 static void retract(uint32_t s)
 {
     struct users *u = atomic_load(&users);
     pid_t self = atomic_load(&fdg_self_pid);
-    for (unsigned i = 0; u && i < SLOTS; i++) {
+    for (unsigned i = 0, n = u ? high_of(u) : 0; i < n; i++) {
         uint64_t e = atomic_load(&u->entry[i]);
         if (e && entry_serial(e) == s && entry_pid(e) == self) release(u, i, e);
     }
@@ -162,11 +188,11 @@ static bool used_elsewhere(unsigned idx, int epfd)
     struct users *u = atomic_load(&users);
     uint32_t s = atomic_load(&serial[idx]);
     if (!u || !s) return false;
-    if (atomic_load(&u->overflow)) return true;
+    if (atomic_load(&u->overflow) & (UINT64_C(1) << (s % 64))) return true;
     if (!atomic_load(&u->used)) return false;
     pid_t self = atomic_load(&fdg_self_pid);
     bool used = false;
-    for (unsigned i = 0; i < SLOTS && !used; i++) {
+    for (unsigned i = 0, n = high_of(u); i < n && !used; i++) {
         uint64_t e = atomic_load(&u->entry[i]);
         if (!e || entry_serial(e) != s || entry_pid(e) == self) continue;
         int theirs = entry_fd(e) == (int)FD_SAME ? epfd : entry_fd(e);

@@ -277,8 +277,6 @@ void fdg_ept_unsole_all(void)
     walk(0, ~0U, unsole_one, NULL);
 }
 
-/* Index of the instance behind epfd, registering it if asked (an epoll fd
- * created before we were loaded, or received from elsewhere); -1 if none. */
 /* An index for an instance not seen before (its first registration, or one
  * created before we were loaded), or -1. Out of the common path. */
 __attribute__((noinline, cold)) static int claim_index(int epfd, _Atomic uint64_t *s)
@@ -298,6 +296,8 @@ __attribute__((noinline, cold)) static int claim_index(int epfd, _Atomic uint64_
     return -1;
 }
 
+/* Index of the instance behind epfd, registering it if asked (an epoll fd
+ * created before we were loaded, or received from elsewhere); -1 if none. */
 static int instance_index(int epfd, bool create)
 {
     _Atomic uint64_t *s = fdg_ept_slot((unsigned)epfd, create);

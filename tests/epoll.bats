@@ -232,6 +232,25 @@ unshare_case() {
 	has "stale event: epoll_wait reported fd"
 }
 
+@test "fork: 600 workers (more than the old users page held) used the instance and left: the rule holds while one lives and after" {
+	# A fresh process: no workers, the server's close deletes.
+	bare fork_many 0
+	expect 1
+	shim fork_many 0
+	expect 0
+	has "the server's close deleted the registration"
+	bare fork_many 600
+	expect 1
+	has "the server's close left the registration"
+	has "stale event: epoll_wait reported fd"
+	# The 600th worker's announcement is found while it lives; once all are
+	# gone, the server's close deletes again, as in the fresh process.
+	shim fork_many 600
+	expect 0
+	has "the server's close left the registration"
+	has "fork_many: OK (stale registrations 0, stale events 0, lost registrations 0)"
+}
+
 @test "vfork + close_range in the child: registrations and the shim's records intact" {
 	bare vfork_close_range
 	expect 1
@@ -468,6 +487,36 @@ signal_storm() {
 	has "OK (MOD returned 0 and took effect)"
 }
 
+# same_but_exclusive SCENARIO: the scenario's output with
+# FDGUARD_EPOLLEXCLUSIVE=on is the bare run's, line for line, except that
+# the shim made the listener's registration exclusive.
+same_but_exclusive() {
+	local d="$BATS_TEST_TMPDIR"
+	bare "$1"
+	expect 0
+	has "EPOLLEXCLUSIVE not set"
+	printf 'exit %s\n%s\n' "$status" "$output" >"$d/bare"
+	FDGUARD_EPOLLEXCLUSIVE=on shim "$1"
+	printf 'exit %s\n%s\n' "$status" "$output" >"$d/shim"
+	grep -q 'EPOLLEXCLUSIVE set$' "$d/shim" || {
+		cat "$d/shim"
+		return 1
+	}
+	diff -u "$d/bare" <(sed 's/EPOLLEXCLUSIVE set$/EPOLLEXCLUSIVE not set/' "$d/shim")
+}
+
+@test "EPOLLEXCLUSIVE: ADD and MOD with a bad event pointer: EFAULT as without the shim, the registration stays" {
+	same_but_exclusive exclusive_fault
+	has "exclusive_fault: MOD (PROT_NONE page): ret -1 errno EFAULT"
+	has "exclusive_fault: after the bad MODs: 1 registration(s), data 1"
+}
+
+@test "EPOLLEXCLUSIVE refused by the kernel: ADD and the emulated MOD succeed with errno untouched" {
+	same_but_exclusive exclusive_refused
+	has "exclusive_refused: ADD: ret 0 errno untouched"
+	has "exclusive_refused: MOD: ret 0 errno untouched"
+}
+
 @test "dup2, dup3 and close_range that fail keep the registration of the number they name" {
 	bare failed_close
 	expect 0
@@ -492,8 +541,8 @@ signal_storm() {
 # memory streams, fork children using an inherited instance included), on
 # success and on failure, with errno preset to a sentinel: return and errno
 # must be the same line for line without the shim, with it, with
-# FDGUARD=off and with FDGUARD_EPOLL=off.
-@test "errno and return values of every wrapper are the real call's (on, off, FDGUARD_EPOLL=off)" {
+# FDGUARD=off, with FDGUARD_EPOLL=off and with FDGUARD_EPOLLEXCLUSIVE=on.
+@test "errno and return values of every wrapper are the real call's (on, off, FDGUARD_EPOLL=off, FDGUARD_EPOLLEXCLUSIVE=on)" {
 	local ER="$FDG_BIN/errnotest" d="$BATS_TEST_TMPDIR"
 	run timeout -k 2 30 "$ER"
 	[[ $status -eq 0 ]] || {
@@ -506,11 +555,12 @@ signal_storm() {
 	[[ -n ${FDG_SANITIZE:-} ]] || grep -q '^fclose (open_memstream) .* errno untouched$' "$d/bare"
 	grep -q '^close (registration a live child uses) ' "$d/bare"
 	local mode
-	for mode in on off epoll-off; do
+	for mode in on off epoll-off exclusive; do
 		case $mode in
 		on) run timeout -k 2 30 env LD_PRELOAD="$PRELOAD" "$ER" ;;
 		off) run timeout -k 2 30 env FDGUARD=off LD_PRELOAD="$PRELOAD" "$ER" ;;
 		epoll-off) run timeout -k 2 30 env FDGUARD_EPOLL=off LD_PRELOAD="$PRELOAD" "$ER" ;;
+		exclusive) run timeout -k 2 30 env FDGUARD_EPOLLEXCLUSIVE=on LD_PRELOAD="$PRELOAD" "$ER" ;;
 		esac
 		printf 'exit %s\n%s\n' "$status" "$output" >"$d/$mode"
 		diff -u "$d/bare" "$d/$mode" || {
@@ -518,7 +568,7 @@ signal_storm() {
 			return 1
 		}
 	done
-	echo "# errnotest: $(grep -c ' ret ' "$d/bare") calls, the same return and errno without the shim, on, off and FDGUARD_EPOLL=off" >&3
+	echo "# errnotest: $(grep -c ' ret ' "$d/bare") calls, the same return and errno without the shim, on, off, FDGUARD_EPOLL=off and FDGUARD_EPOLLEXCLUSIVE=on" >&3
 }
 
 # trace MODE FILE: the system calls errnotest makes between its two

@@ -70,6 +70,8 @@
  *   fork_client          a server closes a client its fork child holds, then
  *                        the peer writes: no stale event for the server
  *   fork_client_nowait   the same, the server never waited on the instance
+ *   fork_many [N]        N workers (600) use the server's instance and exit;
+ *                        then fork_client on that instance
  *   model SEED STEPS     random operations checked against the kernel after
  *                        every step
  *   threads [N [ITERS]]  threads registering, closing, dup2-ing concurrently
@@ -85,7 +87,12 @@
  *                        MOD fails)
  *   exclusive_many       MOD of listener registrations after 60 instances at
  *                        distinct numbers, and with 50 instances alive (exit
- *                        1 when one is refused) */
+ *                        1 when one is refused)
+ *   exclusive_fault      ADD and MOD of a listener with bad event pointers:
+ *                        the kernel's EFAULT, and the registration a bad MOD
+ *                        names stays (exit 3 when lost)
+ *   exclusive_refused    the kernel refuses every ADD but the program's own
+ *                        (seccomp): MOD and ADD succeed, errno untouched */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -106,6 +113,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -843,6 +851,93 @@ static int sc_fork_client(bool nowait)
     close(go[1]);
     int st;
     if (waitpid(pid, &st, 0) != pid) die("waitpid");
+    return r;
+}
+
+/* More workers than the old 510-entry users page held, each using the
+ * server's instance in turn. While the last one lives (its announcement the
+ * N-th), the server's close of a registration leaves it (the worker may rely
+ * on it). Once all are gone, redis's background save on that very instance
+ * (as fork_client): the server's close must delete again, as in a process
+ * that never had the workers (N = 0). */
+static int sc_fork_many(int n)
+{
+    int p[2], q[2], ready[2], go[2], last[2], sv[2], ep = xepoll();
+    struct epoll_event ev;
+    xpipe(p);
+    xpipe(q);
+    xadd(ep, p[0], EPOLLIN);
+    xadd(ep, q[0], EPOLLIN);
+    epoll_wait(ep, &ev, 1, 0); /* the server's event loop */
+    xpipe(ready);
+    xpipe(go);
+    xpipe(last);
+    pid_t *pids = calloc((size_t)n + 1, sizeof *pids);
+    if (!pids) die("calloc");
+    fflush(stdout);
+    for (int i = 0; i < n; i++) {
+        pids[i] = fork();
+        if (pids[i] < 0) die("fork %d", i);
+        if (pids[i] == 0) {
+            char b;
+            int wait_on = i == n - 1 ? last[0] : go[0];
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            close(go[1]);
+            close(last[1]);
+            epoll_wait(ep, &ev, 1, 0); /* a use of the inherited instance */
+            if (write(ready[1], "r", 1) != 1) _exit(2);
+            if (read(wait_on, &b, 1) < 0) _exit(2);
+            _exit(0);
+        }
+        char b; /* one at a time: the announcements come in order */
+        if (read(ready[0], &b, 1) != 1) die("worker %d did not start", i);
+    }
+    close(go[0]);
+    close(last[0]);
+    close(go[1]);
+    for (int i = 0; i < n - 1; i++)
+        if (waitpid(pids[i], NULL, 0) != pids[i]) die("waitpid");
+    int qd = hold(q[0], 200), kept = 0;
+    close(q[0]);
+    struct kentry k[KMAX];
+    int nk = kernel_view(ep, k);
+    for (int i = 0; i < nk && i < KMAX; i++)
+        kept += k[i].tfd == q[0];
+    printf("fork_many: %d workers used the instance, all but the last exited; "
+           "the server's close %s the registration\n",
+           n, kept ? "left" : "deleted");
+    /* Registered again under its number, and deleted: a clean instance. */
+    if (dup2(qd, q[0]) != q[0] || (kept && epoll_ctl(ep, EPOLL_CTL_DEL, q[0], NULL) != 0))
+        die("restore");
+    close(qd);
+    close(q[0]);
+    close(q[1]);
+    close(last[1]);
+    if (n > 0 && waitpid(pids[n - 1], NULL, 0) != pids[n - 1]) die("waitpid");
+    free(pids);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
+    xpipe(go);
+    xadd(ep, sv[0], EPOLLIN);
+    epoll_wait(ep, &ev, 1, 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        char b;
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(go[1]);
+        if (read(go[0], &b, 1) < 0) _exit(2);
+        _exit(0);
+    }
+    close(go[0]);
+    close(sv[0]); /* the background child still holds the client */
+    xwrite(sv[1]);
+    close(sv[1]);
+    struct expect x = {0};
+    expect_add(&x, p[0]);
+    int r = verdict("fork_many", ep, &x);
+    close(go[1]);
+    if (waitpid(pid, NULL, 0) != pid) die("waitpid");
     return r;
 }
 
@@ -2162,6 +2257,138 @@ static int sc_exclusive_many(void)
     return refused ? STALE : OK;
 }
 
+/* A call's result as a line: return value and errno (SENTINEL: untouched). */
+#define SENTINEL 4242
+static void result(const char *what, int r, int err)
+{
+    printf("%s: ret %d errno %s\n", what, r, err == SENTINEL ? "untouched" : strerrorname_np(err));
+}
+
+/* The registrations of ep as a line: their count and data (the events may
+ * carry EPOLLEXCLUSIVE under the shim: exclusive_note says). */
+static int registrations(const char *what, int ep)
+{
+    struct kentry k[KMAX];
+    int n = kernel_view(ep, k);
+    if (n < 0) die("fdinfo");
+    printf("%s: %d registration(s)", what, n);
+    for (int i = 0; i < n && i < KMAX; i++)
+        printf(", data %llu", k[i].data);
+    printf("\n");
+    return n;
+}
+
+/* The one line that differs with FDGUARD_EPOLLEXCLUSIVE=on. */
+static void exclusive_note(const char *what, int ep)
+{
+    struct kentry k[KMAX];
+    int n = kernel_view(ep, k);
+    printf("%s: EPOLLEXCLUSIVE %s\n", what,
+           n == 1 && (k[0].events & EPOLLEXCLUSIVE) ? "set" : "not set");
+}
+
+/* Bad event pointers for a listener's ADD and MOD: the kernel reads the
+ * event first and answers EFAULT, changing nothing; so must the program see
+ * with the shim's EPOLLEXCLUSIVE (no fault in the shim, and the registration
+ * a bad MOD names stays). Exit 3 when the registration is lost. */
+static int sc_exclusive_fault(void)
+{
+    int lfd = listen_tcp(), ep = xepoll();
+    /* Two pages, the second unreadable: a pointer into it, and an event
+     * that starts 4 bytes before it. */
+    char *page = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED || mprotect(page + 4096, 4096, PROT_NONE) != 0) die("mmap");
+    struct {
+        const char *name;
+        struct epoll_event *ev;
+    } bad[] = {{"address 8", (struct epoll_event *)8},
+               {"NULL", NULL},
+               {"PROT_NONE page", (struct epoll_event *)(page + 4096)},
+               {"across a page's end", (struct epoll_event *)(page + 4096 - 4)}};
+    char what[96];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(what, sizeof what, "exclusive_fault: ADD (%s)", bad[i].name);
+        errno = SENTINEL;
+        int r = epoll_ctl(ep, EPOLL_CTL_ADD, lfd, bad[i].ev);
+        result(what, r, errno);
+    }
+    registrations("exclusive_fault: after the bad ADDs", ep);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 1};
+    errno = SENTINEL;
+    int r = epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+    result("exclusive_fault: ADD", r, errno);
+    exclusive_note("exclusive_fault: after ADD", ep);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(what, sizeof what, "exclusive_fault: MOD (%s)", bad[i].name);
+        errno = SENTINEL;
+        r = epoll_ctl(ep, EPOLL_CTL_MOD, lfd, bad[i].ev);
+        result(what, r, errno);
+    }
+    int n = registrations("exclusive_fault: after the bad MODs", ep);
+    ev = (struct epoll_event){.events = EPOLLIN, .data.u64 = 2};
+    errno = SENTINEL;
+    r = epoll_ctl(ep, EPOLL_CTL_MOD, lfd, &ev);
+    result("exclusive_fault: MOD", r, errno);
+    registrations("exclusive_fault: after MOD", ep);
+    printf("exclusive_fault: %s\n", n == 1 ? "OK" : "LOST (a bad MOD took the registration)");
+    return n == 1 ? OK : LOST;
+}
+
+/* The program's only event buffer once the filter below is in place: it
+ * tells the program's ADDs from other code's by this address. */
+static struct epoll_event prog_ev;
+
+/* From now on the kernel refuses (EINVAL) every EPOLL_CTL_ADD whose event is
+ * not at &prog_ev, as it refuses EPOLLEXCLUSIVE for a nested epoll target or
+ * on a kernel without it. A filter cannot read the event, so the address
+ * stands for "an event the program did not pass": the shim's copy with
+ * EPOLLEXCLUSIVE added. */
+static void refuse_other_adds(void)
+{
+    uint64_t a = (uint64_t)(uintptr_t)&prog_ev;
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_epoll_ctl, 0, 7),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, EPOLL_CTL_ADD, 0, 5),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[3])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)a, 0, 2),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[3]) + 4),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)(a >> 32), 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINVAL),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        die("seccomp filter");
+}
+
+/* The kernel refuses the exclusive ADD and accepts the plain one: a
+ * successful MOD of a registration the shim made exclusive (DEL + ADD), and
+ * a successful ADD, leave errno as it was. Exit 3 when a registration is
+ * lost. */
+static int sc_exclusive_refused(void)
+{
+    int lfd = listen_tcp(), ep = xepoll(), ep2 = xepoll();
+    prog_ev = (struct epoll_event){.events = EPOLLIN, .data.u64 = 1};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &prog_ev) != 0) die("EPOLL_CTL_ADD");
+    exclusive_note("exclusive_refused: before the filter", ep);
+    refuse_other_adds();
+    prog_ev = (struct epoll_event){.events = EPOLLIN | EPOLLET, .data.u64 = 2};
+    errno = SENTINEL;
+    int r = epoll_ctl(ep, EPOLL_CTL_MOD, lfd, &prog_ev);
+    result("exclusive_refused: MOD", r, errno);
+    int n = registrations("exclusive_refused: after MOD", ep);
+    prog_ev = (struct epoll_event){.events = EPOLLIN, .data.u64 = 3};
+    errno = SENTINEL;
+    r = epoll_ctl(ep2, EPOLL_CTL_ADD, lfd, &prog_ev);
+    result("exclusive_refused: ADD", r, errno);
+    n += registrations("exclusive_refused: after ADD", ep2);
+    printf("exclusive_refused: %s\n", n == 2 ? "OK" : "LOST");
+    return n == 2 ? OK : LOST;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 
 static void usage(void)
@@ -2171,6 +2398,7 @@ static void usage(void)
                     "                 unshare_close|unshare_single|fork_worker|\n"
                     "                 fork_worker_waited|fork_worker_exited|\n"
                     "                 fork_worker_closed|fork_client|fork_client_nowait\n"
+                    "       epolltest fork_many [N]\n"
                     "       epolltest sole none|dup|fork|spawn|vfork|scm\n"
                     "       epolltest share_child vfork|clone_vfork|clone_vm|raw_fork|_Fork|\n"
                     "                             posix_spawn\n"
@@ -2180,7 +2408,7 @@ static void usage(void)
                     "       epolltest signal [kill|itimer] [MS]\n"
                     "       epolltest exclusive N [CONNS]\n"
                     "       epolltest exclusive_mod [app]\n"
-                    "       epolltest exclusive_many\n");
+                    "       epolltest exclusive_many|exclusive_fault|exclusive_refused\n");
     exit(SETUP);
 }
 
@@ -2239,6 +2467,7 @@ int main(int argc, char **argv)
     if (!strcmp(s, "fork_worker_closed")) return sc_fork_worker_gone(true);
     if (!strcmp(s, "fork_client")) return sc_fork_client(false);
     if (!strcmp(s, "fork_client_nowait")) return sc_fork_client(true);
+    if (!strcmp(s, "fork_many")) return sc_fork_many((int)arg_long(argc, argv, 2, 0, 5000, 600));
     if (!strcmp(s, "model")) {
         if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "-v"))) usage();
         return sc_model(arg_long(argc, argv, 2, 0, 1L << 40, 0),
@@ -2256,6 +2485,8 @@ int main(int argc, char **argv)
         return sc_exclusive((int)arg_long(argc, argv, 2, 2, 16, 4),
                             (int)arg_long(argc, argv, 3, 1, 10000, 40));
     if (!strcmp(s, "exclusive_many")) return sc_exclusive_many();
+    if (!strcmp(s, "exclusive_fault")) return sc_exclusive_fault();
+    if (!strcmp(s, "exclusive_refused")) return sc_exclusive_refused();
     if (!strcmp(s, "exclusive_mod")) {
         if (argc > 3 || (argc == 3 && strcmp(argv[2], "app"))) usage();
         return sc_exclusive_mod(argc == 3);
