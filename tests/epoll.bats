@@ -295,8 +295,12 @@ unshare_case() {
 # delete the parent's registration (LOST) or forget its record (then the
 # parent's close leaves it STALE).
 @test "children in the shim's memory (vfork, clone CLONE_VM, raw fork, _Fork, posix_spawn) leave registrations and records intact" {
-	local kind
-	for kind in vfork clone_vfork clone_vm raw_fork _Fork posix_spawn; do
+	local kind kinds=(vfork clone_vfork clone_vm raw_fork _Fork posix_spawn)
+	# TSan's runtime cannot run in a CLONE_VM child that is not a thread it
+	# made (the child faults inside the runtime, shim or not).
+	[[ ${FDG_SANITIZE:-} != thread ]] || kinds=("${kinds[@]/clone_vm/}")
+	for kind in "${kinds[@]}"; do
+		[[ -n $kind ]] || continue
 		bare share_child "$kind"
 		expect 1
 		has "share_child $kind (after the child): OK"
@@ -311,6 +315,8 @@ unshare_case() {
 @test "Python's subprocess (vfork, close_range in the child through the wrappers): the parent's registration and record intact" {
 	local py=/usr/bin/python3
 	[[ -x $py ]] || skip "no $py"
+	# TSan's vfork interceptor makes a fork: the premise is gone.
+	[[ ${FDG_SANITIZE:-} != thread ]] || skip "TSan turns vfork into fork"
 	local script='
 import os, select, subprocess
 ep = select.epoll()
