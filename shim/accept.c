@@ -502,7 +502,7 @@ static int relieve(const struct call *call, int conn, int err, int saved_errno)
 static int guarded_accept(const struct call *call)
 {
     int saved = errno;
-    if (FDG_UNLIKELY(fdg_engage_needed())) fdg_engage();
+    if (FDG_UNLIKELY(fdg_engage_needed())) fdg_engage_accept();
     uint64_t spawns = atomic_load(&fdg_spawn_state);
     int conn = real_accept(call);
     if (FDG_LIKELY(conn >= 0)) {

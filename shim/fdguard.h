@@ -349,15 +349,21 @@ static inline void fdg_engage_once(void)
     if (FDG_UNLIKELY(!fdg_engaged())) fdg_engage_slow();
 }
 
-/* Accept side (listen, accept), and after a loss: engagement, then the spare
- * and the log destination are opened while descriptors are free. */
+/* Listen side: engagement, then the spare (moved below a lowered soft limit
+ * if it is held) and the log destination are opened while descriptors are
+ * free. */
 void fdg_engage(void);
+/* Accept side, when fdg_engage_needed: engagement and the spare re-armed;
+ * nothing else, so an accept costs no system call once the spare is held
+ * (a log destination that cannot be opened is retried by fdg_log_prepare on
+ * its own timer, when a line is written). */
+void fdg_engage_accept(void);
 
+/* Only the spare and engagement: the log slot is not looked at, or a
+ * destination that cannot be opened would send every accept here. */
 static inline bool fdg_engage_needed(void)
 {
     return atomic_load_explicit(&fdg_owned[FDG_OWNED_SPARE], memory_order_relaxed) < 0 ||
-           (fdg_cfg.log_target != FDG_LOG_STDERR &&
-            atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed) < 0) ||
            !fdg_engaged();
 }
 
