@@ -873,3 +873,15 @@ print("stored")'
     listen_ok FDGUARD_STATS="$T/shared"
     [[ -z $stderr ]]
 }
+
+@test "errno: the shim initialising inside the first wrapper call (before its constructor, every numeric variable set) leaves that call's errno alone" {
+    local hook=$T/earlyhook.so without with
+    cc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$hook" "$FDG_ROOT/tests/hooks/earlyhook.c"
+    local vars=(FDGUARD_HEADROOM=2 FDGUARD_DLOPEN_KEEP=8 FDGUARD_DLOPEN_RETRIES=2 FDGUARD_BACKOFF_MAX_MS=50)
+    without=$(env LD_PRELOAD="$hook" "${vars[@]}" /bin/true)
+    with=$(env LD_PRELOAD="$PRE $hook" "${vars[@]}" /bin/true)
+    echo "without: $without"
+    echo "with:    $with"
+    [[ $without == *"fclose ret 0 errno 1234"* ]]
+    [[ $with == "$without" ]]
+}
