@@ -885,3 +885,25 @@ print("stored")'
     [[ $without == *"fclose ret 0 errno 1234"* ]]
     [[ $with == "$without" ]]
 }
+
+@test "a number the spare had, closed by a raw syscall and reused by the app's own O_PATH directory: relief does not close it" {
+    mkdir "$T/dir"
+    run -0 "$H" rawclose "$T/dir"
+    echo "without the shim: $output"
+    [[ $output == *"accept EMFILE"*"dir open"* ]]
+    run -0 env LD_PRELOAD="$PRE" "$H" rawclose "$T/dir"
+    echo "with the shim: $output"
+    [[ $output == *"accept EAGAIN"*"dir open"* ]]
+}
+
+@test "a vfork child's close_range(CLOSE_RANGE_UNSHARE) (without /proc: the table taken for shared) leaves the parent's thread deleting registrations at close" {
+    need unshare umount
+    [[ $EUID -eq 0 ]] || unavailable "needs root (a mount namespace without /proc)"
+    local noproc=(unshare -m --propagation private sh -c 'umount -l /proc && exec env "$@"' sh)
+    run -0 "${noproc[@]}" "$H" vfork-unshare
+    echo "without the shim: $output"
+    [[ $output == "events 1" ]] # the closed number's registration stays
+    run -0 "${noproc[@]}" LD_PRELOAD="$PRE" "$H" vfork-unshare
+    echo "with the shim: $output"
+    [[ $output == "events 0" ]]
+}
