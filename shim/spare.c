@@ -36,8 +36,8 @@ static int open_target(void)
 
 /* The close family tells us when the application closes our number; only a
  * raw close system call and a reuse of the number could put something else
- * there. One system call per lend. An O_PATH descriptor of the app's own on
- * /dev/null at that number would pass (README, Limits). */
+ * there. One system call per lend. A descriptor of the app's own on the
+ * same file at that number would pass (README, Limits). */
 static bool is_our_spare(int fd)
 {
     struct stat st;
