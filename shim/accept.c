@@ -234,16 +234,25 @@ struct relief {
     int err;          /* TAKEN_ERROR */
 };
 
+/* Relief runs with cancellation disabled (a shed connection must not be
+ * left open by a cancellation inside send or close); around a call that may
+ * wait, the app's own cancel state: a cancellation point, as the real
+ * accept is. errno kept. */
+static void may_cancel(const struct relief *r, bool allowed)
+{
+    int saved = errno;
+    pthread_setcancelstate(allowed ? r->cancel_state : PTHREAD_CANCEL_DISABLE, NULL);
+    errno = saved;
+}
+
 /* On a blocking listener the accept may still wait (another process took
  * the connection after poll): it stays a cancellation point. */
 static int relief_accept(struct relief *r, bool private)
 {
     if (!r->blocking) return private ? private_accept(r->call) : real_accept(r->call);
-    pthread_setcancelstate(r->cancel_state, NULL);
+    may_cancel(r, true);
     int conn = private ? private_accept(r->call) : real_accept(r->call);
-    int saved = errno;
-    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-    errno = saved;
+    may_cancel(r, false);
     return conn;
 }
 
@@ -365,12 +374,16 @@ static void no_slot(const struct relief *r)
 
 /* ---- the three shapes ----------------------------------------------------- */
 
-static int relieve_nonblocking(struct relief *r, bool slot)
+/* A non-blocking listener, or a blocking one with something pending when
+ * the call came in (the caller, a poll loop as likely as not, gets what the
+ * real call gave it, at once): what is pending is taken, then the call
+ * fails with give_up. `polled`: the blocking listener was just found
+ * readable. */
+static int relieve_at_once(struct relief *r, bool slot, bool polled, int give_up)
 {
-    int give_up = fdg_cfg.accept_errno ? fdg_cfg.accept_errno : r->why ? r->why : EMFILE;
     int conn;
     enum taken end;
-    if (drain(r, slot, false, &conn, &end)) return conn;
+    if (drain(r, slot, polled, &conn, &end)) return conn;
     if (end == TAKEN_NO_SLOT) {
         no_slot(r);
         fdg_backoff_sleep(backoff_attempt++);
@@ -378,18 +391,23 @@ static int relieve_nonblocking(struct relief *r, bool slot)
     return fail(give_up);
 }
 
-/* Something was pending when the call came in: the caller (a poll loop, as
- * likely as not) gets what the real call gave it, at once. */
-static int relieve_pending(struct relief *r, bool slot)
+/* The errno a call fails with after a wait that did not end W_READY (err:
+ * errno after a W_ERROR). */
+static int wait_failure(int why, int err)
 {
-    int conn;
-    enum taken end;
-    if (drain(r, slot, !slot, &conn, &end)) return conn;
-    if (end == TAKEN_NO_SLOT) {
-        no_slot(r);
-        fdg_backoff_sleep(backoff_attempt++);
-    }
-    return fail(r->why ? r->why : EMFILE);
+    return why == W_ERROR ? err : why == W_SIGNAL ? EINTR : EAGAIN;
+}
+
+/* A wait of relieve_waiting, a cancellation point: on the listener (nap 0)
+ * or a nap of `nap` microseconds. 0 when it ended W_READY, else the errno
+ * the call fails with. */
+static int cancellable_wait(const struct relief *r, const struct wait *w, uint64_t nap)
+{
+    may_cancel(r, true);
+    int why = nap ? nap_us(w, nap) : wait_listener(r->call->fd, w);
+    int err = errno;
+    may_cancel(r, false);
+    return why == W_READY ? 0 : wait_failure(why, err);
 }
 
 /* Nothing pending: the real call would have slept until a connection came.
@@ -404,22 +422,17 @@ static int relieve_waiting(struct relief *r)
     for (;;) {
         /* ppoll and nanosleep are cancellation points, as the real accept
          * is; nothing is held across them. */
-        int why = W_READY;
+        int err;
         /* After the grace, the same connection if it is still there. */
         if (!graced || !readable_now(fd)) {
             graced = false;
-            pthread_setcancelstate(r->cancel_state, NULL);
-            why = wait_listener(fd, &w);
-            int err = errno;
-            pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-            if (why == W_ERROR) return fail(err);
+            if ((err = cancellable_wait(r, &w, 0))) return fail(err);
         }
-        if (why != W_READY) return fail(why == W_SIGNAL ? EINTR : EAGAIN);
 
         uint64_t mine;
-        why = acquire_waiting(&mine, offer, fd, &w);
+        int why = acquire_waiting(&mine, offer, fd, &w);
         offer = 0;
-        if (why != W_READY) return fail(why == W_SIGNAL ? EINTR : EAGAIN);
+        if (why != W_READY) return fail(wait_failure(why, 0));
         /* Under the lend: no other relieving thread lends the spare for this
          * connection while our accept may be taking it with a freed slot. */
         if (!readable_now(fd)) {
@@ -430,7 +443,7 @@ static int relieve_waiting(struct relief *r)
          * once the spare has its slot back (it may have been lost). */
         fdg_spare_arm();
         int conn = relief_accept(r, false);
-        int err = errno;
+        err = errno;
         if (conn >= 0 || (err != EMFILE && err != ENFILE)) {
             fdg_lend_release(mine);
             if (conn < 0) return fail(err);
@@ -445,10 +458,7 @@ static int relieve_waiting(struct relief *r)
              * it (we only see that the connection is gone), then shed. */
             fdg_lend_release(mine);
             graced = true;
-            pthread_setcancelstate(r->cancel_state, NULL);
-            why = nap_us(&w, GRACE_US);
-            pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-            if (why != W_READY) return fail(why == W_SIGNAL ? EINTR : EAGAIN);
+            if ((err = cancellable_wait(r, &w, GRACE_US))) return fail(err);
             continue;
         }
         graced = false;
@@ -462,10 +472,8 @@ static int relieve_waiting(struct relief *r)
             return fail(r->err);
         } else if (end == TAKEN_NO_SLOT) {
             no_slot(r);
-            pthread_setcancelstate(r->cancel_state, NULL);
-            why = nap_us(&w, fdg_backoff_us(backoff_attempt++));
-            pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
-            if (why != W_READY) return fail(why == W_SIGNAL ? EINTR : EAGAIN);
+            if ((err = cancellable_wait(r, &w, fdg_backoff_us(backoff_attempt++))))
+                return fail(err);
         }
     }
 }
@@ -482,11 +490,12 @@ static int relieve(const struct call *call, int conn, int err, int saved_errno)
         fdg_count(FDG_C_accept_emfile, 1);
     else
         shed(call->fd, conn, 0);
-    int result;
+    int result, real_err = err ? err : EMFILE;
     if (!r.blocking)
-        result = relieve_nonblocking(&r, conn >= 0);
+        result = relieve_at_once(&r, conn >= 0, false,
+                                 fdg_cfg.accept_errno ? fdg_cfg.accept_errno : real_err);
     else if (conn >= 0 || readable_now(call->fd))
-        result = relieve_pending(&r, conn >= 0);
+        result = relieve_at_once(&r, conn >= 0, conn < 0, real_err);
     else
         result = relieve_waiting(&r);
     int e = errno;
@@ -502,7 +511,7 @@ static int relieve(const struct call *call, int conn, int err, int saved_errno)
 static int guarded_accept(const struct call *call)
 {
     int saved = errno;
-    if (FDG_UNLIKELY(fdg_engage_needed())) fdg_engage();
+    if (FDG_UNLIKELY(fdg_engage_needed())) fdg_engage_accept();
     uint64_t spawns = atomic_load(&fdg_spawn_state);
     int conn = real_accept(call);
     if (FDG_LIKELY(conn >= 0)) {

@@ -1,11 +1,19 @@
 /* Capped exponential backoff with jitter, for waits whose end we cannot see
  * (a spare taken by another thread, ENOBUFS from accept, a transient loader
- * failure). Jitter keeps threads that failed together from retrying together. */
+ * failure). Jitter keeps threads that failed together from retrying together.
+ * And the clock every wait of the shim is measured with. */
 #include "fdguard.h"
 
 #include <errno.h>
 #include <time.h>
 #include <unistd.h>
+
+uint64_t fdg_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
 
 static __thread uint32_t rng_state __attribute__((tls_model("initial-exec")));
 

@@ -171,7 +171,8 @@ EXPORT int close_range(unsigned int lo, unsigned int hi, int flags)
     /* The copy holds a reference to every description (spawn.c). */
     fdg_spawn_begin();
     int r = fdg_next.close_range(lo, hi, flags);
-    if (r == 0) fdg_private_table = true;
+    /* Only the owner's thread: a vfork child runs on its parent's TLS. */
+    if (r == 0 && fdg_owner_process()) fdg_private_table = true;
     int saved = errno;
     fdg_spawn_end();
     errno = saved;

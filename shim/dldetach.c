@@ -269,7 +269,8 @@ static bool line(const char *l, const struct walk *w, struct range *out, unsigne
 /* Collected first, acted on after: the file changes as mappings change. */
 static bool read_maps(const struct walk *w, struct range *out, unsigned *n)
 {
-    bool lent = fdg_spare_lend_if_full();
+    uint64_t lend;
+    bool lent = fdg_spare_lend_for_load(&lend);
     int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
     bool ok = fd >= 0;
     char buf[4096];
@@ -294,7 +295,7 @@ static bool read_maps(const struct walk *w, struct range *out, unsigned *n)
         if (have == sizeof buf - 1) ok = false; /* a line longer than the buffer */
     }
     if (fd >= 0) fdg_raw_close(fd);
-    if (lent) fdg_spare_arm();
+    if (lent) fdg_spare_return(lend);
     return ok;
 }
 

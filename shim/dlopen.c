@@ -497,7 +497,8 @@ static void *load(const struct fdg_as *as, const char *file, int mode, int *err)
     fdg_engage_load();
     bool may_evict = true;
     for (unsigned attempt = 0;; attempt++) {
-        bool lent = fdg_spare_lend_if_full();
+        uint64_t lend;
+        bool lent = fdg_spare_lend_for_load(&lend);
         if (lent) fdg_count(FDG_C_dlopen_fd_lends, 1);
         void *handle = fdg_dlopen_as(as, file, mode);
         *err = errno;
@@ -517,7 +518,7 @@ static void *load(const struct fdg_as *as, const char *file, int mode, int *err)
             *err = errno;
             msg = NULL;
         }
-        if (lent) fdg_spare_arm();
+        if (lent) fdg_spare_return(lend);
         if (!msg) return handle; /* loaded, last attempt, or RTLD_NOLOAD found nothing */
         fdg_count(FDG_C_dlopen_retries, 1);
         fdg_logf(FDG_LVL_WARN, FDG_EV_DLOPEN, "dlopen: %s; retry %u of %u", msg, attempt + 1,

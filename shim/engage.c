@@ -28,6 +28,10 @@ void fdg_engage_slow(void)
     errno = saved;
 }
 
+/* listen(): the spare is wanted from now on; a held one is moved below a
+ * soft limit lowered since it was armed, and the log destination is opened
+ * while descriptors are free (fdg_engage_slow did it at engagement; this is
+ * after a loss). */
 void fdg_engage(void)
 {
     int saved = errno;
@@ -35,6 +39,18 @@ void fdg_engage(void)
     fdg_spare_rehome();
     fdg_spare_arm();
     fdg_log_prepare();
+    errno = saved;
+}
+
+/* accept(), only while the spare is missing or the process has not engaged
+ * (fdg_engage_needed): the spare re-armed, nothing else. A new spare takes
+ * the lowest free number, so there is nothing to rehome; the log
+ * destination retries on its own timer when a line is written (log.c). */
+void fdg_engage_accept(void)
+{
+    int saved = errno;
+    fdg_engage_once();
+    fdg_spare_arm();
     errno = saved;
 }
 

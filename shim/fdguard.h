@@ -262,7 +262,10 @@ void fdg_stats_after_fork(void);
 /* Field 22 of /proc/PID/stat (clock ticks since boot), or 0. */
 unsigned long long fdg_start_time(pid_t pid);
 
-/* ---- backoff.c ------------------------------------------------------------- */
+/* ---- backoff.c: waits, and the clock they are measured with ---------------- */
+
+/* CLOCK_MONOTONIC in microseconds. */
+uint64_t fdg_now_us(void);
 
 /* Sleeps for step `attempt` of a capped exponential backoff with jitter
  * (1, 2, 4 ... FDGUARD_BACKOFF_MAX_MS ms, each drawn from [d/2, d]). */
@@ -285,9 +288,12 @@ bool fdg_spare_arm_if_near(void);
  * hand out: moves the spare to the lowest free number (above 2) if that is
  * lower, drops it if it is useless where it is and cannot move. */
 void fdg_spare_rehome(void);
-/* Lends the spare if the descriptor table is full right now (a load needs
- * one descriptor at a time); true if it did. */
-bool fdg_spare_lend_if_full(void);
+/* For a load (dlopen.c, dldetach.c), which needs one descriptor at a time:
+ * if the descriptor table is full right now, takes the lend (lend.c; *mine,
+ * 0 when this thread held it already) and lends the spare; true if it did.
+ * Then fdg_spare_return(*mine) re-arms the spare and releases the lend. */
+bool fdg_spare_lend_for_load(uint64_t *mine);
+void fdg_spare_return(uint64_t mine);
 
 /* ---- lend.c: who may use the spare's slot (one thread, never across a wait) */
 
@@ -306,8 +312,11 @@ bool fdg_lend_wanted(void);
 /* Releases the lend to a waiting thread; what to pass to fdg_lend_acquire
  * to queue behind it, or 0 if it was taken over meanwhile. */
 uint64_t fdg_lend_offer(uint64_t mine);
-/* CLOCK_MONOTONIC in microseconds. */
-uint64_t fdg_now_us(void);
+/* Does this thread hold the lend (a load inside a load)? */
+bool fdg_lend_held_here(void);
+/* Does another thread of this process hold it, and not for longer than a
+ * holder is waited for? No system call unless someone holds it. */
+bool fdg_lend_busy(void);
 
 /* ---- owned.c: descriptors the shim itself holds (spare, log) ------------- */
 
@@ -349,15 +358,21 @@ static inline void fdg_engage_once(void)
     if (FDG_UNLIKELY(!fdg_engaged())) fdg_engage_slow();
 }
 
-/* Accept side (listen, accept), and after a loss: engagement, then the spare
- * and the log destination are opened while descriptors are free. */
+/* Listen side: engagement, then the spare (moved below a lowered soft limit
+ * if it is held) and the log destination are opened while descriptors are
+ * free. */
 void fdg_engage(void);
+/* Accept side, when fdg_engage_needed: engagement and the spare re-armed;
+ * nothing else, so an accept costs no system call once the spare is held
+ * (a log destination that cannot be opened is retried by fdg_log_prepare on
+ * its own timer, when a line is written). */
+void fdg_engage_accept(void);
 
+/* Only the spare and engagement: the log slot is not looked at, or a
+ * destination that cannot be opened would send every accept here. */
 static inline bool fdg_engage_needed(void)
 {
     return atomic_load_explicit(&fdg_owned[FDG_OWNED_SPARE], memory_order_relaxed) < 0 ||
-           (fdg_cfg.log_target != FDG_LOG_STDERR &&
-            atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed) < 0) ||
            !fdg_engaged();
 }
 

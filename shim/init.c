@@ -8,6 +8,7 @@
  * notices us. Everything visible waits for engagement (engage.c). */
 #include "fdguard.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
@@ -38,10 +39,15 @@ static void after_fork_in_child(void)
     fdg_dlopen_atfork_release();
 }
 
+/* errno is kept: the first wrapper call can come before our constructor (a
+ * constructor of a library initialised before us), and its caller must see
+ * what the real call left (parsing a number resets errno, binding and the
+ * fstat of fd 2 may set it). */
 bool fdg_init_slow(void)
 {
     int expected = FDG_UNINIT;
     if (atomic_compare_exchange_strong(&fdg_state, &expected, FDG_INITIALIZING)) {
+        int saved = errno;
         initializing_here = true;
         atomic_store(&fdg_self_pid, raw_getpid());
         fdg_bind_next();
@@ -56,6 +62,7 @@ bool fdg_init_slow(void)
         }
         initializing_here = false;
         atomic_store_explicit(&fdg_state, FDG_READY, memory_order_release);
+        errno = saved;
         return fdg_guarding;
     }
     if (initializing_here) return false;

@@ -35,17 +35,15 @@ static _Atomic int holding_fd = -1;
 /* The pid of a process in which a thread waits for the slot, for another
  * listener. */
 static _Atomic pid_t wanted;
+/* When the holder took it (fdg_now_us), and the ticket this thread holds:
+ * fdg_lend_busy tells a holder from the other threads, and a stuck holder
+ * from a live one. */
+static _Atomic uint64_t held_since;
+static __thread uint64_t held_here __attribute__((tls_model("initial-exec")));
 
 static pid_t self_pid(void)
 {
     return atomic_load_explicit(&fdg_self_pid, memory_order_relaxed);
-}
-
-uint64_t fdg_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 static uint64_t new_ticket(pid_t self)
@@ -77,6 +75,8 @@ int fdg_lend_acquire(uint64_t *mine, uint64_t offer, int fd, uint64_t deadline_u
             free = now - since >= stale_us;
         if (free && atomic_compare_exchange_strong(&holder, &cur, me)) {
             atomic_store_explicit(&holding_fd, fd, memory_order_relaxed);
+            atomic_store_explicit(&held_since, now, memory_order_relaxed);
+            held_here = me;
             *mine = me;
             return FDG_LEND_OK;
         }
@@ -101,7 +101,23 @@ int fdg_lend_acquire(uint64_t *mine, uint64_t offer, int fd, uint64_t deadline_u
 
 void fdg_lend_release(uint64_t mine)
 {
+    if (held_here == mine) held_here = 0;
     atomic_compare_exchange_strong(&holder, &mine, 0); /* taken over: not ours to clear */
+}
+
+bool fdg_lend_held_here(void)
+{
+    uint64_t cur = atomic_load_explicit(&holder, memory_order_relaxed);
+    return held_here && cur == held_here && (pid_t)(cur >> 32) == self_pid();
+}
+
+bool fdg_lend_busy(void)
+{
+    uint64_t cur = atomic_load_explicit(&holder, memory_order_relaxed);
+    if (FDG_LIKELY(!cur) || (cur & OFFERED) || cur == held_here || (pid_t)(cur >> 32) != self_pid())
+        return false;
+    uint64_t stale_us = (uint64_t)fdg_cfg.backoff_max_ms * 1000;
+    return fdg_now_us() - atomic_load_explicit(&held_since, memory_order_relaxed) < stale_us;
 }
 
 bool fdg_lend_wanted(void)

@@ -275,6 +275,9 @@ void fdg_log_prepare(void)
         atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed) >= 0 ||
         monotonic_s() < atomic_load_explicit(&retry_at, memory_order_relaxed))
         return;
+    /* A vfork child (or a thread with a private table) would open it in a
+     * table that is not the owner's, and arm the owner's retry timer. */
+    if (!fdg_table_owner()) return;
     int saved = errno;
     /* Set first: the warning below is itself a line, whose emit() comes back
      * here and must not recurse. */
@@ -359,7 +362,8 @@ static void emit(enum fdg_log_level level, const char *line, size_t len)
     if (fdg_cfg.log_target != FDG_LOG_STDERR) {
         /* Not in a slot the shim just freed for a connection or a load (the
          * spare is out then): that would take the room meant for the spare.
-         * Until the next fdg_engage the line goes to stderr. */
+         * Until a line is written while the spare is held, lines go to
+         * stderr. */
         if (fdg_spare_held() || atomic_load(&fdg_state) != FDG_READY) fdg_log_prepare();
         int fd = atomic_load_explicit(&fdg_owned[FDG_OWNED_LOG], memory_order_relaxed);
         if (fd >= 0 && fdg_cfg.log_target == FDG_LOG_SYSLOG) {

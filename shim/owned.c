@@ -15,7 +15,9 @@ _Atomic int fdg_owned[FDG_OWNED_COUNT] = {-1, -1};
 
 bool fdg_owned_claim(int slot, int fd)
 {
-    if (!fdg_ept_mark_owned(fd)) return false;
+    /* fd is in this thread's table: a vfork child's or a private one's
+     * number names nothing in the owner's table. */
+    if (!fdg_table_owner() || !fdg_ept_mark_owned(fd)) return false;
     int none = -1;
     if (atomic_compare_exchange_strong(&fdg_owned[slot], &none, fd)) return true;
     fdg_ept_unmark_owned(fd);

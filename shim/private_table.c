@@ -40,7 +40,8 @@ EXPORT int unshare(int flags)
     /* The copy holds a reference to every description (spawn.c). */
     fdg_spawn_begin();
     int r = fdg_next.unshare(flags);
-    if (r == 0) fdg_private_table = true;
+    /* Only the owner's thread: a vfork child runs on its parent's TLS. */
+    if (r == 0 && fdg_owner_process()) fdg_private_table = true;
     saved = errno;
     fdg_spawn_end();
     errno = saved;

@@ -567,6 +567,37 @@ room() {
     one_warning FDGUARD_REJECT_MSG
 }
 
+# ---- what a successful accept costs -------------------------------------------
+
+# loop_calls [VAR=VALUE...]: system calls acceptloop's 200 accepts make (the
+# calls between its markers), under the shim with those variables, or without
+# it (no arguments and SHIM unset).
+loop_calls() {
+    local out=$T/loop.trace env=()
+    [[ -n ${SHIM:-} ]] && env=(LD_PRELOAD="$(fdg_preload)" "$@")
+    timeout -k 2 60 strace -qq -o "$out" env "${env[@]}" "$FDG_BIN/acceptloop" 200 >/dev/null 2>"$T/loop.err"
+    awk '/^getppid/ { n++; next } n == 1 { c++ } END { print c + 0 }' "$out"
+}
+
+@test "a successful accept costs no system call of the shim's, whatever FDGUARD_LOG is (a refused file, syslog without a socket)" {
+    need strace
+    local bare stderr refused syslog
+    bare=$(SHIM='' loop_calls)
+    stderr=$(SHIM=1 loop_calls)
+    mkdir "$T/dir"
+    refused=$(SHIM=1 loop_calls FDGUARD_LOG="$T/dir") # a directory: refused
+    grep -q "cannot use the file" "$T/loop.err"
+    echo "# 200 accepts: $bare calls without the shim, $stderr with, $refused with FDGUARD_LOG refused" >&3
+    ((bare == 1000)) # socket, connect, accept, close, close
+    ((stderr == bare))
+    ((refused == bare))
+    if [[ ! -e /dev/log ]]; then
+        syslog=$(SHIM=1 loop_calls FDGUARD_LOG=syslog)
+        echo "# and $syslog with FDGUARD_LOG=syslog, no /dev/log" >&3
+        ((syslog == bare))
+    fi
+}
+
 # ---- inertness and pass-through ----------------------------------------------
 
 @test "inert: sh -c 'ls /proc/self/fd' lists the same with and without the shim" {

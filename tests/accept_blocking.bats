@@ -124,6 +124,27 @@ SHIM_ENV=()
 parent: client=eof" ]]
 }
 
+@test "the spare's slot, lent to a thread's relief, is not taken by another thread's listen (the shim's first need of a spare) or dlopen" {
+    bare "$BA" lent-listen
+    [[ $(program_lines "$output") == "hook=not-reached
+free_after=0
+result=EMFILE client=open" ]]
+    # One number free while the thread is held: the slot relief freed for
+    # its accept, which an arm of the spare by the listen would fill.
+    hooked "$BA" lent-listen
+    [[ $(program_lines "$output") == "free_after=1
+result=EAGAIN client=eof" ]]
+    bare "$BA" lent-dlopen
+    [[ $(program_lines "$output") == "hook=not-reached
+load=failed
+free_after=0
+result=EMFILE client=open" ]]
+    hooked "$BA" lent-dlopen
+    [[ $(program_lines "$output") == "load=ok
+free_after=1
+result=EAGAIN client=eof" ]]
+}
+
 @test "case 5 and mixed listeners: a non-blocking listener is relieved while a thread waits on a blocking one, and both shed" {
     bare "$BA" mixed
     [[ $(program_lines "$output") == "nonblocking: result=EMFILE shed=0/3

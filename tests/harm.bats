@@ -873,3 +873,37 @@ print("stored")'
     listen_ok FDGUARD_STATS="$T/shared"
     [[ -z $stderr ]]
 }
+
+@test "errno: the shim initialising inside the first wrapper call (before its constructor, every numeric variable set) leaves that call's errno alone" {
+    local hook=$T/earlyhook.so without with
+    cc -shared -fPIC -O2 -Wall -Wextra -Werror -o "$hook" "$FDG_ROOT/tests/hooks/earlyhook.c"
+    local vars=(FDGUARD_HEADROOM=2 FDGUARD_DLOPEN_KEEP=8 FDGUARD_DLOPEN_RETRIES=2 FDGUARD_BACKOFF_MAX_MS=50)
+    without=$(env LD_PRELOAD="$hook" "${vars[@]}" /bin/true)
+    with=$(env LD_PRELOAD="$PRE $hook" "${vars[@]}" /bin/true)
+    echo "without: $without"
+    echo "with:    $with"
+    [[ $without == *"fclose ret 0 errno 1234"* ]]
+    [[ $with == "$without" ]]
+}
+
+@test "a number the spare had, closed by a raw syscall and reused by the app's own O_PATH directory: relief does not close it" {
+    mkdir "$T/dir"
+    run -0 "$H" rawclose "$T/dir"
+    echo "without the shim: $output"
+    [[ $output == *"accept EMFILE"*"dir open"* ]]
+    run -0 env LD_PRELOAD="$PRE" "$H" rawclose "$T/dir"
+    echo "with the shim: $output"
+    [[ $output == *"accept EAGAIN"*"dir open"* ]]
+}
+
+@test "a vfork child's close_range(CLOSE_RANGE_UNSHARE) (without /proc: the table taken for shared) leaves the parent's thread deleting registrations at close" {
+    need unshare umount
+    [[ $EUID -eq 0 ]] || unavailable "needs root (a mount namespace without /proc)"
+    local noproc=(unshare -m --propagation private sh -c 'umount -l /proc && exec env "$@"' sh)
+    run -0 "${noproc[@]}" "$H" vfork-unshare
+    echo "without the shim: $output"
+    [[ $output == "events 1" ]] # the closed number's registration stays
+    run -0 "${noproc[@]}" LD_PRELOAD="$PRE" "$H" vfork-unshare
+    echo "with the shim: $output"
+    [[ $output == "events 0" ]]
+}

@@ -40,10 +40,22 @@
  *   fork-held      as fork, while the thread holds the spare's slot inside
  *                  relief's own accept (held there by tests/hooks/accepthook
  *                  through ACCEPTHOOK=hold:RFD:WFD, which the scenario sets)
+ *   lent-listen    a thread accepts on non-blocking L1 with a client pending
+ *                  and is held inside relief's own accept (as fork-held,
+ *                  the spare's slot lent and free); meanwhile the main
+ *                  thread listens on another socket (the shim's first need
+ *                  of a spare, which it has not got). Reports how many
+ *                  numbers below the limit are free after that listen (free_after) (the
+ *                  lent slot: 1), then the thread's result and its client's
+ *                  outcome. Without the hook nothing holds the thread.
+ *   lent-dlopen    the same with a dlopen of libm.so.6 (a cache miss, the
+ *                  table near its limit) instead of the listen: "load=ok"
+ *                  or "load=failed" (without the shim the table is full).
  *
  * Prints key=value lines and exits 0; a call that does not return within
  * 3 s is reported as result=none. */
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -660,6 +672,51 @@ static int forking(const char *sc)
     return 0;
 }
 
+/* ---- a listen while the spare's slot is lent ----------------------------- */
+
+static void *accept_recording(void *arg)
+{
+    int *fd_err = arg;
+    int fd = accept(fd_err[0], NULL, NULL);
+    fd_err[1] = fd >= 0 ? 0 : errno;
+    return NULL;
+}
+
+static int lent(bool load)
+{
+    struct listener a = listen_on(true);
+    int ca = client_socket();
+    int later = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in any = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (later < 0 || bind(later, (struct sockaddr *)&any, sizeof any) != 0) die("socket");
+    if (pipe(hold_pipe) != 0 || pipe(held_pipe) != 0) die("pipe");
+    char spec[64];
+    snprintf(spec, sizeof spec, "hold:%d:%d", hold_pipe[0], held_pipe[1]);
+    setenv("ACCEPTHOOK", spec, 1);
+    exhaust();
+    connect_to(ca, &a);
+    static int fd_err[2];
+    fd_err[0] = a.fd;
+    pthread_t t;
+    if (pthread_create(&t, NULL, accept_recording, fd_err) != 0) die("pthread_create");
+    struct pollfd p = {held_pipe[0], POLLIN, 0};
+    if (poll(&p, 1, 1000) != 1) printf("hook=not-reached\n");
+    if (load)
+        printf("load=%s\n", dlopen("libm.so.6", RTLD_NOW) ? "ok" : "failed");
+    else if (listen(later, 8) != 0)
+        die("listen");
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    int free_numbers = 0;
+    for (int fd = 0; fd < (int)rl.rlim_cur; fd++)
+        if (fcntl(fd, F_GETFD) == -1) free_numbers++;
+    printf("free_after=%d\n", free_numbers);
+    if (write(hold_pipe[1], "g", 1) != 1) die("write");
+    pthread_join(t, NULL);
+    printf("result=%s client=%s\n", errname(fd_err[1]), client_outcome(ca, 1000));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const char *const singles[] = {"rcvtimeo", "eintr", "eintr-restart", "cancel"};
@@ -676,6 +733,8 @@ int main(int argc, char **argv)
     if (!strcmp(sc, "mixed")) return mixed();
     if (!strcmp(sc, "listeners")) return listeners();
     if (!strcmp(sc, "room")) return room();
+    if (!strcmp(sc, "lent-listen")) return lent(false);
+    if (!strcmp(sc, "lent-dlopen")) return lent(true);
     if (!strncmp(sc, "fork", 4) &&
         (!strcmp(sc, "fork") || !strcmp(sc, "fork-idle") || !strcmp(sc, "fork-held")))
         return forking(sc);

@@ -39,6 +39,22 @@
  *       loader says, and the spare comes back below the limit afterwards.
  *       Without the shim the limit is lowered to the same number (the
  *       lowest free one).
+ *   harm rawclose DIR
+ *       listens (the shim arms its spare), closes the spare's number with a
+ *       raw close syscall (the shim cannot see it) and opens DIR O_PATH,
+ *       which takes that number (without the shim: the same lowest free
+ *       number); then, at a limit lowered to what is in use, a client
+ *       connects and accept is called (relief lends the spare). Prints
+ *       "accept ERRNO" and "dir open" or "dir closed" (is DIR's descriptor
+ *       still DIR?).
+ *   harm vfork-unshare
+ *       a process that once had two threads registers a pipe's read end in
+ *       an epoll instance (a dup keeps its description open), then vforks;
+ *       the child calls close_range(CLOSE_RANGE_UNSHARE) and exits; the
+ *       parent closes the read end and writes to the pipe. Prints
+ *       "events N": what epoll_wait still reports for the closed number
+ *       (1 unless something deleted the registration at the close).
+ *       Without /proc the shim takes the table for shared in the child.
  *   harm heap
  *       prints what malloc has handed out before main runs (mallinfo2):
  *       what the constructors of the preloaded libraries allocated.
@@ -63,6 +79,9 @@
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <linux/close_range.h>
+#include <pthread.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -78,8 +97,9 @@ static void die(const char *what)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: harm listen|epoll|fork|ipc-private|broken-stderr|full-stderr|"
-                    "dlfds|dlnear|dlabove|heap ... (see tests/helpers/harm.c)\n");
+    fprintf(stderr,
+            "usage: harm listen|epoll|fork|ipc-private|broken-stderr|full-stderr|"
+            "dlfds|dlnear|dlabove|rawclose|vfork-unshare|heap ... (see tests/helpers/harm.c)\n");
     exit(2);
 }
 
@@ -413,6 +433,59 @@ static int sc_dlabove(char **argv)
     return 0;
 }
 
+static int sc_rawclose(char **argv)
+{
+    if (!argv[0]) usage();
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) != 0 || listen(l, 64) != 0 ||
+        getsockname(l, (struct sockaddr *)&a, &len) != 0)
+        die("listen");
+    int spare = spare_fd();
+    if (spare >= 0 && syscall(SYS_close, spare) != 0) die("raw close");
+    int want = spare >= 0 ? spare : lowest_free();
+    int dir = open(argv[0], O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (dir != want) die("the directory did not take the spare's number");
+    struct stat st_dir;
+    if (stat(argv[0], &st_dir) != 0) die("stat");
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) != 0) die("connect");
+    set_soft((rlim_t)lowest_free()); /* nothing free */
+    int r = accept(l, NULL, NULL);
+    printf("accept %s\n", r >= 0 ? "OK" : strerrorname_np(errno));
+    struct stat st;
+    bool same = fstat(dir, &st) == 0 && st.st_dev == st_dir.st_dev && st.st_ino == st_dir.st_ino;
+    printf("dir %s\n", same ? "open" : "closed");
+    return 0;
+}
+
+static void *nothing(void *arg)
+{
+    return arg;
+}
+
+static int sc_vfork_unshare(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, nothing, NULL) != 0 || pthread_join(t, NULL) != 0) die("pthread");
+    int p[2], ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (ep < 0 || pipe2(p, O_CLOEXEC) != 0 || dup(p[0]) < 0 ||
+        epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev) != 0)
+        die("epoll registration");
+    pid_t pid = vfork();
+    if (pid == 0) {
+        close_range(1000, 1000, CLOSE_RANGE_UNSHARE);
+        _exit(0);
+    }
+    if (pid < 0 || waitpid(pid, NULL, 0) != pid) die("vfork");
+    close(p[0]);
+    if (write(p[1], "x", 1) != 1) die("write");
+    printf("events %d\n", epoll_wait(ep, &ev, 1, 0));
+    return 0;
+}
+
 static int sc_heap(void)
 {
     /* Taken before this program allocates anything (stdout's buffer). */
@@ -436,6 +509,8 @@ int main(int argc, char **argv)
     if (!strcmp(sc, "dlfds")) return sc_dlfds(argv + 2);
     if (!strcmp(sc, "dlnear")) return sc_dlnear(argv + 2);
     if (!strcmp(sc, "dlabove")) return sc_dlabove(argv + 2);
+    if (!strcmp(sc, "rawclose")) return sc_rawclose(argv + 2);
+    if (!strcmp(sc, "vfork-unshare")) return sc_vfork_unshare();
     if (!strcmp(sc, "heap")) return sc_heap();
     usage();
 }
