@@ -24,6 +24,9 @@ bool fdg_guarding;
  * itself. initial-exec: no allocation, usable in signal handlers. */
 static __thread bool initializing_here __attribute__((tls_model("initial-exec")));
 
+/* Set when our constructor starts: environ is libc's from then on. */
+static bool constructor_ran;
+
 static pid_t raw_getpid(void)
 {
     return (pid_t)syscall(SYS_getpid);
@@ -51,6 +54,17 @@ bool fdg_init_slow(void)
         initializing_here = true;
         atomic_store(&fdg_self_pid, raw_getpid());
         fdg_bind_next();
+        if (FDG_UNLIKELY(!environ && !constructor_ran)) {
+            /* A .preinit_array runs before libc sets environ (glibc's
+             * dynamic start-up): the variables, FDGUARD=off included, cannot
+             * be read yet. Pass this call through, decide at the next one.
+             * From our constructor on, a NULL environ is a cleared one
+             * (clearenv), read as empty. */
+            initializing_here = false;
+            atomic_store_explicit(&fdg_state, FDG_UNINIT, memory_order_release);
+            errno = saved;
+            return false;
+        }
         fdg_config_load();
         fdg_guarding = fdg_cfg.enabled;
         if (fdg_guarding) {
@@ -74,5 +88,6 @@ bool fdg_init_slow(void)
 
 __attribute__((constructor(101))) static void fdg_constructor(void)
 {
+    constructor_ran = true;
     fdg_init_slow();
 }
