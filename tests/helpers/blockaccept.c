@@ -48,8 +48,9 @@
  *                  numbers below the limit are free after that listen (free_after) (the
  *                  lent slot: 1), then the thread's result and its client's
  *                  outcome. Without the hook nothing holds the thread.
- *   lent-dlopen    the same with a dlopen of libm.so.6 (a cache miss, the
- *                  table near its limit) instead of the listen: "load=ok"
+ *   lent-dlopen    the same with a dlopen of libanl.so.1 (a cache miss, the
+ *                  table near its limit; not libm, which sanitizer runtimes
+ *                  have loaded already) instead of the listen: "load=ok"
  *                  or "load=failed" (without the shim the table is full).
  *
  * Prints key=value lines and exits 0; a call that does not return within
@@ -702,7 +703,7 @@ static int lent(bool load)
     struct pollfd p = {held_pipe[0], POLLIN, 0};
     if (poll(&p, 1, 1000) != 1) printf("hook=not-reached\n");
     if (load)
-        printf("load=%s\n", dlopen("libm.so.6", RTLD_NOW) ? "ok" : "failed");
+        printf("load=%s\n", dlopen("libanl.so.1", RTLD_NOW) ? "ok" : "failed");
     else if (listen(later, 8) != 0)
         die("listen");
     struct rlimit rl;
