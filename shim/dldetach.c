@@ -31,7 +31,7 @@
  * Anything unexpected (no descriptor for /proc/self/maps, an mprotect that
  * policy refuses, more ranges than we hold) fails the detach, and the caller
  * then closes the object for real instead of keeping it; so does static TLS
- * held by one of the objects (holds_static_tls). */
+ * held by the objects (holds_static_tls). */
 #include "fdguard.h"
 
 #include <elf.h>
@@ -59,6 +59,7 @@ struct walk {
     const struct link_map *target;
     unsigned permanent, index;
     bool seen, failed;
+    bool ie_code, own_tls; /* among the collected objects (holds_static_tls) */
     unsigned nobjects, nnames, nprovides;
     struct span objects[MAX_OBJECTS];
     const char *names[MAX_NAMES];          /* DT_NEEDED of the collected objects */
@@ -120,15 +121,26 @@ static bool wanted(const struct walk *w, const struct dl_phdr_info *info, const 
            listed(w->names, w->nnames, info->dlpi_name);
 }
 
-/* Linked with initial-exec TLS: glibc gave it a block of static TLS, which
- * it gives back at the real dlclose (when it is the last block allocated).
- * Kept idle, the object would keep it, and a later load that needs static
- * TLS could fail where without the shim it succeeds. */
-static bool holds_static_tls(const ElfW(Dyn) * dyn)
+/* Linked with initial-exec TLS (DF_STATIC_TLS): the TLS its code reaches
+ * that way must be in static TLS. */
+static bool uses_static_tls(const ElfW(Dyn) * dyn)
 {
     for (const ElfW(Dyn) *d = dyn; d && d->d_tag != DT_NULL; d++)
         if (d->d_tag == DT_FLAGS) return (d->d_un.d_val & DF_STATIC_TLS) != 0;
     return false;
+}
+
+/* A block of static TLS among the objects, which glibc gives back at their
+ * real dlclose (when it is the last block allocated): kept idle, they would
+ * keep it, and a later load that needs static TLS could fail where without
+ * the shim it succeeds. Only an object with TLS of its own (PT_TLS) has a
+ * block, and it is in static TLS if initial-exec code reaches it: its own,
+ * or a dependency's that came with it (glibc then moves the dependency's
+ * block into static TLS). Initial-exec code alone holds nothing: libm's
+ * reaches libc's errno, static from the start. */
+static bool holds_static_tls(const struct walk *w)
+{
+    return w->ie_code && w->own_tls;
 }
 
 static bool note_names(const char **list, unsigned *n, const char *soname, const char *name)
@@ -163,10 +175,12 @@ static int collect(struct dl_phdr_info *info, size_t size, void *arg)
             }
         return 0;
     }
-    if (w->nobjects == MAX_OBJECTS || holds_static_tls(dyn)) {
+    if (w->nobjects == MAX_OBJECTS) {
         w->failed = true;
         return 1;
     }
+    w->ie_code |= uses_static_tls(dyn);
+    w->own_tls |= info->dlpi_tls_modid != 0;
     struct span *s = &w->objects[w->nobjects++];
     s->lo = UINTPTR_MAX;
     s->hi = 0;
@@ -355,6 +369,7 @@ static bool detach_locked(struct link_map *map, unsigned permanent,
     w.target = map;
     w.permanent = permanent;
     dl_iterate_phdr(collect, &w);
+    if (holds_static_tls(&w)) w.failed = true;
     if (w.seen && !w.failed) dl_iterate_phdr(check_earlier, &w);
     /* What was collected stays valid: the idle object holds its
      * dependencies. */

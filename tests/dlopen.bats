@@ -102,6 +102,14 @@ setup_file() {
 			-Wl,--no-as-needed -liedep -Wl,--enable-new-dtags,-rpath,'$ORIGIN'
 	) &
 	jobs+=($!)
+	# Initial-exec code (DF_STATIC_TLS) and no TLS of its own: it reaches
+	# libc's errno, static from the start, as libm does.
+	mkdir -p "$D/tls"
+	printf '%s\n' '#include <errno.h>' '#undef errno' \
+		'extern __thread int errno __attribute__((tls_model("initial-exec")));' \
+		'int plug_value(void) { errno = 0; return 47; }' >"$D/tls/ie.c"
+	gcc -shared -fPIC -O2 -o "$D/tls/ie.so" "$D/tls/ie.c" &
+	jobs+=($!)
 	# dltest itself as a main program with a RUNPATH, with an RPATH, and
 	# built at -O0 (its frames are rbp-based).
 	mkdir -p "$D/bin"
@@ -943,8 +951,8 @@ bt_compare() {
 	fidelity "$DT" cycle "$T/a.so" "$T/b.so" "$T/host.so" "$T/b.so" "$T/desc.so" "$T/big.so"
 	has "$T/b.so: value=42 path=$T/b.so"
 	has "$T/big.so: value=44 path=$T/big.so"
-	# keep mode: an object that holds static TLS, or whose dependency does,
-	# is not kept idle (nothing to evict for b.so); a TLS-descriptor object is
+	# keep mode: an object that holds a block of static TLS, or whose
+	# dependency does, is not kept idle (nothing to evict for b.so); a TLS-descriptor object is
 	# (its block is optional), and is closed when static TLS runs out.
 	for lib in "$FDG_LIB" "$FDG_LIB_O0"; do
 		st=$BATS_TEST_TMPDIR/st.${lib//\//_}
@@ -956,6 +964,13 @@ bt_compare() {
 		has "$T/big.so: value=44 path=$T/big.so"
 		[[ $(stats_counter "$st.2" dlopen_evictions) == 1 ]]
 		[[ $stderr == *"dlopen($T/big.so): static TLS exhausted; idle objects closed, trying again"* ]]
+		# Initial-exec code that holds no block (libm's, which libsqlite3
+		# brings) is kept idle: one load for three cycles.
+		readelf -d "$T/ie.so" | grep -q 'FLAGS.*STATIC_TLS'
+		FDGUARD_STATS=$st.3 dl "$lib" "$DT" cycle "$T/ie.so" "$T/ie.so" "$T/ie.so"
+		ran
+		has "$T/ie.so: value=47 path=$T/ie.so"
+		[[ $(stats_counter "$st.3" dlopen_loads) == 1 && $(stats_counter "$st.3" dlopen_unloads) == 0 ]]
 	done
 }
 
