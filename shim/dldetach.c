@@ -328,13 +328,9 @@ static bool copy_over(const struct range *r)
     if (copy == MAP_FAILED) return false;
     /* Not memcpy: a page of a file truncated meanwhile fails (EFAULT)
      * instead of raising SIGBUS in the host. */
-    struct iovec local = {copy, len}, remote = {(void *)r->lo, len};
-    ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-    if (got < 0 && (errno == ENOSYS || errno == EPERM)) {
-        memcpy(copy, (void *)r->lo, len); /* seccomp forbids it: the bare copy */
-        got = (ssize_t)len;
-    }
-    bool ok = got == (ssize_t)len;
+    int got = fdg_read_self((const void *)r->lo, copy, len);
+    if (got < 0) memcpy(copy, (void *)r->lo, len); /* seccomp forbids it: the bare copy */
+    bool ok = got != 0;
     if (ok && mprotect(copy, len, r->prot) != 0) {
         if ((r->prot & PROT_EXEC) && (errno == EACCES || errno == EPERM))
             atomic_store_explicit(&exec_refused, true, memory_order_relaxed);

@@ -45,28 +45,15 @@
 #include <link.h>
 #include <pthread.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 /* ---- reading the object's pages ---------------------------------------------- */
-
-/* 1: read; 0: not readable (a page past the end of a truncated file, or
- * protected); -1: process_vm_readv refused here (seccomp). */
-static int read_self(uintptr_t addr, void *buf, size_t len)
-{
-    struct iovec local = {buf, len}, remote = {(void *)addr, len};
-    int saved = errno;
-    ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-    int r = got == (ssize_t)len ? 1 : got < 0 && (errno == ENOSYS || errno == EPERM) ? -1 : 0;
-    errno = saved;
-    return r;
-}
 
 /* Where process_vm_readv is refused, the bytes are read directly, as any
  * unwinder would. */
 static bool read_code(uintptr_t addr, void *buf, size_t len)
 {
-    int r = read_self(addr, buf, len);
+    int r = fdg_read_self((const void *)addr, buf, len);
     if (r < 0) memcpy(buf, (const void *)addr, len);
     return r != 0;
 }
@@ -581,7 +568,7 @@ static bool code_segments(const struct link_map *map, const void *start, struct 
 static bool file_intact(const struct segments *code)
 {
     unsigned char c;
-    return !code->file_end || read_self(code->file_end - 1, &c, 1) != 0;
+    return !code->file_end || fdg_read_self((const void *)(code->file_end - 1), &c, 1) != 0;
 }
 
 static bool open_table(const void *eh_frame_hdr, struct table *t)

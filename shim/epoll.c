@@ -11,8 +11,6 @@
 #include "fdguard.h"
 
 #include <errno.h>
-#include <sys/uio.h>
-#include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -54,21 +52,6 @@ EXPORT int epoll_create(int size)
 EXPORT int epoll_create1(int flags)
 {
     return created(fdg_next.epoll_create1(flags));
-}
-
-/* Reads the caller's event as the kernel would: a pointer it refuses
- * (EFAULT) must not fault here. 1: read; 0: not readable; -1:
- * process_vm_readv refused (seccomp). */
-static int read_event(const struct epoll_event *ev, struct epoll_event *copy)
-{
-    struct iovec local = {copy, sizeof *copy}, remote = {(void *)ev, sizeof *copy};
-    int saved = errno;
-    ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-    int r = got == (ssize_t)sizeof *copy                     ? 1
-            : got < 0 && (errno == ENOSYS || errno == EPERM) ? -1
-                                                             : 0;
-    errno = saved;
-    return r;
 }
 
 /* ev (the caller's, read into *copy) on a listener, with nothing the kernel
@@ -128,7 +111,8 @@ static int add_exclusive(int epfd, int fd, struct epoll_event *ev, const struct 
 __attribute__((noinline, cold)) static int add_listener(int epfd, int fd, struct epoll_event *ev)
 {
     struct epoll_event copy;
-    bool read = ev && is_listener(fd) && read_event(ev, &copy) > 0;
+    /* Read as the kernel reads it: a pointer it refuses (EFAULT) faults nothing. */
+    bool read = ev && is_listener(fd) && fdg_read_self(ev, &copy, sizeof copy) > 0;
     return add_exclusive(epfd, fd, ev, read ? &copy : NULL);
 }
 

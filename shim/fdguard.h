@@ -384,6 +384,8 @@ void fdg_engage_load(void);
 /* ---- raw.c: syscalls that bypass every wrapper ----------------------------- */
 
 int fdg_raw_close(int fd);
+/* Reads our own memory without a fault: 1 read, 0 unreadable, -1 refused. */
+int fdg_read_self(const void *addr, void *buf, size_t len);
 long fdg_raw_fcntl(int fd, int cmd, long arg);
 
 /* ---- dlgadget.c, dlcaller.c, dlopen.c ------------------------------------ */
