@@ -297,6 +297,27 @@ static void xpipe(int p[2])
     if (pipe2(p, O_CLOEXEC) != 0) die("pipe2");
 }
 
+/* A fork child that holds a copy of everything the parent has open, until
+ * the parent closes *go_write (set here); its pid. */
+static pid_t fork_holder(int *go_write)
+{
+    int go[2];
+    xpipe(go);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        char b;
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(go[1]);
+        if (read(go[0], &b, 1) < 0) _exit(2);
+        _exit(0);
+    }
+    close(go[0]);
+    *go_write = go[1];
+    return pid;
+}
+
 static void xwrite(int fd)
 {
     if (!write_all(fd, "x", 1)) die("write");
@@ -639,7 +660,7 @@ static int sc_share_child(const char *kind)
  * with it in flight in an SCM_RIGHTS message, only a DEL does. */
 static int sc_sole(const char *how)
 {
-    int l = listen_tcp(), ep = xepoll(), sv[2] = {-1, -1}, sync[2];
+    int l = listen_tcp(), ep = xepoll(), sv[2] = {-1, -1}, holder_go;
     int c = connect_to(l);
     int a = accept(l, NULL, NULL); /* not close-on-exec: a spawned child inherits it */
     if (a < 0) die("accept");
@@ -650,16 +671,7 @@ static int sc_sole(const char *how)
     if (!strcmp(how, "dup")) {
         hold(a, 100);
     } else if (!strcmp(how, "fork")) {
-        if (pipe2(sync, O_CLOEXEC) != 0) die("pipe2");
-        fflush(stdout);
-        if ((child = fork()) == 0) {
-            char b;
-            close(sync[1]);
-            prctl(PR_SET_PDEATHSIG, SIGKILL);
-            (void)!read(sync[0], &b, 1); /* holds everything until the parent is done */
-            _exit(0);
-        }
-        close(sync[0]);
+        child = fork_holder(&holder_go); /* holds everything until the parent is done */
     } else if (!strcmp(how, "spawn") || !strcmp(how, "vfork")) {
         char *argv[] = {"sleep", "60", NULL}, *envp[] = {NULL};
         if (how[0] == 's') {
@@ -692,7 +704,7 @@ static int sc_sole(const char *how)
     int r = verdict(what, ep, &none);
     if (child > 0) {
         if (!strcmp(how, "fork"))
-            close(sync[1]);
+            close(holder_go);
         else
             kill(child, SIGKILL);
         waitpid(child, NULL, 0);
@@ -826,29 +838,18 @@ static int sc_fork_worker_gone(bool closed)
 static int sc_fork_client(bool nowait)
 {
     const char *what = nowait ? "fork_client (server never waited)" : "fork_client";
-    int sv[2], go[2], ep = xepoll();
+    int sv[2], go, ep = xepoll();
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
-    xpipe(go);
     xadd(ep, sv[0], EPOLLIN);
     struct epoll_event ev[4];
     if (!nowait) epoll_wait(ep, ev, 4, 0);
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) die("fork");
-    if (pid == 0) {
-        char b;
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        close(go[1]);
-        if (read(go[0], &b, 1) < 0) _exit(2);
-        _exit(0);
-    }
-    close(go[0]);
+    pid_t pid = fork_holder(&go);
     close(sv[0]); /* the child still holds the client */
     xwrite(sv[1]);
     close(sv[1]);
     struct expect none = {0};
     int r = verdict(what, ep, &none);
-    close(go[1]);
+    close(go);
     int st;
     if (waitpid(pid, &st, 0) != pid) die("waitpid");
     return r;
@@ -916,27 +917,17 @@ static int sc_fork_many(int n)
     if (n > 0 && waitpid(pids[n - 1], NULL, 0) != pids[n - 1]) die("waitpid");
     free(pids);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) die("socketpair");
-    xpipe(go);
     xadd(ep, sv[0], EPOLLIN);
     epoll_wait(ep, &ev, 1, 0);
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) die("fork");
-    if (pid == 0) {
-        char b;
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        close(go[1]);
-        if (read(go[0], &b, 1) < 0) _exit(2);
-        _exit(0);
-    }
-    close(go[0]);
+    int hold_go;
+    pid_t pid = fork_holder(&hold_go);
     close(sv[0]); /* the background child still holds the client */
     xwrite(sv[1]);
     close(sv[1]);
     struct expect x = {0};
     expect_add(&x, p[0]);
     int r = verdict("fork_many", ep, &x);
-    close(go[1]);
+    close(hold_go);
     if (waitpid(pid, NULL, 0) != pid) die("waitpid");
     return r;
 }
