@@ -459,7 +459,7 @@ no_leak() {
 # room SHAPE: exhausted and shedding; one held client leaves (the server closes
 # it: one slot free); the next client must be served, the one after shed.
 room() {
-    local c0
+    local held
     SRV_ENV+=('FDGUARD_REJECT_MSG=BUSY\r\n')
     srv_up shim "$1"
     clients HELD 2
@@ -467,11 +467,15 @@ room() {
     exhaust
     clients NEW1 1
     [[ $(get rejected NEW1) == 1 ]]
-    # Synchronise on the server closing ONE's socket (the total descriptor
-    # count also moves with the spare, which threads may re-arm meanwhile).
-    c0=$(sock_count "$SRV")
+    # Synchronise on the server closing ONE's socket, counting sockets (the
+    # spare comes and goes). First the count with every client that is not
+    # held gone: NEW1 read its message and EOF at the shutdown, before the
+    # shim closed its socket, and under a slow runtime (TSan) that close
+    # can come after ONE's, which a count taken now would take for ONE's.
+    held=$((1 + $(served_total)))
+    wait_until "(( \$(sock_count $SRV) == $held ))" 5
     stop_bg "$ONE"
-    wait_until "(( \$(sock_count $SRV) < $c0 ))" 5
+    wait_until "(( \$(sock_count $SRV) == $held - 1 ))" 5
     # The first client after the slot was freed is served, whatever thread
     # the kernel wakes: relief holds no slot while it waits.
     clients NEW2 1 --wait-ms 2000

@@ -378,6 +378,12 @@ get() {
     sed -n "s/^flood:.* $1=\([^ ]*\).*/\1/p" "$T/$2.out"
 }
 
+# served_total: clients served by the server over every flood of the test
+# (each holds its connection: the server holds that many client sockets).
+served_total() {
+    sed -n 's/^flood:.* served=\([0-9]*\).*/\1/p' "$T"/*.out | awk '{ n += $1 } END { print n + 0 }'
+}
+
 # below MS LIMIT: true when the (fractional) MS is below LIMIT ("none" never is).
 below() {
     awk -v a="$1" -v b="$2" 'BEGIN { exit !(a != "none" && a + 0 < b + 0) }'
