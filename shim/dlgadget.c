@@ -702,10 +702,15 @@ static uintptr_t bare_ret(const struct table *t, const struct segments *code)
 
 enum { SLOTS = 32 };
 
+/* A slot keeps the segments the object's program headers gave when it was
+ * first searched: the mapping was laid out from them, and a file written
+ * over in place since then changes the headers we would read, not the
+ * mapping's extent. */
 static struct slot {
     const void *map, *start, *eh_frame;
     uintptr_t addr;
     int kind;
+    struct segments code;
 } slots[SLOTS];
 static unsigned next_slot;
 static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -720,7 +725,7 @@ void fdg_gadget_atfork(bool prepare)
         pthread_mutex_unlock(&slots_lock);
 }
 
-static bool cached(const struct fdg_caller *o, struct fdg_gadget *out)
+static bool cached(const struct fdg_caller *o, struct fdg_gadget *out, struct segments *code)
 {
     bool hit = false;
     pthread_mutex_lock(&slots_lock);
@@ -729,6 +734,7 @@ static bool cached(const struct fdg_caller *o, struct fdg_gadget *out)
             slots[i].eh_frame == o->eh_frame && slots[i].addr) {
             out->addr = slots[i].addr;
             out->kind = slots[i].kind;
+            *code = slots[i].code;
             hit = true;
             break;
         }
@@ -736,25 +742,29 @@ static bool cached(const struct fdg_caller *o, struct fdg_gadget *out)
     return hit;
 }
 
-static void store(const struct fdg_caller *o, const struct fdg_gadget *g)
+static void store(const struct fdg_caller *o, const struct fdg_gadget *g,
+                  const struct segments *code)
 {
     pthread_mutex_lock(&slots_lock);
     unsigned i = 0;
     while (i < SLOTS && !(slots[i].map == o->map && slots[i].start == o->start))
         i++;
     if (i == SLOTS) i = next_slot++ % SLOTS;
-    slots[i] = (struct slot){o->map, o->start, o->eh_frame, g->addr, g->kind};
+    slots[i] = (struct slot){o->map, o->start, o->eh_frame, g->addr, g->kind, *code};
     pthread_mutex_unlock(&slots_lock);
 }
 
+/* A known gadget costs two reads through the kernel (the file's last byte,
+ * the gadget's code), a search four and more. */
 bool fdg_gadget_find(const struct fdg_caller *o, struct fdg_gadget *out)
 {
     struct table t;
-    if (!code_segments(o->map, o->start, &t.code) || !file_intact(&t.code)) return false;
+    bool hit = cached(o, out, &t.code);
+    if (!hit && !code_segments(o->map, o->start, &t.code)) return false;
+    if (!file_intact(&t.code)) return false;
     bool cfi = open_table(o->eh_frame, &t);
-    if (cached(o, out) &&
-        (out->kind == FDG_GADGET_BARE ? is_ret(out->addr)
-                                      : cfi && still_valid(&t, out->addr, out->kind)))
+    if (hit && (out->kind == FDG_GADGET_BARE ? is_ret(out->addr)
+                                             : cfi && still_valid(&t, out->addr, out->kind)))
         return true;
     out->addr = 0;
     out->kind = FDG_GADGET_NONE;
@@ -762,6 +772,6 @@ bool fdg_gadget_find(const struct fdg_caller *o, struct fdg_gadget *out)
     if (out->kind == FDG_GADGET_NONE && (out->addr = bare_ret(cfi ? &t : NULL, &t.code)))
         out->kind = FDG_GADGET_BARE;
     if (out->kind == FDG_GADGET_NONE) return false;
-    store(o, out);
+    store(o, out, &t.code);
     return true;
 }

@@ -311,7 +311,8 @@ static struct object *new_object(void *handle, int mode, bool preloaded)
     o->load_mode = mode & LOAD_MODE;
     struct link_map *map = map_of(handle);
     o->nodelete |= flagged_nodelete(map);
-    o->has_id = file_id(map->l_name, &o->id);
+    /* Only an idle object is checked against its file (keep mode). */
+    o->has_id = fdg_cfg.dlopen == FDG_DLOPEN_KEEP && file_id(map->l_name, &o->id);
     return o;
 }
 
