@@ -49,11 +49,15 @@
 
 /* ---- reading the object's pages ---------------------------------------------- */
 
+/* Our pid, read once per fdg_gadget_find: a search makes many reads, and
+ * a thread's pid does not change within a call. */
+static __thread pid_t reading_as __attribute__((tls_model("initial-exec")));
+
 /* Where process_vm_readv is refused, the bytes are read directly, as any
  * unwinder would. */
 static bool read_code(uintptr_t addr, void *buf, size_t len)
 {
-    int r = fdg_read_self((const void *)addr, buf, len);
+    int r = fdg_read_as(reading_as, (const void *)addr, buf, len);
     if (r < 0) memcpy(buf, (const void *)addr, len);
     return r != 0;
 }
@@ -568,7 +572,8 @@ static bool code_segments(const struct link_map *map, const void *start, struct 
 static bool file_intact(const struct segments *code)
 {
     unsigned char c;
-    return !code->file_end || fdg_read_self((const void *)(code->file_end - 1), &c, 1) != 0;
+    return !code->file_end ||
+           fdg_read_as(reading_as, (const void *)(code->file_end - 1), &c, 1) != 0;
 }
 
 static bool open_table(const void *eh_frame_hdr, struct table *t)
@@ -759,6 +764,7 @@ static void store(const struct fdg_caller *o, const struct fdg_gadget *g,
 bool fdg_gadget_find(const struct fdg_caller *o, struct fdg_gadget *out)
 {
     struct table t;
+    reading_as = getpid();
     bool hit = cached(o, out, &t.code);
     if (!hit && !code_segments(o->map, o->start, &t.code)) return false;
     if (!file_intact(&t.code)) return false;
