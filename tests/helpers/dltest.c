@@ -1163,7 +1163,8 @@ static void *hit_loop(void *arg)
 /* hold_up BIG SMALL: a thread opens and closes SMALL (held once more by the
  * main thread, so that its closes are never the last) in a loop while the
  * main thread makes the last dlclose of BIG. Prints how long that dlclose
- * took and the longest the thread waited for one open+close meanwhile. */
+ * took, how many open+close the thread completed meanwhile and the longest
+ * it waited for one. */
 static int sc_hold_up(int argc, char **argv)
 {
     if (argc != 2) die("usage: hold_up BIG SMALL");
@@ -1175,16 +1176,19 @@ static int sc_hold_up(int argc, char **argv)
     while (side_hits < 1000)
         sched_yield();
     side_watch = 1;
+    long h0 = side_hits;
     double t0 = mono_ms();
     close_or_die(big);
     double ms = mono_ms() - t0;
+    long during = side_hits - h0;
     /* One more completion, so that a wait that spans the end is counted. */
     for (long n = side_hits; side_hits == n;)
         sched_yield();
     side_watch = 0;
     side_stop = 1;
     pthread_join(t, NULL);
-    printf("close_ms=%.1f max_hit_gap_ms=%.1f\n", ms, (double)side_max_gap);
+    printf("close_ms=%.1f hits_during_close=%ld max_hit_gap_ms=%.1f\n", ms, during,
+           (double)side_max_gap);
     close_or_die(small);
     return 0;
 }
