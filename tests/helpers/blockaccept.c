@@ -9,7 +9,7 @@
  * the thread in accept sleeps there, in the real call or in the shim's wait,
  * or until the call has returned: without the shim it fails at once; then
  * it happens at its time, counted from the call):
- *   rcvtimeo       SO_RCVTIMEO of 600 ms; a client connects at 300 ms
+ *   rcvtimeo       SO_RCVTIMEO of 600 ms; a client connects at 450 ms
  *   eintr          a client at 100 ms; once it is shed, SIGALRM (a handler
  *                  without SA_RESTART) to the thread at 300 ms
  *   eintr-restart  as eintr with SA_RESTART; once the wait has resumed, at
@@ -342,8 +342,8 @@ static void on_alarm(int sig)
     atomic_fetch_add(&alarms, 1);
 }
 
-/* The other side of the call: a client at 100 ms (rcvtimeo: at 300, half
- * the timeout); for eintr*, the signal at 300 ms once that client was shed
+/* The other side of the call: a client at 100 ms (rcvtimeo: at 450, so
+ * that a wait restarted after its shed would end at 1050, not at 600); for eintr*, the signal at 300 ms once that client was shed
  * and the wait goes on; for eintr-restart, room and a second client at
  * 600 ms once the wait has resumed. */
 static void *driver(void *arg)
@@ -352,7 +352,7 @@ static void *driver(void *arg)
     while (atomic_load(&call_t0) == 0)
         sleep_ms(1);
     wait_inside_or_returned();
-    sleep_until(strcmp(sc, "rcvtimeo") ? 100 : 300);
+    sleep_until(strcmp(sc, "rcvtimeo") ? 100 : 450);
     connect_to(c1, &l1);
     if (strncmp(sc, "eintr", 5) != 0) return NULL;
     while (!atomic_load(&call_returned) && !(answered(c1) && waiting_for_client(waiter_syscall)))
