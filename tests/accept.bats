@@ -456,10 +456,41 @@ no_leak() {
 
 # ---- never shed when there is room -------------------------------------------
 
+# server_fd NAME: the number the server gave the one connection of the
+# flood NAME (its local port is the peer port of the server's socket).
+server_fd() {
+    local port=${ADDR##*:} pid=${!1} cport
+    cport=$(ss -Htnp state established "( dport = :$port )" |
+        awk -v p="pid=$pid," 'index($0, p) { n = split($3, a, ":"); print a[n] }')
+    [[ $cport =~ ^[0-9]+$ ]] || return 1
+    ss -Htnp state established "( sport = :$port and dport = :$cport )" |
+        sed -n "s/.*pid=$SRV,fd=\([0-9]*\).*/\1/p"
+}
+
+# below_limit: the name of a flood holding one served connection whose
+# number in the server is below its (lowered) limit. A thread asleep in
+# accept reserved its number before the limit was lowered, so with several
+# acceptor threads a client may hold a number above it: closing that one
+# frees no slot the kernel will hand out, with or without the shim.
+below_limit() {
+    local f name fd
+    for f in "$T"/*.out; do
+        name=${f##*/} name=${name%.out}
+        [[ $(get n "$name") == 1 && $(get served "$name") == 1 ]] || continue
+        fd=$(server_fd "$name") || continue
+        echo "$name: server fd $fd, limit $LIMIT" >&2
+        if [[ -n $fd ]] && ((fd < LIMIT)); then
+            echo "$name"
+            return 0
+        fi
+    done
+    return 1
+}
+
 # room SHAPE: exhausted and shedding; one held client leaves (the server closes
 # it: one slot free); the next client must be served, the one after shed.
 room() {
-    local held
+    local held one
     SRV_ENV+=('FDGUARD_REJECT_MSG=BUSY\r\n')
     srv_up shim "$1"
     clients HELD 2
@@ -467,14 +498,15 @@ room() {
     exhaust
     clients NEW1 1
     [[ $(get rejected NEW1) == 1 ]]
-    # Synchronise on the server closing ONE's socket, counting sockets (the
-    # spare comes and goes). First the count with every client that is not
-    # held gone: NEW1 read its message and EOF at the shutdown, before the
-    # shim closed its socket, and under a slow runtime (TSan) that close
-    # can come after ONE's, which a count taken now would take for ONE's.
+    one=$(below_limit)
+    # Synchronise on the server closing that client's socket, counting
+    # sockets (the spare comes and goes). First the count with every client
+    # that is not held gone: NEW1 read its message and EOF at the shutdown,
+    # before the shim closed its socket, and under a slow runtime (TSan)
+    # that close can come after the one we wait for.
     held=$((1 + $(served_total)))
     wait_until "(( \$(sock_count $SRV) == $held ))" 5
-    stop_bg "$ONE"
+    stop_bg "${!one}"
     wait_until "(( \$(sock_count $SRV) == $held - 1 ))" 5
     # The first client after the slot was freed is served, whatever thread
     # the kernel wakes: relief holds no slot while it waits.
