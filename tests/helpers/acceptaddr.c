@@ -91,13 +91,7 @@ static const char *errname(int e)
 
 static void exhaust(void)
 {
-    int n = 0;
-    while (fcntl(n, F_GETFD) != -1)
-        n++;
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rl.rlim_cur = (rlim_t)n;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) die("setrlimit");
+    if (!limit_to_open()) die("setrlimit");
 }
 
 static int client;

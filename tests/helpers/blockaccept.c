@@ -172,13 +172,7 @@ static void free_placeholder(void)
 
 static void exhaust(void)
 {
-    int n = 0;
-    while (fcntl(n, F_GETFD) != -1)
-        n++;
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rl.rlim_cur = (rlim_t)n;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) die("setrlimit");
+    if (!limit_to_open()) die("setrlimit");
 }
 
 /* ---- acceptor threads ---------------------------------------------------- */
@@ -343,9 +337,10 @@ static void on_alarm(int sig)
 }
 
 /* The other side of the call: a client at 100 ms (rcvtimeo: at 450, so
- * that a wait restarted after its shed would end at 1050, not at 600); for eintr*, the signal at 300 ms once that client was shed
- * and the wait goes on; for eintr-restart, room and a second client at
- * 600 ms once the wait has resumed. */
+ * that a wait restarted after its shed would end at 1050, not at 600);
+ * for eintr*, the signal at 300 ms once that client was shed and the wait
+ * goes on; for eintr-restart, room and a second client at 600 ms once the
+ * wait has resumed. */
 static void *driver(void *arg)
 {
     const char *sc = arg;
