@@ -122,6 +122,7 @@ bool fdg_dlcaller_object(void *addr, struct fdg_caller *out)
     if (!fdg_next.dl_find_object || fdg_next.dl_find_object(addr, &found) != 0) return false;
     out->map = found.dlfo_link_map;
     out->start = found.dlfo_map_start;
+    out->end = found.dlfo_map_end;
     out->eh_frame = found.dlfo_eh_frame;
     return true;
 }

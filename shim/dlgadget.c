@@ -49,15 +49,11 @@
 
 /* ---- reading the object's pages ---------------------------------------------- */
 
-/* Our pid, read once per fdg_gadget_find: a search makes many reads, and
- * a thread's pid does not change within a call. */
-static __thread pid_t reading_as __attribute__((tls_model("initial-exec")));
-
 /* Where process_vm_readv is refused, the bytes are read directly, as any
  * unwinder would. */
 static bool read_code(uintptr_t addr, void *buf, size_t len)
 {
-    int r = fdg_read_as(reading_as, (const void *)addr, buf, len);
+    int r = fdg_read_self((const void *)addr, buf, len);
     if (r < 0) memcpy(buf, (const void *)addr, len);
     return r != 0;
 }
@@ -572,8 +568,7 @@ static bool code_segments(const struct link_map *map, const void *start, struct 
 static bool file_intact(const struct segments *code)
 {
     unsigned char c;
-    return !code->file_end ||
-           fdg_read_as(reading_as, (const void *)(code->file_end - 1), &c, 1) != 0;
+    return !code->file_end || fdg_read_self((const void *)(code->file_end - 1), &c, 1) != 0;
 }
 
 static bool open_table(const void *eh_frame_hdr, struct table *t)
@@ -710,9 +705,16 @@ enum { SLOTS = 32 };
 /* A slot keeps the segments the object's program headers gave when it was
  * first searched: the mapping was laid out from them, and a file written
  * over in place since then changes the headers we would read, not the
- * mapping's extent. */
+ * mapping's extent. Its key is the object's whole layout as the loader
+ * placed it (link map, extent, unwind table, dynamic section): another
+ * object loaded where an unloaded one was matches only if laid out the
+ * same, and its gadget is still checked in its own bytes. */
+struct object_key {
+    const void *map, *start, *end, *eh_frame, *dynamic;
+};
+
 static struct slot {
-    const void *map, *start, *eh_frame;
+    struct object_key key;
     uintptr_t addr;
     int kind;
     struct segments code;
@@ -730,13 +732,24 @@ void fdg_gadget_atfork(bool prepare)
         pthread_mutex_unlock(&slots_lock);
 }
 
+static struct object_key key_of(const struct fdg_caller *o)
+{
+    return (struct object_key){o->map, o->start, o->end, o->eh_frame, o->map->l_ld};
+}
+
+static bool same_key(const struct object_key *a, const struct object_key *b)
+{
+    return a->map == b->map && a->start == b->start && a->end == b->end &&
+           a->eh_frame == b->eh_frame && a->dynamic == b->dynamic;
+}
+
 static bool cached(const struct fdg_caller *o, struct fdg_gadget *out, struct segments *code)
 {
     bool hit = false;
+    struct object_key k = key_of(o);
     pthread_mutex_lock(&slots_lock);
     for (unsigned i = 0; i < SLOTS; i++)
-        if (slots[i].map == o->map && slots[i].start == o->start &&
-            slots[i].eh_frame == o->eh_frame && slots[i].addr) {
+        if (slots[i].addr && same_key(&slots[i].key, &k)) {
             out->addr = slots[i].addr;
             out->kind = slots[i].kind;
             *code = slots[i].code;
@@ -750,12 +763,13 @@ static bool cached(const struct fdg_caller *o, struct fdg_gadget *out, struct se
 static void store(const struct fdg_caller *o, const struct fdg_gadget *g,
                   const struct segments *code)
 {
+    struct object_key k = key_of(o);
     pthread_mutex_lock(&slots_lock);
     unsigned i = 0;
-    while (i < SLOTS && !(slots[i].map == o->map && slots[i].start == o->start))
+    while (i < SLOTS && !(slots[i].key.map == k.map && slots[i].key.start == k.start))
         i++;
     if (i == SLOTS) i = next_slot++ % SLOTS;
-    slots[i] = (struct slot){o->map, o->start, o->eh_frame, g->addr, g->kind, *code};
+    slots[i] = (struct slot){k, g->addr, g->kind, *code};
     pthread_mutex_unlock(&slots_lock);
 }
 
@@ -764,14 +778,16 @@ static void store(const struct fdg_caller *o, const struct fdg_gadget *g,
 bool fdg_gadget_find(const struct fdg_caller *o, struct fdg_gadget *out)
 {
     struct table t;
-    reading_as = getpid();
     bool hit = cached(o, out, &t.code);
     if (!hit && !code_segments(o->map, o->start, &t.code)) return false;
     if (!file_intact(&t.code)) return false;
     bool cfi = open_table(o->eh_frame, &t);
-    if (hit && (out->kind == FDG_GADGET_BARE ? is_ret(out->addr)
-                                             : cfi && still_valid(&t, out->addr, out->kind)))
+    if (hit && (out->kind == FDG_GADGET_BARE
+                    ? readable_code(&t.code, out->addr, out->addr + 1) && is_ret(out->addr)
+                    : cfi && still_valid(&t, out->addr, out->kind)))
         return true;
+    /* Not the object the slot was made for after all: its own headers. */
+    if (hit && (!code_segments(o->map, o->start, &t.code) || !file_intact(&t.code))) return false;
     out->addr = 0;
     out->kind = FDG_GADGET_NONE;
     if (cfi) search(&t, out);

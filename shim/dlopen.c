@@ -388,7 +388,7 @@ static void *lookup(void *caller, const struct fdg_caller *now, const char *name
      * address and the same layout (the same build in another directory,
      * whose $ORIGIN differs), so the path too. */
     if (e && (now->map != e->caller_object.map || now->start != e->caller_object.start ||
-              now->eh_frame != e->caller_object.eh_frame ||
+              now->end != e->caller_object.end || now->eh_frame != e->caller_object.eh_frame ||
               strcmp(now->map->l_name ? now->map->l_name : "", e->caller_path) != 0)) {
         drop_entry(e);
         e = NULL;

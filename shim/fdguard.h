@@ -386,7 +386,6 @@ void fdg_engage_load(void);
 int fdg_raw_close(int fd);
 /* Reads our own memory without a fault: 1 read, 0 unreadable, -1 refused. */
 int fdg_read_self(const void *addr, void *buf, size_t len);
-int fdg_read_as(pid_t self, const void *addr, void *buf, size_t len);
 long fdg_raw_fcntl(int fd, int cmd, long arg);
 
 /* ---- dlgadget.c, dlcaller.c, dlopen.c ------------------------------------ */
@@ -396,7 +395,7 @@ struct link_map;
  * link map, mapping start and unwind search table. */
 struct fdg_caller {
     struct link_map *map;
-    void *start;
+    void *start, *end;
     const void *eh_frame;
 };
 /* True when misses can be resolved for the caller (the trampoline exists and

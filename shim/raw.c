@@ -32,16 +32,9 @@ long fdg_raw_fcntl(int fd, int cmd, long arg)
  * (seccomp: ENOSYS, EPERM). errno is kept. */
 int fdg_read_self(const void *addr, void *buf, size_t len)
 {
-    return fdg_read_as(getpid(), addr, buf, len);
-}
-
-/* The same, with our pid known already (a caller making several reads in
- * one call: the pid cannot change meanwhile). */
-int fdg_read_as(pid_t self, const void *addr, void *buf, size_t len)
-{
     struct iovec local = {buf, len}, remote = {(void *)addr, len};
     int saved = errno;
-    ssize_t got = process_vm_readv(self, &local, 1, &remote, 1, 0);
+    ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
     int r = got == (ssize_t)len ? 1 : got < 0 && (errno == ENOSYS || errno == EPERM) ? -1 : 0;
     errno = saved;
     return r;
