@@ -498,7 +498,7 @@ room() {
     exhaust
     clients NEW1 1
     [[ $(get rejected NEW1) == 1 ]]
-    one=$(below_limit)
+    one=$(below_limit) || fail "no served client holds a number below the limit $LIMIT"
     # Synchronise on the server closing that client's socket, counting
     # sockets (the spare comes and goes). First the count with every client
     # that is not held gone: NEW1 read its message and EOF at the shutdown,
