@@ -1227,11 +1227,18 @@ CONF
 	ipc_exists sem "$sem"
 	ipc_exists msg "$msg"
 
-	# Once the users are gone too, they are orphans.
-	stop_bg "$U1"
-	stop_bg "$U2"
-	stop_bg "$U3"
-	run -0 "$FDG" ipc --pid "$P" --reap
+	# Once the users are gone too, they are orphans. Killed and waited for,
+	# not watched through /proc (a reader of /proc/PID/stat holds the mm of
+	# a process for the instant of the read: should it drop the last
+	# reference, the segment is detached in the reader's name, shm_lprid),
+	# then until the kernel shows the segment detached (nattch 0). --all: a
+	# failure shows what kept each object (once in CI the segment stayed in
+	# use, and the listing did not say why).
+	kill9 "$U1"
+	kill9 "$U2"
+	kill9 "$U3"
+	wait_until "[[ \$(ipc_line shm $shm | awk '{ print \$7 }') == 0 ]]" 5
+	run -0 "$FDG" ipc --pid "$P" --all --reap
 	echo "$output"
 	[[ $output == *"removed: shm $shm "* && $output == *"removed: sem $sem "* ]]
 	ipc_gone shm "$shm"
