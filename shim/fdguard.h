@@ -392,7 +392,7 @@ long fdg_raw_fcntl(int fd, int cmd, long arg);
 
 struct link_map;
 /* The object a caller's code lives in (_dl_find_object, once per call): its
- * link map, mapping start and unwind search table. */
+ * link map, mapping start and end, and unwind search table. */
 struct fdg_caller {
     struct link_map *map;
     void *start, *end;
