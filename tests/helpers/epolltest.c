@@ -1307,6 +1307,8 @@ static void m_unsole_all(struct model *m)
 
 /* ---- accepted sockets, descriptors in flight, a spawned holder ------------ */
 
+static void m_forked(struct model *m);
+
 static void m_accept(struct model *m)
 {
     int c = connect_to(m->listener);
@@ -1415,6 +1417,9 @@ static void m_spawn(struct model *m)
             _exit(127);
         }
         if (pid < 0) die("vfork");
+#ifdef __SANITIZE_THREAD__
+        m_forked(m); /* ThreadSanitizer's vfork is a fork: fork handlers ran */
+#endif
     }
     m->holder = pid;
     m_unsole_all(m);
