@@ -1309,6 +1309,15 @@ static void m_unsole_all(struct model *m)
 
 static void m_forked(struct model *m);
 
+/* A child made with vfork holds every description. */
+static void m_vforked(struct model *m)
+{
+    m_unsole_all(m);
+#ifdef __SANITIZE_THREAD__
+    m_forked(m); /* ThreadSanitizer's vfork is a fork: fork handlers ran */
+#endif
+}
+
 static void m_accept(struct model *m)
 {
     int c = connect_to(m->listener);
@@ -1410,6 +1419,7 @@ static void m_spawn(struct model *m)
             errno = err;
             die("posix_spawn");
         }
+        m_unsole_all(m);
     } else {
         pid = vfork();
         if (pid == 0) {
@@ -1417,12 +1427,9 @@ static void m_spawn(struct model *m)
             _exit(127);
         }
         if (pid < 0) die("vfork");
-#ifdef __SANITIZE_THREAD__
-        m_forked(m); /* ThreadSanitizer's vfork is a fork: fork handlers ran */
-#endif
+        m_vforked(m);
     }
     m->holder = pid;
-    m_unsole_all(m);
 }
 
 /* Kernel against model, every live instance, read through one of its
@@ -1767,10 +1774,7 @@ static void m_step(struct model *m)
         pid_t pid = vfork_and_close_range();
         int st;
         if (pid < 0 || waitpid(pid, &st, 0) != pid) die("vfork");
-        m_unsole_all(m);
-#ifdef __SANITIZE_THREAD__
-        m_forked(m); /* ThreadSanitizer's vfork is a fork: fork handlers ran */
-#endif
+        m_vforked(m);
         break;
     }
     case OP_CLOSE_EPFD:
