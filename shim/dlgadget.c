@@ -710,7 +710,8 @@ enum { SLOTS = 32 };
  * object loaded where an unloaded one was matches only if laid out the
  * same, and its gadget is still checked in its own bytes. */
 struct object_key {
-    const void *map, *start, *end, *eh_frame, *dynamic;
+    struct fdg_caller object;
+    const void *dynamic;
 };
 
 static struct slot {
@@ -734,13 +735,12 @@ void fdg_gadget_atfork(bool prepare)
 
 static struct object_key key_of(const struct fdg_caller *o)
 {
-    return (struct object_key){o->map, o->start, o->end, o->eh_frame, o->map->l_ld};
+    return (struct object_key){*o, o->map->l_ld};
 }
 
 static bool same_key(const struct object_key *a, const struct object_key *b)
 {
-    return a->map == b->map && a->start == b->start && a->end == b->end &&
-           a->eh_frame == b->eh_frame && a->dynamic == b->dynamic;
+    return fdg_same_caller(&a->object, &b->object) && a->dynamic == b->dynamic;
 }
 
 static bool cached(const struct fdg_caller *o, struct fdg_gadget *out, struct segments *code)
@@ -766,7 +766,8 @@ static void store(const struct fdg_caller *o, const struct fdg_gadget *g,
     struct object_key k = key_of(o);
     pthread_mutex_lock(&slots_lock);
     unsigned i = 0;
-    while (i < SLOTS && !(slots[i].key.map == k.map && slots[i].key.start == k.start))
+    while (i < SLOTS && !(slots[i].key.object.map == k.object.map &&
+                          slots[i].key.object.start == k.object.start))
         i++;
     if (i == SLOTS) i = next_slot++ % SLOTS;
     slots[i] = (struct slot){k, g->addr, g->kind, *code};

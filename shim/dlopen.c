@@ -387,8 +387,7 @@ static void *lookup(void *caller, const struct fdg_caller *now, const char *name
      * loaded where an unloaded one was, even with its link map at the same
      * address and the same layout (the same build in another directory,
      * whose $ORIGIN differs), so the path too. */
-    if (e && (now->map != e->caller_object.map || now->start != e->caller_object.start ||
-              now->end != e->caller_object.end || now->eh_frame != e->caller_object.eh_frame ||
+    if (e && (!fdg_same_caller(now, &e->caller_object) ||
               strcmp(now->map->l_name ? now->map->l_name : "", e->caller_path) != 0)) {
         drop_entry(e);
         e = NULL;

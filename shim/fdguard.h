@@ -398,6 +398,14 @@ struct fdg_caller {
     void *start, *end;
     const void *eh_frame;
 };
+/* Both name the same loaded object at the same place. Another object loaded
+ * where an unloaded one was can match in some fields, rarely in all: the
+ * callers add what they can check besides (the path, the dynamic section). */
+static inline bool fdg_same_caller(const struct fdg_caller *a, const struct fdg_caller *b)
+{
+    return a->map == b->map && a->start == b->start && a->end == b->end &&
+           a->eh_frame == b->eh_frame;
+}
 /* True when misses can be resolved for the caller (the trampoline exists and
  * _dl_find_object too): only then is the cache used. */
 extern bool fdg_dlcaller_faithful;
